@@ -1,0 +1,82 @@
+/* The communicator interface: one process per rank, collectives over the
+ * tensor-parallel group.
+ *
+ * "Data" collectives (all-reduce, all-gather, broadcast) take buffers in the
+ * communicator's memory space: host memory for the MPI and single-process
+ * communicators, device memory for NCCL (data_on_device = 1).  The "host_"
+ * collectives always take host memory; the engine uses them for control
+ * (sampled token ids, argmax candidates, agreeing on errors).
+ * `stream` is a cudaStream_t for device communicators and ignored otherwise.
+ * Every call returns a tpd_status; a failure names the call, file:line and rank. */
+#ifndef TPD_COMM_H
+#define TPD_COMM_H
+
+#include <stddef.h>
+
+#include "runtime/dtype.h"
+#include "runtime/tpd_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tpd_comm tpd_comm;
+
+/* An all-reduce in flight (async where the communicator allows it). */
+typedef struct {
+  void *impl;  /* MPI_Request*, or NULL when the operation completed at start */
+  int active;
+} tpd_comm_req;
+
+typedef struct {
+  const char *name;
+  int data_on_device;
+  void (*destroy)(tpd_comm *c);
+  /* in-place sum over all ranks */
+  tpd_status (*allreduce)(tpd_comm *c, void *buf, size_t n_elems, tpd_dtype dt, void *stream);
+  /* start an in-place sum; finish it with wait() before touching buf */
+  tpd_status (*allreduce_start)(tpd_comm *c, void *buf, size_t n_elems, tpd_dtype dt, void *stream,
+                                tpd_comm_req *req);
+  tpd_status (*wait)(tpd_comm *c, tpd_comm_req *req);
+  /* recv[r * n_bytes ...] = send of rank r */
+  tpd_status (*allgather)(tpd_comm *c, const void *send, void *recv, size_t n_bytes, void *stream);
+  tpd_status (*broadcast)(tpd_comm *c, void *buf, size_t n_bytes, int root, void *stream);
+  tpd_status (*host_allgather)(tpd_comm *c, const void *send, void *recv, size_t n_bytes);
+  tpd_status (*host_broadcast)(tpd_comm *c, void *buf, size_t n_bytes, int root);
+  tpd_status (*barrier)(tpd_comm *c);
+  /* ends every rank of the job now (used when a rank fails mid-collective) */
+  void (*abort)(tpd_comm *c, int code);
+} tpd_comm_ops;
+
+struct tpd_comm {
+  const tpd_comm_ops *ops;
+  int rank, size;             /* in the TP group */
+  int local_rank, local_size; /* on this node */
+  void *impl;
+};
+
+/* Single process, TP=1: every collective is a copy or a no-op. */
+tpd_status tpd_comm_single_create(tpd_comm **out);
+/* MPI_COMM_WORLD; initialises MPI (thread level FUNNELED) unless already done. */
+tpd_status tpd_comm_mpi_create(int *argc, char ***argv, tpd_comm **out);
+/* NCCL over the ranks of an MPI communicator; id broadcast over MPI, device
+ * chosen by node-local rank.  `mpi` stays owned by the caller. */
+tpd_status tpd_comm_nccl_create(tpd_comm *mpi, int device, tpd_comm **out);
+
+/* What a launched program should use: TPD_COMM=single|mpi forces a choice;
+ * otherwise MPI when started by mpirun/srun (and built with MPI), else single. */
+tpd_status tpd_comm_create_default(int *argc, char ***argv, tpd_comm **out);
+int tpd_comm_launched_by_mpi(void);
+int tpd_comm_have_mpi(void);
+int tpd_comm_have_nccl(void);
+
+void tpd_comm_destroy(tpd_comm *c);
+
+/* Collective agreement on a local status: every rank learns the lowest rank
+ * that failed (or -1).  Call where all ranks arrive. */
+tpd_status tpd_comm_agree(tpd_comm *c, int ok, int *first_failed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,214 @@
+/* MPI communicator over MPI_COMM_WORLD, for host buffers. */
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+
+/* Checks an MPI call: names the call, file:line, rank and MPI's message. */
+#define TPD_MPI_CHECK(call)                                                                        \
+  do {                                                                                             \
+    int tpd_rc_ = (call);                                                                          \
+    if (tpd_rc_ != MPI_SUCCESS) {                                                                  \
+      char tpd_msg_[MPI_MAX_ERROR_STRING];                                                         \
+      int tpd_len_ = 0;                                                                            \
+      MPI_Error_string(tpd_rc_, tpd_msg_, &tpd_len_);                                              \
+      return tpd_fail_at(TPD_ERR_COMM, __FILE__, __LINE__, "%s failed on rank %d: %s", #call,      \
+                         tpd_log_rank(), tpd_msg_);                                                \
+    }                                                                                              \
+  } while (0)
+
+typedef struct {
+  MPI_Comm world;
+  MPI_Op op_bf16, op_f16;
+  int we_initialized;
+} mpi_impl;
+
+static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
+  (void)dt;
+  const uint16_t *a = in;
+  uint16_t *b = inout;
+  for (int i = 0; i < *len; i++) b[i] = tpd_f32_to_bf16(tpd_bf16_to_f32(a[i]) + tpd_bf16_to_f32(b[i]));
+}
+
+static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt) {
+  (void)dt;
+  const uint16_t *a = in;
+  uint16_t *b = inout;
+  for (int i = 0; i < *len; i++) b[i] = tpd_f32_to_f16(tpd_f16_to_f32(a[i]) + tpd_f16_to_f32(b[i]));
+}
+
+static tpd_status mpi_type(const mpi_impl *m, tpd_dtype dt, MPI_Datatype *type, MPI_Op *op) {
+  switch (dt) {
+    case TPD_F32: *type = MPI_FLOAT; *op = MPI_SUM; return TPD_OK;
+    case TPD_BF16: *type = MPI_UINT16_T; *op = m->op_bf16; return TPD_OK;
+    case TPD_F16: *type = MPI_UINT16_T; *op = m->op_f16; return TPD_OK;
+    default: return TPD_FAIL(TPD_ERR_ARG, "all-reduce of dtype %d", (int)dt);
+  }
+}
+
+static int count_ok(size_t n) { return n <= (size_t)0x7fffffff; }
+
+static tpd_status mpi_allreduce(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream) {
+  (void)stream;
+  mpi_impl *m = c->impl;
+  MPI_Datatype type = MPI_FLOAT;
+  MPI_Op op = MPI_SUM;
+  TPD_TRY(mpi_type(m, dt, &type, &op));
+  if (!count_ok(n)) return TPD_FAIL(TPD_ERR_ARG, "all-reduce of %zu elements exceeds MPI's int count", n);
+  TPD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, m->world));
+  return TPD_OK;
+}
+
+static tpd_status mpi_allreduce_start(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream,
+                                      tpd_comm_req *req) {
+  (void)stream;
+  mpi_impl *m = c->impl;
+  MPI_Datatype type = MPI_FLOAT;
+  MPI_Op op = MPI_SUM;
+  TPD_TRY(mpi_type(m, dt, &type, &op));
+  if (!count_ok(n)) return TPD_FAIL(TPD_ERR_ARG, "all-reduce of %zu elements exceeds MPI's int count", n);
+  MPI_Request *r = malloc(sizeof *r);
+  if (!r) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, type, op, m->world, r);
+  if (rc != MPI_SUCCESS) {
+    free(r);
+    TPD_MPI_CHECK(rc);
+  }
+  req->impl = r;
+  req->active = 1;
+  return TPD_OK;
+}
+
+static tpd_status mpi_wait(tpd_comm *c, tpd_comm_req *req) {
+  (void)c;
+  if (!req->active) return TPD_OK;
+  MPI_Request *r = req->impl;
+  req->active = 0;
+  req->impl = NULL;
+  int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
+  free(r);
+  TPD_MPI_CHECK(rc);
+  return TPD_OK;
+}
+
+static tpd_status mpi_allgather(tpd_comm *c, const void *send, void *recv, size_t n_bytes, void *stream) {
+  (void)stream;
+  mpi_impl *m = c->impl;
+  if (!count_ok(n_bytes)) return TPD_FAIL(TPD_ERR_ARG, "all-gather of %zu bytes exceeds MPI's int count", n_bytes);
+  if (send == (const char *)recv + (size_t)c->rank * n_bytes)
+    TPD_MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, recv, (int)n_bytes, MPI_BYTE, m->world));
+  else
+    TPD_MPI_CHECK(MPI_Allgather(send, (int)n_bytes, MPI_BYTE, recv, (int)n_bytes, MPI_BYTE, m->world));
+  return TPD_OK;
+}
+
+static tpd_status mpi_broadcast(tpd_comm *c, void *buf, size_t n_bytes, int root, void *stream) {
+  (void)stream;
+  mpi_impl *m = c->impl;
+  if (!count_ok(n_bytes)) return TPD_FAIL(TPD_ERR_ARG, "broadcast of %zu bytes exceeds MPI's int count", n_bytes);
+  TPD_MPI_CHECK(MPI_Bcast(buf, (int)n_bytes, MPI_BYTE, root, m->world));
+  return TPD_OK;
+}
+
+static tpd_status mpi_host_allgather(tpd_comm *c, const void *send, void *recv, size_t n_bytes) {
+  return mpi_allgather(c, send, recv, n_bytes, NULL);
+}
+
+static tpd_status mpi_host_broadcast(tpd_comm *c, void *buf, size_t n_bytes, int root) {
+  return mpi_broadcast(c, buf, n_bytes, root, NULL);
+}
+
+static tpd_status mpi_barrier(tpd_comm *c) {
+  mpi_impl *m = c->impl;
+  TPD_MPI_CHECK(MPI_Barrier(m->world));
+  return TPD_OK;
+}
+
+static void mpi_abort(tpd_comm *c, int code) {
+  mpi_impl *m = c->impl;
+  MPI_Abort(m->world, code);
+  exit(code); /* not reached */
+}
+
+static void mpi_destroy(tpd_comm *c) {
+  mpi_impl *m = c->impl;
+  if (m) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) {
+      if (m->op_bf16 != MPI_OP_NULL) MPI_Op_free(&m->op_bf16);
+      if (m->op_f16 != MPI_OP_NULL) MPI_Op_free(&m->op_f16);
+      if (m->world != MPI_COMM_NULL) MPI_Comm_free(&m->world);
+      if (m->we_initialized) MPI_Finalize();
+    }
+    free(m);
+  }
+  free(c);
+}
+
+static const tpd_comm_ops mpi_ops = {
+    .name = "mpi",
+    .data_on_device = 0,
+    .destroy = mpi_destroy,
+    .allreduce = mpi_allreduce,
+    .allreduce_start = mpi_allreduce_start,
+    .wait = mpi_wait,
+    .allgather = mpi_allgather,
+    .broadcast = mpi_broadcast,
+    .host_allgather = mpi_host_allgather,
+    .host_broadcast = mpi_host_broadcast,
+    .barrier = mpi_barrier,
+    .abort = mpi_abort,
+};
+
+static tpd_status mpi_setup(tpd_comm *c, mpi_impl *m) {
+  TPD_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &m->world));
+  TPD_MPI_CHECK(MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN));
+  TPD_MPI_CHECK(MPI_Comm_rank(m->world, &c->rank));
+  TPD_MPI_CHECK(MPI_Comm_size(m->world, &c->size));
+  MPI_Comm local;
+  TPD_MPI_CHECK(MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local));
+  int rc1 = MPI_Comm_rank(local, &c->local_rank), rc2 = MPI_Comm_size(local, &c->local_size);
+  MPI_Comm_free(&local);
+  TPD_MPI_CHECK(rc1);
+  TPD_MPI_CHECK(rc2);
+  TPD_MPI_CHECK(MPI_Op_create(sum_bf16, 1, &m->op_bf16));
+  TPD_MPI_CHECK(MPI_Op_create(sum_f16, 1, &m->op_f16));
+  return TPD_OK;
+}
+
+tpd_status tpd_comm_mpi_create(int *argc, char ***argv, tpd_comm **out) {
+  *out = NULL;
+  tpd_comm *c = calloc(1, sizeof *c);
+  mpi_impl *m = calloc(1, sizeof *m);
+  if (!c || !m) {
+    free(c);
+    free(m);
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  }
+  m->world = MPI_COMM_NULL;
+  m->op_bf16 = m->op_f16 = MPI_OP_NULL;
+  c->ops = &mpi_ops;
+  c->impl = m;
+  int inited = 0;
+  MPI_Initialized(&inited);
+  if (!inited) {
+    int provided = 0;
+    int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (rc != MPI_SUCCESS) {
+      free(c);
+      free(m);
+      return TPD_FAIL(TPD_ERR_COMM, "MPI_Init_thread failed (code %d)", rc);
+    }
+    m->we_initialized = 1;
+  }
+  tpd_status st = mpi_setup(c, m);
+  if (st != TPD_OK) {
+    mpi_destroy(c);
+    return st;
+  }
+  tpd_log_set_rank(c->rank);
+  *out = c;
+  return TPD_OK;
+}

@@ -1,0 +1,161 @@
+/* The kernel backend interface: a small table of decode operations.
+ *
+ * The engine is written once against this table; kernels/cpu/ implements it
+ * as the reference (and the CI path), kernels/cuda/ as the fast path.
+ *
+ * Glossary used by every args struct below:
+ *   T   tokens in this step (all sequences together; 1 per sequence in decode)
+ *   D   model dim            Dh  head dim
+ *   Hq  query heads (local to this rank)   Hkv  KV heads (local to this rank)
+ *   F   FFN width (local)    V   vocab rows (local)
+ *   M,N,K  matmul sizes: Y[M,N] = X[M,K] . W[N,K]^T
+ * "act" is the backend's activation dtype (CPU: F32, CUDA: BF16).
+ * All pointers are in backend memory unless marked host. */
+#ifndef TPD_BACKEND_H
+#define TPD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/dtype.h"
+#include "runtime/tpd_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tpd_backend tpd_backend;
+
+/* Largest head dim the kernels accept (checked when a model is loaded). */
+#define TPD_MAX_HEAD_DIM 512
+
+/* A weight matrix W[N, K], row-major, in backend memory. */
+typedef struct {
+  const void *data;
+  tpd_dtype dtype;
+  int n_rows; /* N */
+  int n_cols; /* K */
+} tpd_weight;
+
+typedef struct {
+  int M;
+  const void *x; /* [M, ldx] act */
+  int ldx;
+  const tpd_weight *w;
+  const float *bias; /* [N] or NULL */
+  void *y;           /* [M, ldy] of y_dtype */
+  int ldy;
+  tpd_dtype y_dtype; /* act, or F32 for logits */
+} tpd_matmul_args;
+
+typedef struct {
+  int T, D;
+  void *x;           /* [T, D] act: residual stream; x += delta first when delta != NULL */
+  const void *delta; /* [T, D] act or NULL */
+  const float *w;    /* [D] */
+  float eps;
+  void *y;           /* [T, D] act: rmsnorm(x) * w */
+} tpd_rmsnorm_args;
+
+/* Per-token metadata of a step, shared by rope/KV append and attention. */
+typedef struct {
+  int T;
+  const int32_t *pos;         /* [T] position of each token in its sequence */
+  const int32_t *slot;        /* [T] sequence slot of each token */
+  const int32_t *block_table; /* [n_slots, max_blocks] KV block ids per slot */
+  int max_blocks;
+  int block_size;             /* tokens per KV block */
+  int max_ctx;                /* host: upper bound on pos + 1 over the step */
+} tpd_step_meta;
+
+typedef struct {
+  const tpd_step_meta *meta;
+  int n_q_heads, n_kv_heads, head_dim;
+  void *qkv;                /* [T, (Hq + 2 Hkv) Dh] act: q heads, k heads, v heads */
+  const double *inv_freq;   /* [Dh/2] rotary inverse frequencies */
+  void *k_cache, *v_cache;  /* [n_blocks, Hkv, block_size, Dh] of this layer, kv dtype */
+} tpd_rope_kv_args;
+
+typedef struct {
+  const tpd_step_meta *meta;
+  int n_q_heads, n_kv_heads, head_dim;
+  const void *q;            /* [T, ldq] act, rotated q heads first */
+  int ldq;
+  const void *k_cache, *v_cache;
+  void *out;                /* [T, Hq Dh] act */
+  int window;               /* sliding window in tokens, 0 = full causal */
+  float scale;              /* 1/sqrt(Dh) */
+} tpd_attention_args;
+
+typedef struct {
+  int T, F;
+  const void *gu; /* [T, 2F] act: gate in [:, :F], up in [:, F:] */
+  void *out;      /* [T, F] act: silu(gate) * up */
+} tpd_swiglu_args;
+
+typedef struct {
+  int M, N;
+  const float *logits; /* [M, N] */
+  float *val;          /* [M] max value */
+  int32_t *idx;        /* [M] index of the first maximum, plus idx_offset */
+  int idx_offset;
+} tpd_argmax_args;
+
+typedef struct tpd_backend_ops {
+  const char *name;
+  tpd_dtype act_dtype;
+  tpd_dtype kv_dtype;
+  int host_memory; /* 1 when backend pointers are host pointers */
+
+  void (*destroy)(tpd_backend *be);
+  tpd_status (*alloc)(tpd_backend *be, size_t n_bytes, void **out);
+  void (*free)(tpd_backend *be, void *p);
+  tpd_status (*upload)(tpd_backend *be, void *dst, const void *host_src, size_t n_bytes);
+  tpd_status (*download)(tpd_backend *be, void *host_dst, const void *src, size_t n_bytes);
+  tpd_status (*synchronize)(tpd_backend *be);
+  /* the stream kernels run on (a cudaStream_t), NULL for host backends */
+  void *(*stream)(tpd_backend *be);
+
+  /* Prepares a weight from host rows (any of F32/BF16/F16) into backend
+   * memory; the backend chooses the stored dtype (CPU keeps it). */
+  tpd_status (*load_weight)(tpd_backend *be, const void *host, tpd_dtype dtype, int n_rows, int n_cols,
+                            tpd_weight *out);
+
+  tpd_status (*matmul)(tpd_backend *be, const tpd_matmul_args *a);
+  tpd_status (*rmsnorm)(tpd_backend *be, const tpd_rmsnorm_args *a);
+  tpd_status (*rope_kv)(tpd_backend *be, const tpd_rope_kv_args *a);
+  tpd_status (*attention)(tpd_backend *be, const tpd_attention_args *a);
+  tpd_status (*swiglu)(tpd_backend *be, const tpd_swiglu_args *a);
+  /* x[n] += y[n], act */
+  tpd_status (*add)(tpd_backend *be, void *x, const void *y, size_t n_elems);
+  /* dst[i, :] = src[rows[i], :] for i < n, width D, act; rows is host memory */
+  tpd_status (*gather_rows)(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
+  tpd_status (*argmax)(tpd_backend *be, const tpd_argmax_args *a);
+} tpd_backend_ops;
+
+struct tpd_backend {
+  const tpd_backend_ops *ops;
+  void *impl;
+};
+
+typedef struct {
+  int n_threads;  /* CPU: worker threads, 0 = all cores */
+  int device;     /* CUDA: device ordinal, -1 = pick from the node-local rank */
+  int local_rank; /* node-local rank (device choice) */
+} tpd_backend_opts;
+
+/* "cpu" always; "cuda" when built with CUDA and a device is present. */
+tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out);
+void tpd_backend_destroy(tpd_backend *be);
+/* 1 if this build contains the named backend. */
+int tpd_backend_available(const char *name);
+
+tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out);
+#ifdef TPD_HAVE_CUDA
+tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_backend **out);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,130 @@
+/* The CPU backend: host memory, fp32 activations and KV cache, weights kept
+ * in their file dtype, a persistent thread pool. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kernels/cpu/cpu_backend.h"
+
+enum { HUGE_ALIGN = 2 << 20 };
+
+void *tpd_cpu_alloc(size_t n_bytes) {
+  void *p = NULL;
+  const size_t align = n_bytes >= (size_t)HUGE_ALIGN ? (size_t)HUGE_ALIGN : 64;
+  const size_t rounded = (n_bytes + align - 1) / align * align;
+  if (posix_memalign(&p, align, rounded ? rounded : align) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+  if (align == (size_t)HUGE_ALIGN) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
+void tpd_cpu_free(void *p) { free(p); }
+
+tpd_status tpd_cpu_scratch(tpd_cpu *cpu, size_t n_bytes) {
+  if (n_bytes <= cpu->scratch_bytes) return TPD_OK;
+  tpd_cpu_free(cpu->scratch);
+  cpu->scratch = tpd_cpu_alloc(n_bytes);
+  cpu->scratch_bytes = cpu->scratch ? n_bytes : 0;
+  if (!cpu->scratch) return TPD_FAIL(TPD_ERR_OOM, "out of memory for matmul scratch (%zu bytes)", n_bytes);
+  return TPD_OK;
+}
+
+static void cpu_destroy(tpd_backend *be) {
+  tpd_cpu *cpu = be->impl;
+  if (cpu) {
+    tpd_pool_destroy(cpu->pool);
+    tpd_cpu_free(cpu->scratch);
+    free(cpu->att);
+    free(cpu);
+  }
+  free(be);
+}
+
+static tpd_status cpu_alloc(tpd_backend *be, size_t n_bytes, void **out) {
+  (void)be;
+  *out = tpd_cpu_alloc(n_bytes);
+  if (!*out) return TPD_FAIL(TPD_ERR_OOM, "out of host memory allocating %zu bytes", n_bytes);
+  return TPD_OK;
+}
+
+static void cpu_free(tpd_backend *be, void *p) {
+  (void)be;
+  tpd_cpu_free(p);
+}
+
+static tpd_status cpu_copy(tpd_backend *be, void *dst, const void *src, size_t n_bytes) {
+  (void)be;
+  if (n_bytes) memmove(dst, src, n_bytes);
+  return TPD_OK;
+}
+
+static tpd_status cpu_sync(tpd_backend *be) {
+  (void)be;
+  return TPD_OK;
+}
+
+static void *cpu_stream(tpd_backend *be) {
+  (void)be;
+  return NULL;
+}
+
+static tpd_status cpu_load_weight(tpd_backend *be, const void *host, tpd_dtype dtype, int n_rows, int n_cols,
+                                  tpd_weight *out) {
+  const size_t n_bytes = (size_t)n_rows * n_cols * tpd_dtype_size(dtype);
+  void *p = NULL;
+  TPD_TRY(cpu_alloc(be, n_bytes, &p));
+  memcpy(p, host, n_bytes);
+  out->data = p;
+  out->dtype = dtype;
+  out->n_rows = n_rows;
+  out->n_cols = n_cols;
+  return TPD_OK;
+}
+
+static const tpd_backend_ops cpu_ops = {
+    .name = "cpu",
+    .act_dtype = TPD_F32,
+    .kv_dtype = TPD_F32,
+    .host_memory = 1,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = cpu_sync,
+    .stream = cpu_stream,
+    .load_weight = cpu_load_weight,
+    .matmul = tpd_cpu_matmul,
+    .rmsnorm = tpd_cpu_rmsnorm,
+    .rope_kv = tpd_cpu_rope_kv,
+    .attention = tpd_cpu_attention,
+    .swiglu = tpd_cpu_swiglu,
+    .add = tpd_cpu_add,
+    .gather_rows = tpd_cpu_gather_rows,
+    .argmax = tpd_cpu_argmax,
+};
+
+tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
+  *out = NULL;
+  int n = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) n = 1;
+  tpd_backend *be = calloc(1, sizeof *be);
+  tpd_cpu *cpu = calloc(1, sizeof *cpu);
+  if (!be || !cpu) {
+    free(be);
+    free(cpu);
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  }
+  be->ops = &cpu_ops;
+  be->impl = cpu;
+  cpu->pool = tpd_pool_create(n);
+  if (!cpu->pool) {
+    cpu_destroy(be);
+    return TPD_FAIL(TPD_ERR_OOM, "cannot start %d CPU threads", n);
+  }
+  TPD_INFO("cpu backend: %d threads, kernels %s", n, tpd_isa_name(tpd_isa_active()));
+  *out = be;
+  return TPD_OK;
+}

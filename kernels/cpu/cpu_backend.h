@@ -1,0 +1,35 @@
+/* Internal state of the CPU backend, shared by its source files. */
+#ifndef TPD_CPU_BACKEND_H
+#define TPD_CPU_BACKEND_H
+
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/pool.h"
+
+typedef struct {
+  tpd_pool *pool;
+  uint16_t *scratch; /* matmul: bf16 hi/lo split of x */
+  size_t scratch_bytes;
+  float *att; /* attention: one score row per thread */
+  size_t att_floats_per_thread;
+} tpd_cpu;
+
+tpd_status tpd_cpu_scratch(tpd_cpu *cpu, size_t n_bytes);
+
+tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a);
+tpd_status tpd_cpu_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);
+tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a);
+tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a);
+tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
+tpd_status tpd_cpu_add(tpd_backend *be, void *x, const void *y, size_t n_elems);
+tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
+tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a);
+
+/* Allocation used for weights and buffers: 64-byte aligned, huge-page backed
+ * where the kernel allows for large blocks. */
+void *tpd_cpu_alloc(size_t n_bytes);
+void tpd_cpu_free(void *p);
+
+#endif

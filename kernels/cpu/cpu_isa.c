@@ -1,0 +1,52 @@
+#include "kernels/cpu/cpu_isa.h"
+
+#include <string.h>
+
+#include "runtime/tpd_error.h"
+
+static int g_forced = -1;
+
+tpd_isa tpd_isa_detect(void) {
+#if defined(__x86_64__) && defined(TPD_HAVE_X86_SIMD)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl")) {
+    if (__builtin_cpu_supports("avx512bf16")) return TPD_ISA_AVX512BF16;
+    return TPD_ISA_AVX512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return TPD_ISA_AVX2;
+#endif
+  return TPD_ISA_SCALAR;
+}
+
+const char *tpd_isa_name(tpd_isa isa) {
+  switch (isa) {
+    case TPD_ISA_SCALAR: return "scalar";
+    case TPD_ISA_AVX2: return "avx2";
+    case TPD_ISA_AVX512: return "avx512";
+    case TPD_ISA_AVX512BF16: return "avx512bf16";
+  }
+  return "?";
+}
+
+void tpd_isa_force(tpd_isa isa) { g_forced = (int)isa; }
+
+tpd_isa tpd_isa_active(void) {
+  static int cached = -1;
+  tpd_isa best = tpd_isa_detect();
+  if (g_forced >= 0) return (tpd_isa)g_forced < best ? (tpd_isa)g_forced : best;
+  if (cached < 0) {
+    cached = (int)best;
+    const char *want = tpd_param_str("CPU_ISA", NULL);
+    if (want) {
+      int found = 0;
+      for (int i = TPD_ISA_SCALAR; i <= TPD_ISA_AVX512BF16; i++)
+        if (!strcmp(want, tpd_isa_name((tpd_isa)i))) {
+          found = 1;
+          if (i < cached) cached = i;
+        }
+      if (!found) TPD_WARN("ignoring TPD_CPU_ISA=%s (use scalar, avx2, avx512 or avx512bf16)", want);
+    }
+  }
+  return (tpd_isa)cached;
+}

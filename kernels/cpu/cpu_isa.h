@@ -1,0 +1,19 @@
+/* Instruction-set levels of the CPU kernels, chosen at run time.
+ * TPD_CPU_ISA=scalar|avx2|avx512|avx512bf16 caps the choice (tests use it to
+ * exercise every path the machine supports). */
+#ifndef TPD_CPU_ISA_H
+#define TPD_CPU_ISA_H
+
+typedef enum {
+  TPD_ISA_SCALAR = 0,
+  TPD_ISA_AVX2,       /* AVX2 + FMA + F16C */
+  TPD_ISA_AVX512,     /* AVX-512 F/BW/VL */
+  TPD_ISA_AVX512BF16  /* ... plus AVX512_BF16 dot products */
+} tpd_isa;
+
+tpd_isa tpd_isa_detect(void);   /* the best the CPU supports */
+tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
+void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
+const char *tpd_isa_name(tpd_isa isa);
+
+#endif

@@ -1,0 +1,204 @@
+/* CPU reference kernels other than matmul: rmsnorm (+ residual add), rotary
+ * embedding + KV append, decode/prefill attention over the paged KV cache,
+ * SwiGLU, residual add, row gather, argmax.  Plain C, fp32 activations,
+ * double where a reduction or an angle benefits; threaded over rows. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_backend.h"
+
+/* Work below this many elements runs on the calling thread. */
+enum { PAR_MIN_ELEMS = 1 << 14 };
+
+static int worth_threads(const tpd_cpu *cpu, size_t n_elems) {
+  return tpd_pool_size(cpu->pool) > 1 && n_elems >= PAR_MIN_ELEMS;
+}
+
+/* ---- rmsnorm ---- */
+static void rmsnorm_task(void *arg, int ith, int nth) {
+  const tpd_rmsnorm_args *a = arg;
+  long t0, t1;
+  tpd_split(a->T, ith, nth, 1, &t0, &t1);
+  for (long t = t0; t < t1; t++) {
+    float *x = (float *)a->x + (size_t)t * a->D;
+    float *y = (float *)a->y + (size_t)t * a->D;
+    if (a->delta) {
+      const float *d = (const float *)a->delta + (size_t)t * a->D;
+      for (int i = 0; i < a->D; i++) x[i] += d[i];
+    }
+    double ss = 0.0;
+    for (int i = 0; i < a->D; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / a->D + a->eps));
+    for (int i = 0; i < a->D; i++) y[i] = x[i] * r * a->w[i];
+  }
+}
+
+tpd_status tpd_cpu_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a) {
+  tpd_cpu *cpu = be->impl;
+  if (worth_threads(cpu, (size_t)a->T * a->D)) tpd_pool_run(cpu->pool, rmsnorm_task, (void *)a);
+  else rmsnorm_task((void *)a, 0, 1);
+  return TPD_OK;
+}
+
+/* ---- rotary embedding (rotate-half layout) + KV append ---- */
+static void rotate(float *v, const double *c, const double *s, int half) {
+  for (int i = 0; i < half; i++) {
+    const double x0 = v[i], x1 = v[i + half];
+    v[i] = (float)(x0 * c[i] - x1 * s[i]);
+    v[i + half] = (float)(x1 * c[i] + x0 * s[i]);
+  }
+}
+
+static void rope_kv_task(void *arg, int ith, int nth) {
+  const tpd_rope_kv_args *a = arg;
+  const tpd_step_meta *mt = a->meta;
+  const int Dh = a->head_dim, half = Dh / 2, Hq = a->n_q_heads, Hkv = a->n_kv_heads;
+  const int width = (Hq + 2 * Hkv) * Dh;
+  double c[TPD_MAX_HEAD_DIM / 2], s[TPD_MAX_HEAD_DIM / 2];
+  long t0, t1;
+  tpd_split(mt->T, ith, nth, 1, &t0, &t1);
+  for (long t = t0; t < t1; t++) {
+    const int pos = mt->pos[t];
+    for (int i = 0; i < half; i++) {
+      const double ang = (double)pos * a->inv_freq[i];
+      c[i] = cos(ang);
+      s[i] = sin(ang);
+    }
+    float *row = (float *)a->qkv + (size_t)t * width;
+    for (int h = 0; h < Hq + Hkv; h++) rotate(row + (size_t)h * Dh, c, s, half);
+    const int blk = mt->block_table[(size_t)mt->slot[t] * mt->max_blocks + pos / mt->block_size];
+    const int off = pos % mt->block_size;
+    for (int h = 0; h < Hkv; h++) {
+      const size_t dst = (((size_t)blk * Hkv + h) * mt->block_size + off) * Dh;
+      memcpy((float *)a->k_cache + dst, row + (size_t)(Hq + h) * Dh, sizeof(float) * (size_t)Dh);
+      memcpy((float *)a->v_cache + dst, row + (size_t)(Hq + Hkv + h) * Dh, sizeof(float) * (size_t)Dh);
+    }
+  }
+}
+
+tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a) {
+  tpd_cpu *cpu = be->impl;
+  const size_t work = (size_t)a->meta->T * (a->n_q_heads + a->n_kv_heads) * a->head_dim;
+  if (worth_threads(cpu, work)) tpd_pool_run(cpu->pool, rope_kv_task, (void *)a);
+  else rope_kv_task((void *)a, 0, 1);
+  return TPD_OK;
+}
+
+/* ---- attention: each (token, query head) over its sequence's cached positions ---- */
+typedef struct {
+  const tpd_attention_args *a;
+  tpd_cpu *cpu;
+} att_job;
+
+static void attention_task(void *arg, int ith, int nth) {
+  const att_job *j = arg;
+  const tpd_attention_args *a = j->a;
+  const tpd_step_meta *mt = a->meta;
+  const int Dh = a->head_dim, Hq = a->n_q_heads, Hkv = a->n_kv_heads, group = Hq / Hkv;
+  const int bs = mt->block_size;
+  float *score = j->cpu->att + (size_t)ith * j->cpu->att_floats_per_thread;
+  float *acc = score + mt->max_ctx;
+  long i0, i1;
+  tpd_split((long)mt->T * Hq, ith, nth, 1, &i0, &i1);
+  for (long it = i0; it < i1; it++) {
+    const int t = (int)(it / Hq), h = (int)(it % Hq), kvh = h / group;
+    const int pos = mt->pos[t];
+    const int start = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
+    const int32_t *table = mt->block_table + (size_t)mt->slot[t] * mt->max_blocks;
+    const float *q = (const float *)a->q + (size_t)t * a->ldq + (size_t)h * Dh;
+    float mx = -INFINITY;
+    for (int p = start; p <= pos; p++) {
+      const float *k = (const float *)a->k_cache + (((size_t)table[p / bs] * Hkv + kvh) * bs + p % bs) * Dh;
+      float d = 0.0f;
+      for (int i = 0; i < Dh; i++) d += q[i] * k[i];
+      d *= a->scale;
+      score[p - start] = d;
+      if (d > mx) mx = d;
+    }
+    double sum = 0.0;
+    for (int p = start; p <= pos; p++) {
+      const float e = expf(score[p - start] - mx);
+      score[p - start] = e;
+      sum += e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < Dh; i++) acc[i] = 0.0f;
+    for (int p = start; p <= pos; p++) {
+      const float *v = (const float *)a->v_cache + (((size_t)table[p / bs] * Hkv + kvh) * bs + p % bs) * Dh;
+      const float w = score[p - start];
+      for (int i = 0; i < Dh; i++) acc[i] += w * v[i];
+    }
+    float *out = (float *)a->out + (size_t)t * Hq * Dh + (size_t)h * Dh;
+    for (int i = 0; i < Dh; i++) out[i] = acc[i] * inv;
+  }
+}
+
+tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
+  tpd_cpu *cpu = be->impl;
+  const size_t per_thread = (size_t)a->meta->max_ctx + (size_t)a->head_dim + 16;
+  if (per_thread > cpu->att_floats_per_thread) {
+    const int n = tpd_pool_size(cpu->pool);
+    float *grown = realloc(cpu->att, sizeof(float) * per_thread * (size_t)n);
+    if (!grown) return TPD_FAIL(TPD_ERR_OOM, "out of memory for attention scratch");
+    cpu->att = grown;
+    cpu->att_floats_per_thread = per_thread;
+  }
+  att_job j = {a, cpu};
+  const size_t work = (size_t)a->meta->T * a->n_q_heads * (size_t)a->meta->max_ctx * a->head_dim;
+  if (worth_threads(cpu, work)) tpd_pool_run(cpu->pool, attention_task, &j);
+  else attention_task(&j, 0, 1);
+  return TPD_OK;
+}
+
+/* ---- SwiGLU ---- */
+static void swiglu_task(void *arg, int ith, int nth) {
+  const tpd_swiglu_args *a = arg;
+  long t0, t1;
+  tpd_split(a->T, ith, nth, 1, &t0, &t1);
+  for (long t = t0; t < t1; t++) {
+    const float *g = (const float *)a->gu + (size_t)t * 2 * a->F, *u = g + a->F;
+    float *o = (float *)a->out + (size_t)t * a->F;
+    for (int i = 0; i < a->F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  }
+}
+
+tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a) {
+  tpd_cpu *cpu = be->impl;
+  if (worth_threads(cpu, (size_t)a->T * a->F)) tpd_pool_run(cpu->pool, swiglu_task, (void *)a);
+  else swiglu_task((void *)a, 0, 1);
+  return TPD_OK;
+}
+
+/* ---- small ops ---- */
+tpd_status tpd_cpu_add(tpd_backend *be, void *x, const void *y, size_t n_elems) {
+  (void)be;
+  float *xf = x;
+  const float *yf = y;
+  for (size_t i = 0; i < n_elems; i++) xf[i] += yf[i];
+  return TPD_OK;
+}
+
+tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D) {
+  (void)be;
+  for (int i = 0; i < n; i++)
+    memmove((float *)dst + (size_t)i * D, (const float *)src + (size_t)rows[i] * D, sizeof(float) * (size_t)D);
+  return TPD_OK;
+}
+
+tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a) {
+  (void)be;
+  for (int m = 0; m < a->M; m++) {
+    const float *l = a->logits + (size_t)m * a->N;
+    int best = 0;
+    float bv = -INFINITY;
+    for (int n = 0; n < a->N; n++)
+      if (l[n] > bv) { /* NaN never wins; first maximum kept */
+        bv = l[n];
+        best = n;
+      }
+    a->val[m] = bv;
+    a->idx[m] = best + a->idx_offset;
+  }
+  return TPD_OK;
+}

@@ -1,0 +1,96 @@
+#include "launch/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tpd_cli_int(const char *s, long lo, long hi, long *out) {
+  if (!s || !*s) return 0;
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < lo || v > hi) return 0;
+  *out = v;
+  return 1;
+}
+
+int tpd_cli_float(const char *s, double lo, double hi, double *out) {
+  if (!s || !*s) return 0;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || !isfinite(v) || v < lo || v > hi) return 0;
+  *out = v;
+  return 1;
+}
+
+int tpd_cli_ids(const char *s, int32_t **out, const char **err) {
+  *out = NULL;
+  int cap = 16, n = 0;
+  int32_t *ids = malloc(sizeof *ids * (size_t)cap);
+  if (!ids) {
+    *err = "out of memory";
+    return -1;
+  }
+  const char *p = s;
+  while (*p) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(p, &end, 10);
+    if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
+      free(ids);
+      *err = "expected comma-separated non-negative token ids";
+      return -1;
+    }
+    if (n == cap) {
+      cap *= 2;
+      int32_t *g = realloc(ids, sizeof *ids * (size_t)cap);
+      if (!g) {
+        free(ids);
+        *err = "out of memory";
+        return -1;
+      }
+      ids = g;
+    }
+    ids[n++] = (int32_t)v;
+    p = *end ? end + 1 : end;
+  }
+  if (n == 0) {
+    free(ids);
+    *err = "empty list of token ids";
+    return -1;
+  }
+  *out = ids;
+  return n;
+}
+
+static void report(const char *prog, const tpd_comm *comm, int with_rank) {
+  const char *msg = tpd_last_error();
+  if (!*msg) msg = "failed";
+  if (with_rank && comm && comm->size > 1)
+    fprintf(stderr, "%s: error (rank %d): %s\n", prog, comm->rank, msg);
+  else
+    fprintf(stderr, "%s: error: %s\n", prog, msg);
+  if (tpd_log_enabled(TPD_LOG_INFO)) fprintf(stderr, "%s: (recorded at %s)\n", prog, tpd_last_error_loc());
+  fflush(stderr);
+}
+
+_Noreturn void tpd_cli_die(const char *prog, tpd_comm *comm, tpd_status st, int deterministic) {
+  (void)st;
+  if (!comm || comm->size == 1 || deterministic) {
+    if (!comm || comm->rank == 0) report(prog, comm, 0);
+    tpd_comm_destroy(comm);
+    exit(1);
+  }
+  report(prog, comm, 1);
+  comm->ops->abort(comm, 1);
+  exit(1);
+}
+
+_Noreturn void tpd_cli_die_agreed(const char *prog, tpd_comm *comm, int first_failed) {
+  if (comm->rank == first_failed) report(prog, comm, comm->size > 1 && first_failed != 0);
+  tpd_comm_destroy(comm);
+  exit(1);
+}

@@ -1,0 +1,232 @@
+/* tpdecode: tensor-parallel decode from a Hugging Face checkpoint.
+ *   mpirun -np N tpdecode -m DIR --prompt-ids 1,2,3 [-n 32] [--json] ... */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/cli.h"
+#include "runtime/fileio.h"
+#include "runtime/generate.h"
+#include "runtime/tpdecode.h"
+
+static const char *PROG = "tpdecode";
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: [mpirun -np N] tpdecode -m DIR --prompt-ids IDS [options]\n"
+          "  -m, --model DIR        Hugging Face checkpoint (config.json + safetensors)\n"
+          "  --prompt-ids 1,2,3     prompt token ids; repeat for a batch of prompts\n"
+          "  -n N                   tokens to generate per prompt (default 16)\n"
+          "  --temp T               sampling temperature (default 0: greedy)\n"
+          "  --top-k K              keep the K most likely tokens (default 0: off)\n"
+          "  --top-p P              nucleus sampling mass (default 1: off)\n"
+          "  --seed S               random seed (default 0)\n"
+          "  --ignore-eos           keep generating after an end-of-sequence token\n"
+          "  --threads N            CPU threads per rank (default: cores / ranks on the node)\n"
+          "  --backend cpu|cuda     kernel backend (default cpu)\n"
+          "  --ctx N                context per sequence (default: prompt + n, at most the model's)\n"
+          "  --logits-out FILE      write the last step's float32 logits [batch, vocab] (rank 0)\n"
+          "  --json                 print one JSON object (rank 0)\n"
+          "  -h, --help             this text\n");
+}
+
+typedef struct {
+  const char *model, *backend, *logits_out;
+  int32_t **prompts;
+  int *lens;
+  int n_prompts;
+  long n, top_k, threads, ctx;
+  double temp, top_p;
+  long long seed;
+  int json, ignore_eos;
+} opts;
+
+/* Parses argv; on error records a message and returns a status (identical on every rank). */
+static tpd_status parse(int argc, char **argv, opts *o) {
+  memset(o, 0, sizeof *o);
+  o->n = 16;
+  o->top_p = 1.0;
+  o->backend = "cpu";
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    long iv;
+    double fv;
+#define NEED_VALUE() \
+  if (!v) return TPD_FAIL(TPD_ERR_ARG, "option %s needs a value", a); \
+  i++
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      exit(0);
+    } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+      NEED_VALUE();
+      o->model = v;
+    } else if (!strcmp(a, "--prompt-ids")) {
+      NEED_VALUE();
+      const char *err = NULL;
+      int32_t *ids = NULL;
+      int n = tpd_cli_ids(v, &ids, &err);
+      if (n < 0) return TPD_FAIL(TPD_ERR_ARG, "--prompt-ids '%s': %s", v, err);
+      int32_t **p = realloc(o->prompts, sizeof *p * (size_t)(o->n_prompts + 1));
+      int *l = realloc(o->lens, sizeof *l * (size_t)(o->n_prompts + 1));
+      if (p) o->prompts = p;
+      if (l) o->lens = l;
+      if (!p || !l) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+      o->prompts[o->n_prompts] = ids;
+      o->lens[o->n_prompts++] = n;
+    } else if (!strcmp(a, "-n")) {
+      NEED_VALUE();
+      if (!tpd_cli_int(v, 1, 1 << 24, &iv)) return TPD_FAIL(TPD_ERR_ARG, "-n '%s': expected a positive integer", v);
+      o->n = iv;
+    } else if (!strcmp(a, "--temp")) {
+      NEED_VALUE();
+      if (!tpd_cli_float(v, 0.0, 1e6, &fv)) return TPD_FAIL(TPD_ERR_ARG, "--temp '%s': expected a number >= 0", v);
+      o->temp = fv;
+    } else if (!strcmp(a, "--top-k")) {
+      NEED_VALUE();
+      if (!tpd_cli_int(v, 0, 1L << 30, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--top-k '%s': expected an integer >= 0", v);
+      o->top_k = iv;
+    } else if (!strcmp(a, "--top-p")) {
+      NEED_VALUE();
+      if (!tpd_cli_float(v, 0.0, 1.0, &fv) || fv <= 0)
+        return TPD_FAIL(TPD_ERR_ARG, "--top-p '%s': expected a number in (0, 1]", v);
+      o->top_p = fv;
+    } else if (!strcmp(a, "--seed")) {
+      NEED_VALUE();
+      if (!tpd_cli_int(v, 0, 0x7fffffffffffffffL, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--seed '%s': expected an integer >= 0", v);
+      o->seed = iv;
+    } else if (!strcmp(a, "--threads")) {
+      NEED_VALUE();
+      if (!tpd_cli_int(v, 1, 4096, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--threads '%s': expected a positive integer", v);
+      o->threads = iv;
+    } else if (!strcmp(a, "--ctx")) {
+      NEED_VALUE();
+      if (!tpd_cli_int(v, 1, 1 << 24, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--ctx '%s': expected a positive integer", v);
+      o->ctx = iv;
+    } else if (!strcmp(a, "--backend")) {
+      NEED_VALUE();
+      o->backend = v;
+    } else if (!strcmp(a, "--logits-out")) {
+      NEED_VALUE();
+      o->logits_out = v;
+    } else if (!strcmp(a, "--json")) {
+      o->json = 1;
+    } else if (!strcmp(a, "--ignore-eos")) {
+      o->ignore_eos = 1;
+    } else {
+      return TPD_FAIL(TPD_ERR_ARG, "unknown option '%s' (see --help)", a);
+    }
+#undef NEED_VALUE
+  }
+  if (!o->model) return TPD_FAIL(TPD_ERR_ARG, "no model: pass -m DIR");
+  if (!o->n_prompts) return TPD_FAIL(TPD_ERR_ARG, "no prompt: pass --prompt-ids 1,2,3");
+  if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
+    return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu or cuda", o->backend);
+  return TPD_OK;
+}
+
+static void print_json(const opts *o, const tpd_gen_result *r, double med, double p90, double tps) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *seqs = cJSON_AddArrayToObject(root, "sequences");
+  for (int i = 0; i < o->n_prompts; i++) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON *p = cJSON_AddArrayToObject(s, "prompt_ids");
+    for (int j = 0; j < o->lens[i]; j++) cJSON_AddItemToArray(p, cJSON_CreateNumber(o->prompts[i][j]));
+    cJSON *q = cJSON_AddArrayToObject(s, "output_ids");
+    for (int j = 0; j < r->n_tokens[i]; j++) cJSON_AddItemToArray(q, cJSON_CreateNumber(r->tokens[i][j]));
+    cJSON_AddItemToArray(seqs, s);
+  }
+  cJSON *t = cJSON_AddObjectToObject(root, "timing");
+  cJSON_AddNumberToObject(t, "prefill_ms", r->prefill_ms);
+  cJSON_AddNumberToObject(t, "ms_per_token_median", med);
+  cJSON_AddNumberToObject(t, "ms_per_token_p90", p90);
+  cJSON_AddNumberToObject(t, "tokens_per_s", tps);
+  char *text = cJSON_PrintUnformatted(root);
+  if (text) puts(text);
+  free(text);
+  cJSON_Delete(root);
+}
+
+int main(int argc, char **argv) {
+  tpd_comm *comm = NULL;
+  tpd_status st = tpd_comm_create_default(&argc, &argv, &comm);
+  if (st != TPD_OK) tpd_cli_die(PROG, NULL, st, 1);
+  opts o;
+  st = parse(argc, argv, &o);
+  if (st != TPD_OK) {
+    if (comm->rank == 0) usage(stderr);
+    tpd_cli_die(PROG, comm, st, 1);
+  }
+  tpd_engine_opts eo = {.model_dir = o.model, .backend = o.backend, .n_threads = (int)o.threads,
+                        .max_seqs = o.n_prompts, .device = -1};
+  /* context: what the prompts need unless --ctx says otherwise; the model's
+   * limit is checked against the request in tpd_generate */
+  tpd_model_config cfg;
+  st = tpd_is_dir(o.model) ? tpd_config_load(o.model, &cfg)
+                           : TPD_FAIL(TPD_ERR_IO, "model directory %s does not exist", o.model);
+  int ok = st == TPD_OK, bad = -1;
+  if (ok) {
+    long need = 0;
+    for (int i = 0; i < o.n_prompts; i++)
+      if (o.lens[i] + o.n - 1 > need) need = o.lens[i] + o.n - 1;
+    eo.max_ctx = (int)(o.ctx ? o.ctx : need < cfg.max_pos ? need : cfg.max_pos);
+    if (eo.max_ctx > cfg.max_pos) {
+      st = TPD_FAIL(TPD_ERR_ARG, "--ctx %d exceeds the model's max_position_embeddings (%d)", eo.max_ctx, cfg.max_pos);
+      ok = 0;
+    }
+  }
+  tpd_engine *e = NULL;
+  if (ok) ok = (st = tpd_engine_create(&eo, comm, &e)) == TPD_OK;
+  if (tpd_comm_agree(comm, ok, &bad) != TPD_OK) tpd_cli_die(PROG, comm, TPD_ERR_COMM, 0);
+  if (bad >= 0) tpd_cli_die_agreed(PROG, comm, bad);
+
+  tpd_gen_request q = {.n_seqs = o.n_prompts, .prompts = (const int32_t *const *)o.prompts,
+                       .prompt_lens = o.lens, .n_new = (int)o.n, .stop_at_eos = !o.ignore_eos,
+                       .keep_logits = o.logits_out != NULL};
+  q.sampling.temperature = (float)o.temp;
+  q.sampling.top_k = (int)o.top_k;
+  q.sampling.top_p = (float)o.top_p;
+  q.sampling.seed = (uint64_t)o.seed;
+  tpd_gen_result r;
+  st = tpd_generate(e, &q, &r);
+  /* argument and input errors are found before any collective, alike on all ranks */
+  if (st != TPD_OK) tpd_cli_die(PROG, comm, st, st == TPD_ERR_ARG);
+
+  if (comm->rank == 0) {
+    long generated = 0;
+    for (int i = 0; i < r.n_seqs; i++) generated += r.n_tokens[i] - 1; /* decode steps' tokens */
+    double total_ms = 0;
+    for (int i = 0; i < r.n_steps; i++) total_ms += r.step_ms[i];
+    const double med = tpd_percentile(r.step_ms, r.n_steps, 50), p90 = tpd_percentile(r.step_ms, r.n_steps, 90);
+    const double tps = total_ms > 0 ? generated / (total_ms / 1e3) : 0.0;
+    if (o.json) {
+      print_json(&o, &r, med, p90, tps);
+    } else {
+      for (int i = 0; i < r.n_seqs; i++) {
+        printf("seq %d:", i);
+        for (int j = 0; j < r.n_tokens[i]; j++) printf(" %d", r.tokens[i][j]);
+        printf("\n");
+      }
+      tpd_engine_info info;
+      tpd_engine_get_info(e, &info);
+      printf("prefill %.2f ms, decode %.2f ms/step median (p90 %.2f), %.1f tokens/s; TP=%d, %s/%s, %d thread%s per rank\n",
+             r.prefill_ms, med, p90, tps, info.tp, info.backend, info.kernels, info.n_threads,
+             info.n_threads == 1 ? "" : "s");
+    }
+    if (o.logits_out) {
+      st = tpd_write_file(o.logits_out, r.last_logits, sizeof(float) * (size_t)r.n_seqs * cfg.vocab);
+      if (st != TPD_OK) fprintf(stderr, "%s: error: %s\n", PROG, tpd_last_error());
+    }
+    fflush(stdout);
+  }
+  int write_ok = st == TPD_OK;
+  tpd_gen_result_free(&r);
+  tpd_engine_destroy(e);
+  for (int i = 0; i < o.n_prompts; i++) free(o.prompts[i]);
+  free(o.prompts);
+  free(o.lens);
+  if (tpd_comm_agree(comm, write_ok, &bad) != TPD_OK) bad = 0;
+  tpd_comm_destroy(comm);
+  return bad >= 0 ? 1 : 0;
+}

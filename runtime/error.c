@@ -1,0 +1,110 @@
+#include "runtime/tpd_error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char g_msg[1024];
+static _Thread_local char g_loc[256];
+static _Thread_local int g_has_error;
+static int g_rank = -1;
+
+const char *tpd_status_name(tpd_status s) {
+  switch (s) {
+    case TPD_OK: return "ok";
+    case TPD_ERR_ARG: return "invalid argument";
+    case TPD_ERR_IO: return "I/O error";
+    case TPD_ERR_FORMAT: return "malformed input";
+    case TPD_ERR_UNSUPPORTED: return "unsupported";
+    case TPD_ERR_OOM: return "out of memory";
+    case TPD_ERR_DEVICE: return "device error";
+    case TPD_ERR_COMM: return "communication error";
+    case TPD_ERR_INTERNAL: return "internal error";
+  }
+  return "unknown status";
+}
+
+static const char *base_name(const char *file) {
+  /* keep "dir/file.c": enough to find it, short enough for one line */
+  const char *last = strrchr(file, '/');
+  if (!last) return file;
+  const char *p = last;
+  while (p > file && p[-1] != '/') p--;
+  return p > file ? p : file;
+}
+
+tpd_status tpd_fail_at(tpd_status code, const char *file, int line, const char *fmt, ...) {
+  if (!g_has_error) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    snprintf(g_loc, sizeof g_loc, "%s:%d", base_name(file), line);
+    g_has_error = 1;
+  }
+  TPD_DEBUG("failure recorded at %s:%d (%s)", base_name(file), line, tpd_status_name(code));
+  return code;
+}
+
+const char *tpd_last_error(void) { return g_has_error ? g_msg : ""; }
+const char *tpd_last_error_loc(void) { return g_has_error ? g_loc : ""; }
+void tpd_clear_error(void) {
+  g_has_error = 0;
+  g_msg[0] = 0;
+  g_loc[0] = 0;
+}
+
+static int log_level(void) {
+  static int level = -1;
+  if (level < 0) {
+    const char *s = getenv("TPD_LOG");
+    level = TPD_LOG_WARN;
+    if (s) {
+      if (!strcmp(s, "error")) level = TPD_LOG_ERROR;
+      else if (!strcmp(s, "warn")) level = TPD_LOG_WARN;
+      else if (!strcmp(s, "info")) level = TPD_LOG_INFO;
+      else if (!strcmp(s, "debug")) level = TPD_LOG_DEBUG;
+    }
+  }
+  return level;
+}
+
+int tpd_log_enabled(tpd_log_level lvl) { return (int)lvl <= log_level(); }
+void tpd_log_set_rank(int rank) { g_rank = rank; }
+int tpd_log_rank(void) { return g_rank; }
+
+void tpd_log_at(tpd_log_level lvl, const char *file, int line, const char *fmt, ...) {
+  static const char *names[] = {"error", "warn", "info", "debug"};
+  if (!tpd_log_enabled(lvl)) return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g_rank >= 0)
+    fprintf(stderr, "tpdecode[%d] %s: %s (%s:%d)\n", g_rank, names[lvl], msg, base_name(file), line);
+  else
+    fprintf(stderr, "tpdecode %s: %s (%s:%d)\n", names[lvl], msg, base_name(file), line);
+}
+
+long tpd_param_int(const char *name, long dflt) {
+  char key[128];
+  snprintf(key, sizeof key, "TPD_%s", name);
+  const char *s = getenv(key);
+  if (!s || !*s) return dflt;
+  char *end = NULL;
+  long v = strtol(s, &end, 10);
+  if (*end) {
+    TPD_WARN("ignoring %s=%s: not an integer", key, s);
+    return dflt;
+  }
+  return v;
+}
+
+const char *tpd_param_str(const char *name, const char *dflt) {
+  char key[128];
+  snprintf(key, sizeof key, "TPD_%s", name);
+  const char *s = getenv(key);
+  return (s && *s) ? s : dflt;
+}

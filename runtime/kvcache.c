@@ -1,0 +1,73 @@
+#include "runtime/kvcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks) {
+  memset(kv, 0, sizeof *kv);
+  if (max_slots < 1 || max_ctx < 1 || block_size < 1)
+    return TPD_FAIL(TPD_ERR_ARG, "KV cache: slots %d, context %d, block size %d", max_slots, max_ctx, block_size);
+  kv->block_size = block_size;
+  kv->max_slots = max_slots;
+  kv->max_ctx = max_ctx;
+  kv->max_blocks = (max_ctx + block_size - 1) / block_size;
+  kv->n_blocks = n_blocks > 0 ? n_blocks : max_slots * kv->max_blocks;
+  kv->table = calloc((size_t)max_slots * kv->max_blocks, sizeof *kv->table);
+  kv->n_tokens = calloc((size_t)max_slots, sizeof *kv->n_tokens);
+  kv->n_alloc = calloc((size_t)max_slots, sizeof *kv->n_alloc);
+  kv->in_use = calloc((size_t)max_slots, 1);
+  kv->free_blocks = malloc(sizeof *kv->free_blocks * (size_t)kv->n_blocks);
+  if (!kv->table || !kv->n_tokens || !kv->n_alloc || !kv->in_use || !kv->free_blocks) {
+    tpd_kv_free(kv);
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the KV block table");
+  }
+  /* hand out low block ids first */
+  for (int i = 0; i < kv->n_blocks; i++) kv->free_blocks[i] = kv->n_blocks - 1 - i;
+  kv->n_free = kv->n_blocks;
+  return TPD_OK;
+}
+
+void tpd_kv_free(tpd_kv_pool *kv) {
+  free(kv->table);
+  free(kv->n_tokens);
+  free(kv->n_alloc);
+  free(kv->in_use);
+  free(kv->free_blocks);
+  memset(kv, 0, sizeof *kv);
+}
+
+tpd_status tpd_kv_acquire(tpd_kv_pool *kv, int *slot) {
+  for (int s = 0; s < kv->max_slots; s++)
+    if (!kv->in_use[s]) {
+      kv->in_use[s] = 1;
+      kv->n_tokens[s] = 0;
+      kv->n_alloc[s] = 0;
+      *slot = s;
+      return TPD_OK;
+    }
+  return TPD_FAIL(TPD_ERR_ARG, "all %d sequence slots are in use", kv->max_slots);
+}
+
+void tpd_kv_release(tpd_kv_pool *kv, int slot) {
+  if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot]) return;
+  int32_t *row = kv->table + (size_t)slot * kv->max_blocks;
+  for (int i = kv->n_alloc[slot] - 1; i >= 0; i--) kv->free_blocks[kv->n_free++] = row[i];
+  kv->n_alloc[slot] = 0;
+  kv->n_tokens[slot] = 0;
+  kv->in_use[slot] = 0;
+}
+
+tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new) {
+  if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot])
+    return TPD_FAIL(TPD_ERR_ARG, "sequence slot %d is not active", slot);
+  const int want = kv->n_tokens[slot] + n_new;
+  if (want > kv->max_ctx)
+    return TPD_FAIL(TPD_ERR_ARG, "sequence needs %d tokens but the context holds %d", want, kv->max_ctx);
+  const int blocks = (want + kv->block_size - 1) / kv->block_size;
+  if (blocks - kv->n_alloc[slot] > kv->n_free)
+    return TPD_FAIL(TPD_ERR_OOM, "KV cache pool exhausted: %d free blocks, %d needed", kv->n_free,
+                    blocks - kv->n_alloc[slot]);
+  int32_t *row = kv->table + (size_t)slot * kv->max_blocks;
+  while (kv->n_alloc[slot] < blocks) row[kv->n_alloc[slot]++] = kv->free_blocks[--kv->n_free];
+  return TPD_OK;
+}
