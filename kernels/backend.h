@@ -29,7 +29,9 @@ typedef struct tpd_backend tpd_backend;
 /* Largest head dim the kernels accept (checked when a model is loaded). */
 #define TPD_MAX_HEAD_DIM 512
 
-/* A weight matrix W[N, K], row-major, in backend memory. */
+/* A weight matrix W[N, K] in backend memory, in a layout its backend chose
+ * when it loaded it (the CPU backend tiles it, see kernels/cpu/matmul_impl.h;
+ * the CUDA backend keeps it row-major). */
 typedef struct {
   const void *data;
   tpd_dtype dtype;
@@ -112,6 +114,7 @@ typedef struct tpd_backend_ops {
   void (*free)(tpd_backend *be, void *p);
   tpd_status (*upload)(tpd_backend *be, void *dst, const void *host_src, size_t n_bytes);
   tpd_status (*download)(tpd_backend *be, void *host_dst, const void *src, size_t n_bytes);
+  tpd_status (*zero)(tpd_backend *be, void *dst, size_t n_bytes);
   tpd_status (*synchronize)(tpd_backend *be);
   /* the stream kernels run on (a cudaStream_t), NULL for host backends */
   void *(*stream)(tpd_backend *be);

@@ -248,6 +248,7 @@ static tpd_status alloc_buffers(tpd_engine *e, int max_seqs) {
   const size_t per = (size_t)e->kv.n_blocks * e->plan.n_kv_heads * e->kv.block_size * c->head_dim *
                      tpd_dtype_size(e->be->ops->kv_dtype);
   TPD_TRY(alloc_be(e, per * 2 * (size_t)c->n_layers, &e->kv_storage));
+  TPD_TRY(e->be->ops->zero(e->be, e->kv_storage, per * 2 * (size_t)c->n_layers));
   for (int l = 0; l < c->n_layers; l++) {
     e->layers[l].k = (uint8_t *)e->kv_storage + per * (2 * (size_t)l);
     e->layers[l].v = (uint8_t *)e->kv_storage + per * (2 * (size_t)l + 1);
@@ -406,6 +407,7 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->kv_bytes_per_token = 2.0 * e->cfg.n_layers * e->plan.n_kv_heads * e->cfg.head_dim *
                              (double)tpd_dtype_size(e->be->ops->kv_dtype);
   info->embed_row_bytes = (double)e->cfg.dim * (double)tpd_dtype_size((tpd_dtype)e->embed->dtype);
+  info->weight_dtype = e->layers[0].qkv.dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
   info->kernels = e->be->ops->host_memory ? tpd_isa_name(tpd_isa_active()) : e->be->ops->name;
@@ -414,6 +416,13 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
 
 tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot) { return tpd_kv_acquire(&e->kv, slot); }
 void tpd_engine_seq_close(tpd_engine *e, int slot) { tpd_kv_release(&e->kv, slot); }
+tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens) {
+  if (n_tokens < 0) return TPD_FAIL(TPD_ERR_ARG, "cannot skip %d tokens", n_tokens);
+  TPD_TRY(tpd_kv_reserve(&e->kv, slot, n_tokens));
+  e->kv.n_tokens[slot] += n_tokens;
+  return TPD_OK;
+}
+
 int tpd_engine_seq_len(const tpd_engine *e, int slot) {
   return slot >= 0 && slot < e->kv.max_slots && e->kv.in_use[slot] ? e->kv.n_tokens[slot] : -1;
 }

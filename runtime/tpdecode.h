@@ -53,6 +53,7 @@ typedef struct {
   double weight_bytes;       /* weights held by this rank */
   double kv_bytes_per_token; /* KV bytes per cached token on this rank (K and V, all layers) */
   double embed_row_bytes;    /* bytes read from the embedding per input token */
+  tpd_dtype weight_dtype;    /* dtype the projections are stored in */
   int tp;
   const char *backend;
   const char *kernels;       /* e.g. "avx512bf16" */
@@ -69,6 +70,10 @@ tpd_comm *tpd_engine_comm(const tpd_engine *e);
 tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot);
 void tpd_engine_seq_close(tpd_engine *e, int slot);
 int tpd_engine_seq_len(const tpd_engine *e, int slot);
+/* Benchmarks: advances a sequence by n_tokens positions without computing
+ * them (their KV entries keep whatever the cache holds), so decode can be
+ * timed at a long context without paying for its prefill. */
+tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens);
 int tpd_engine_max_ctx(const tpd_engine *e);
 
 /* Appends each item's tokens to its sequence and returns, per item, the next

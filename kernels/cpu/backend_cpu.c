@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/matmul_impl.h"
 
 enum { HUGE_ALIGN = 2 << 20 };
 
@@ -60,6 +61,12 @@ static tpd_status cpu_copy(tpd_backend *be, void *dst, const void *src, size_t n
   return TPD_OK;
 }
 
+static tpd_status cpu_zero(tpd_backend *be, void *dst, size_t n_bytes) {
+  (void)be;
+  memset(dst, 0, n_bytes);
+  return TPD_OK;
+}
+
 static tpd_status cpu_sync(tpd_backend *be) {
   (void)be;
   return TPD_OK;
@@ -72,10 +79,9 @@ static void *cpu_stream(tpd_backend *be) {
 
 static tpd_status cpu_load_weight(tpd_backend *be, const void *host, tpd_dtype dtype, int n_rows, int n_cols,
                                   tpd_weight *out) {
-  const size_t n_bytes = (size_t)n_rows * n_cols * tpd_dtype_size(dtype);
   void *p = NULL;
-  TPD_TRY(cpu_alloc(be, n_bytes, &p));
-  memcpy(p, host, n_bytes);
+  TPD_TRY(cpu_alloc(be, tpd_tiled_elems(n_rows, n_cols) * tpd_dtype_size(dtype), &p));
+  tpd_tile_weight(p, host, dtype, n_rows, n_cols);
   out->data = p;
   out->dtype = dtype;
   out->n_rows = n_rows;
@@ -93,6 +99,7 @@ static const tpd_backend_ops cpu_ops = {
     .free = cpu_free,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .zero = cpu_zero,
     .synchronize = cpu_sync,
     .stream = cpu_stream,
     .load_weight = cpu_load_weight,

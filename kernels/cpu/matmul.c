@@ -1,35 +1,30 @@
-/* CPU matmul driver: scalar reference kernel, ISA dispatch, threading.
- * Threads split the N outputs (weight rows) into contiguous ranges, so each
- * thread streams its own part of W once per 64-row tile of X. */
+/* CPU matmul driver: weight tiling, scalar reference kernel, ISA dispatch,
+ * threading.  Threads split the N outputs into contiguous ranges of whole
+ * tiles, so each thread streams its own part of W once per 64-row block of X. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/matmul_impl.h"
 
+void tpd_tile_weight(void *dst, const void *src, tpd_dtype dt, int N, int K) {
+  const size_t esz = tpd_dtype_size(dt);
+  const int Kp = tpd_tile_kp(K);
+  memset(dst, 0, tpd_tiled_elems(N, K) * esz);
+  for (int n = 0; n < N; n++)
+    for (int k0 = 0; k0 < K; k0 += TPD_TILE_K) {
+      const int len = K - k0 < TPD_TILE_K ? K - k0 : TPD_TILE_K;
+      memcpy((char *)dst + tpd_tiled_index(n, k0, Kp) * esz, (const char *)src + ((size_t)n * K + k0) * esz,
+             (size_t)len * esz);
+    }
+}
+
 void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
-  const int K = p->K;
   for (int m = m0; m < m1; m++) {
     const float *x = p->x + (size_t)m * p->ldx;
     for (int n = n0; n < n1; n++) {
       float s = 0.0f;
-      const size_t row = (size_t)n * K;
-      switch (p->wt) {
-        case TPD_F32: {
-          const float *w = (const float *)p->w + row;
-          for (int k = 0; k < K; k++) s += w[k] * x[k];
-          break;
-        }
-        case TPD_BF16: {
-          const uint16_t *w = (const uint16_t *)p->w + row;
-          for (int k = 0; k < K; k++) s += tpd_bf16_to_f32(w[k]) * x[k];
-          break;
-        }
-        default: {
-          const uint16_t *w = (const uint16_t *)p->w + row;
-          for (int k = 0; k < K; k++) s += tpd_f16_to_f32(w[k]) * x[k];
-          break;
-        }
-      }
+      for (int k = 0; k < p->K; k++) s += tpd_load_f32(p->w, p->wt, tpd_tiled_index(n, k, p->Kp)) * x[k];
       if (p->bias) s += p->bias[n];
       p->y[(size_t)m * p->ldy + n] = s;
     }
@@ -41,42 +36,57 @@ typedef void (*mm_kernel)(const tpd_mm *, int, int, int, int);
 typedef struct {
   tpd_mm mm;
   mm_kernel kernel;
-  int split; /* bf16 hi/lo split of x needed first */
+  const float *x_src; /* the caller's x when it needs padding or splitting */
+  int x_ld;
+  float *x_pad;       /* [M, Kp] zero-padded copy, or NULL */
 } mm_job;
 
-enum { MM_TILE_M = 64 };
+enum { MM_BLOCK_M = 64 };
 
-static void split_rows(const mm_job *j, int ith, int nth) {
+/* Prepares rows of x: a zero-padded copy and/or the bf16 hi/lo split. */
+static void prep_task(void *arg, int ith, int nth) {
+  mm_job *j = arg;
   long b, e;
   tpd_split(j->mm.M, ith, nth, 1, &b, &e);
+  const int K = j->mm.K, Kp = j->mm.Kp;
   for (long m = b; m < e; m++) {
-    uint16_t *hi = (uint16_t *)j->mm.xh + (size_t)m * j->mm.ldxb;
-    uint16_t *lo = (uint16_t *)j->mm.xl + (size_t)m * j->mm.ldxb;
-    tpd_bf16_split_avx512bf16(j->mm.x + (size_t)m * j->mm.ldx, j->mm.K, hi, lo);
-    for (int k = j->mm.K; k < j->mm.ldxb; k++) hi[k] = lo[k] = 0;
+    const float *src = j->x_src + (size_t)m * j->x_ld;
+    if (j->x_pad) {
+      float *d = j->x_pad + (size_t)m * Kp;
+      memcpy(d, src, sizeof(float) * (size_t)K);
+      for (int k = K; k < Kp; k++) d[k] = 0.0f;
+    }
+#ifdef TPD_HAVE_X86_SIMD
+    if (j->mm.xh) {
+      uint16_t *hi = (uint16_t *)j->mm.xh + (size_t)m * Kp, *lo = (uint16_t *)j->mm.xl + (size_t)m * Kp;
+      tpd_bf16_split_avx512bf16(src, K, hi, lo);
+      for (int k = K; k < Kp; k++) hi[k] = lo[k] = 0;
+    }
+#endif
   }
 }
 
 static void mm_task(void *arg, int ith, int nth) {
   const mm_job *j = arg;
   long n0, n1;
-  /* shares in multiples of 16 rows keep tiles whole and rows cache-line apart */
-  tpd_split(j->mm.N, ith, nth, 16, &n0, &n1);
-  for (int m0 = 0; m0 < j->mm.M; m0 += MM_TILE_M) {
-    int m1 = m0 + MM_TILE_M < j->mm.M ? m0 + MM_TILE_M : j->mm.M;
-    if (n0 < n1) j->kernel(&j->mm, m0, m1, (int)n0, (int)n1);
+  /* shares of whole 4-tiles keep each thread's stream contiguous */
+  tpd_split(j->mm.N, ith, nth, 4 * TPD_TILE_N, &n0, &n1);
+  if (n0 >= n1) return;
+  for (int m0 = 0; m0 < j->mm.M; m0 += MM_BLOCK_M) {
+    const int m1 = m0 + MM_BLOCK_M < j->mm.M ? m0 + MM_BLOCK_M : j->mm.M;
+    j->kernel(&j->mm, m0, m1, (int)n0, (int)n1);
   }
 }
-
-static void split_task(void *arg, int ith, int nth) { split_rows(arg, ith, nth); }
 
 tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   tpd_cpu *cpu = be->impl;
   if (a->y_dtype != TPD_F32) return TPD_FAIL(TPD_ERR_INTERNAL, "cpu matmul writes F32 only");
-  mm_job j = {0};
+  mm_job j;
+  memset(&j, 0, sizeof j);
   j.mm.M = a->M;
   j.mm.N = a->w->n_rows;
   j.mm.K = a->w->n_cols;
+  j.mm.Kp = tpd_tile_kp(j.mm.K);
   j.mm.x = a->x;
   j.mm.ldx = a->ldx;
   j.mm.w = a->w->data;
@@ -84,6 +94,8 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   j.mm.bias = a->bias;
   j.mm.y = a->y;
   j.mm.ldy = a->ldy;
+  j.x_src = a->x;
+  j.x_ld = a->ldx;
   if (a->M <= 0 || j.mm.N <= 0) return TPD_OK;
   const tpd_isa isa = tpd_isa_active();
   switch (isa) {
@@ -94,17 +106,22 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
 #endif
     default: j.kernel = tpd_mm_scalar; break;
   }
-#ifdef TPD_HAVE_X86_SIMD
-  if (isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16) {
-    j.mm.ldxb = (j.mm.K + 31) & ~31;
-    size_t need = (size_t)a->M * j.mm.ldxb * 2 * sizeof(uint16_t);
-    TPD_TRY(tpd_cpu_scratch(cpu, need));
-    j.mm.xh = cpu->scratch;
-    j.mm.xl = cpu->scratch + (size_t)a->M * j.mm.ldxb;
-    if (a->M > 1) tpd_pool_run(cpu->pool, split_task, &j);
-    else split_rows(&j, 0, 1);
+  const size_t Mp = (size_t)a->M * j.mm.Kp;
+  const int split = isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16;
+  const int pad = !split && j.mm.Kp != j.mm.K && j.kernel != tpd_mm_scalar;
+  if (split || pad) {
+    TPD_TRY(tpd_cpu_scratch(cpu, split ? Mp * 2 * sizeof(uint16_t) : Mp * sizeof(float)));
+    if (split) {
+      j.mm.xh = cpu->scratch;
+      j.mm.xl = cpu->scratch + Mp;
+    } else {
+      j.x_pad = (float *)cpu->scratch;
+      j.mm.x = j.x_pad;
+      j.mm.ldx = j.mm.Kp;
+    }
+    if (a->M > 1) tpd_pool_run(cpu->pool, prep_task, &j);
+    else prep_task(&j, 0, 1);
   }
-#endif
   tpd_pool_run(cpu->pool, mm_task, &j);
   return TPD_OK;
 }

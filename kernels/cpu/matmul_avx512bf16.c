@@ -21,52 +21,37 @@ void tpd_bf16_split_avx512bf16(const float *x, int n, uint16_t *hi, uint16_t *lo
   }
 }
 
-TPD_INLINE void tile_dp(const tpd_mm *p, int n, int m, const int NR, const int MR) {
-  const int K = p->K;
-  const uint16_t *w = (const uint16_t *)p->w + (size_t)n * K;
-  const uint16_t *xh = p->xh + (size_t)m * p->ldxb, *xl = p->xl + (size_t)m * p->ldxb;
-  __m512 acc[4][4];
-  for (int r = 0; r < NR; r++)
-    for (int j = 0; j < MR; j++) acc[r][j] = _mm512_setzero_ps();
-  __m512i wv[4];
-  int k = 0;
-  for (; k + 32 <= K; k += 32) {
-    for (int r = 0; r < NR; r++) wv[r] = _mm512_loadu_si512(w + (size_t)r * K + k);
-    for (int j = 0; j < MR; j++) {
-      const __m512i h = _mm512_loadu_si512(xh + (size_t)j * p->ldxb + k);
-      const __m512i l = _mm512_loadu_si512(xl + (size_t)j * p->ldxb + k);
-      for (int r = 0; r < NR; r++) {
-        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)h);
-        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)l);
-      }
-    }
-  }
-  if (k < K) { /* masked weight tail; x is zero padded */
-    const __mmask32 mk = _cvtu32_mask32((1u << (K - k)) - 1u);
-    for (int r = 0; r < NR; r++) wv[r] = _mm512_maskz_loadu_epi16(mk, w + (size_t)r * K + k);
-    for (int j = 0; j < MR; j++) {
-      const __m512i h = _mm512_loadu_si512(xh + (size_t)j * p->ldxb + k);
-      const __m512i l = _mm512_loadu_si512(xl + (size_t)j * p->ldxb + k);
-      for (int r = 0; r < NR; r++) {
-        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)h);
-        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)l);
-      }
-    }
-  }
-  for (int j = 0; j < MR; j++)
-    for (int r = 0; r < NR; r++) {
-      float s = _mm512_reduce_add_ps(acc[r][j]);
-      if (p->bias) s += p->bias[n + r];
-      p->y[(size_t)(m + j) * p->ldy + n + r] = s;
-    }
-}
+#ifndef MR_BLOCK
+#define MR_BLOCK 6
+#endif
 
-#define TILE_DP(p, n, m, NR, MR) tile_dp(p, n, m, NR, MR)
+TPD_INLINE void tile_dp(const tpd_mm *p, const char *wt, int n, int m, int nr, const int MR) {
+  const uint16_t *w = (const uint16_t *)wt;
+  const uint16_t *xh = p->xh + (size_t)m * p->Kp, *xl = p->xl + (size_t)m * p->Kp;
+  __m512 acc[TPD_TILE_N][TPD_MR_MAX];
+  for (int r = 0; r < TPD_TILE_N; r++)
+    for (int j = 0; j < MR; j++) acc[r][j] = _mm512_setzero_ps();
+  for (int k = 0; k < p->Kp; k += TPD_TILE_K, w += TPD_TILE_N * TPD_TILE_K) {
+    __m512i wv[TPD_TILE_N];
+    for (int r = 0; r < TPD_TILE_N; r++) wv[r] = _mm512_loadu_si512(w + r * TPD_TILE_K);
+    for (int j = 0; j < MR; j++) {
+      const __m512i h = _mm512_loadu_si512(xh + (size_t)j * p->Kp + k);
+      const __m512i l = _mm512_loadu_si512(xl + (size_t)j * p->Kp + k);
+      for (int r = 0; r < TPD_TILE_N; r++) {
+        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)h);
+        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)wv[r], (__m512bh)l);
+      }
+    }
+  }
+#define SUM(r, j) _mm512_reduce_add_ps(acc[r][j])
+  TPD_MM_STORE(p, n, m, nr, MR, SUM)
+#undef SUM
+}
 
 void tpd_mm_avx512bf16(const tpd_mm *p, int m0, int m1, int n0, int n1) {
   if (p->wt != TPD_BF16 || !p->xh) {
     tpd_mm_avx512(p, m0, m1, n0, n1);
     return;
   }
-  TPD_MM_WALK(TILE_DP, p, m0, m1, n0, n1, 4, 4)
+  TPD_MM_WALK(tile_dp, p, m0, m1, n0, n1, MR_BLOCK, sizeof(uint16_t))
 }
