@@ -134,6 +134,23 @@ typedef struct tpd_backend_ops {
   /* dst[i, :] = src[rows[i], :] for i < n, width D, act; rows is host memory */
   tpd_status (*gather_rows)(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
   tpd_status (*argmax)(tpd_backend *be, const tpd_argmax_args *a);
+
+  /* ---- optional: NULL where a backend does not provide them ---- */
+  /* Fused gate/up + SwiGLU: W (a->w) is [gate rows; up rows] (2F x K);
+   * out[M, F] (row stride ld_out, act) = silu(X Wg^T + bg) * (X Wu^T + bu).
+   * a->y and a->ldy are ignored. */
+  tpd_status (*matmul_swiglu)(tpd_backend *be, const tpd_matmul_args *a, void *out, int ld_out);
+  /* A second stream for communication; events (small integer ids, at least
+   * 64) order the two without host synchronisation. */
+  void *(*comm_stream)(tpd_backend *be);
+  tpd_status (*event_record)(tpd_backend *be, int event, int on_comm_stream);
+  tpd_status (*event_wait)(tpd_backend *be, int event, int on_comm_stream); /* that stream waits */
+  /* Graph capture of all work enqueued on both streams between begin and
+   * end (collectives on the comm stream included); launch replays it. */
+  tpd_status (*graph_begin)(tpd_backend *be);
+  tpd_status (*graph_end)(tpd_backend *be, void **graph);
+  tpd_status (*graph_launch)(tpd_backend *be, void *graph);
+  void (*graph_destroy)(tpd_backend *be, void *graph);
 } tpd_backend_ops;
 
 struct tpd_backend {
