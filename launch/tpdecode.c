@@ -154,10 +154,7 @@ int main(int argc, char **argv) {
   if (st != TPD_OK) tpd_cli_die(PROG, NULL, st, 1);
   opts o;
   st = parse(argc, argv, &o);
-  if (st != TPD_OK) {
-    if (comm->rank == 0) usage(stderr);
-    tpd_cli_die(PROG, comm, st, 1);
-  }
+  if (st != TPD_OK) tpd_cli_die(PROG, comm, st, 1);
   tpd_engine_opts eo = {.model_dir = o.model, .backend = o.backend, .n_threads = (int)o.threads,
                         .max_seqs = o.n_prompts, .device = -1};
   /* context: what the prompts need unless --ctx says otherwise; the model's

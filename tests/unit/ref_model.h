@@ -1,0 +1,21 @@
+/* An independent float64 reference forward of the Llama family (Hugging
+ * Face semantics), written without the runtime's kernels or engine: whole
+ * causal pass over the sequence, no KV cache.  It reuses only the config
+ * parser and the safetensors reader (both checked separately, and by the
+ * conformance pack). */
+#ifndef TPD_REF_MODEL_H
+#define TPD_REF_MODEL_H
+
+#include "runtime/config.h"
+
+typedef struct ref_model ref_model;
+
+int ref_load(const char *dir, ref_model **out); /* 0 on success */
+void ref_free(ref_model *m);
+const tpd_model_config *ref_config(const ref_model *m);
+/* logits[V] after the last of n tokens */
+void ref_forward(const ref_model *m, const int *tokens, int n, double *logits);
+/* greedy continuation: out[n_new] */
+void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, int *out, double *last_logits);
+
+#endif

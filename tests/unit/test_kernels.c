@@ -1,0 +1,412 @@
+/* Every CPU kernel against a float64 reference on fresh random inputs, at
+ * every instruction-set level this CPU supports, with shapes that have
+ * tails, and with 1 and 3 threads. */
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "runtime/kvcache.h"
+#include "runtime/sampler.h"
+#include "testutil.h"
+
+static tpd_backend *be1, *be3; /* 1 and 3 threads */
+
+static void fill(float *x, size_t n, double scale) {
+  for (size_t i = 0; i < n; i++) x[i] = (float)tu_uniform(-scale, scale);
+}
+
+/* ---- dtype conversions: exhaustive round trips ---- */
+static void test_dtypes(void) {
+  int bad_bf16 = 0, bad_f16 = 0;
+  for (uint32_t h = 0; h < 65536; h++) {
+    const float fb = tpd_bf16_to_f32((uint16_t)h), fh = tpd_f16_to_f32((uint16_t)h);
+    if (!isnan(fb) && tpd_f32_to_bf16(fb) != h) bad_bf16++;
+    if (!isnan(fh) && tpd_f32_to_f16(fh) != h) bad_f16++;
+  }
+  CHECK(bad_bf16 == 0, "%d bf16 patterns do not round-trip", bad_bf16);
+  CHECK(bad_f16 == 0, "%d f16 patterns do not round-trip", bad_f16);
+  CHECK(tpd_f32_to_f16(1.0f) == 0x3c00 && tpd_f32_to_f16(65504.0f) == 0x7bff && tpd_f32_to_f16(1e6f) == 0x7c00,
+        "f16 known values");
+  CHECK(tpd_f32_to_f16(5.9604645e-8f) == 0x0001 && tpd_f16_to_f32(0x0001) == 5.9604645e-8f, "f16 subnormal");
+  CHECK(tpd_f32_to_bf16(1.0f) == 0x3f80 && tpd_f32_to_bf16(-2.0f) == 0xc000, "bf16 known values");
+  /* round to nearest even on random values, checked against double arithmetic */
+  int bad = 0;
+  for (int i = 0; i < 100000; i++) {
+    const float x = (float)tu_uniform(-1e4, 1e4);
+    const double e16 = fabs((double)tpd_f16_to_f32(tpd_f32_to_f16(x)) - x) / fabs(x);
+    const double eb = fabs((double)tpd_bf16_to_f32(tpd_f32_to_bf16(x)) - x) / fabs(x);
+    if (fabs(x) > 1e-3 && (e16 > 0.5 * 0x1p-10 || eb > 0.5 * 0x1p-7)) bad++;
+  }
+  CHECK(bad == 0, "%d random values round beyond half an ulp", bad);
+}
+
+/* ---- matmul ---- */
+static void store_weights(void *w, tpd_dtype dt, const float *src, size_t n) { tpd_convert(w, dt, src, TPD_F32, n); }
+
+static void test_matmul_case(tpd_dtype dt, int M, int N, int K, int with_bias) {
+  float *wf = malloc(sizeof(float) * (size_t)N * K), *x = malloc(sizeof(float) * (size_t)M * (K + 3));
+  float *bias = with_bias ? malloc(sizeof(float) * (size_t)N) : NULL;
+  void *w = malloc(tpd_dtype_size(dt) * (size_t)N * K);
+  fill(wf, (size_t)N * K, 1.0);
+  fill(x, (size_t)M * (K + 3), 2.0);
+  if (bias) fill(bias, (size_t)N, 1.0);
+  store_weights(w, dt, wf, (size_t)N * K);
+  const int ldx = K + 3, ldy = N + 2;
+  float *y1 = malloc(sizeof(float) * (size_t)M * ldy), *y3 = malloc(sizeof(float) * (size_t)M * ldy);
+  float *yrow = malloc(sizeof(float) * (size_t)ldy);
+  tpd_weight W1, W3;
+  CHECK_OK(be1->ops->load_weight(be1, w, dt, N, K, &W1));
+  CHECK_OK(be3->ops->load_weight(be3, w, dt, N, K, &W3));
+  memset(y1, 0xff, sizeof(float) * (size_t)M * ldy); /* NaN poison */
+  memset(y3, 0xff, sizeof(float) * (size_t)M * ldy);
+  tpd_matmul_args a = {M, x, ldx, &W1, bias, y1, ldy, TPD_F32};
+  CHECK_OK(be1->ops->matmul(be1, &a));
+  a.w = &W3;
+  a.y = y3;
+  CHECK_OK(be3->ops->matmul(be3, &a));
+  double worst = 0;
+  int unwritten = 0, thread_diff = 0, batch_diff = 0;
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double s = bias ? bias[n] : 0, mag = bias ? fabs(bias[n]) : 0;
+      for (int k = 0; k < K; k++) {
+        const double wv = tpd_load_f32(w, dt, (size_t)n * K + k);
+        s += wv * x[(size_t)m * ldx + k];
+        mag += fabs(wv * x[(size_t)m * ldx + k]);
+      }
+      const float got = y1[(size_t)m * ldy + n];
+      if (isnan(got)) unwritten++;
+      const double err = fabs(got - s) / (mag + 1e-30);
+      if (err > worst) worst = err;
+      if (memcmp(&y1[(size_t)m * ldy + n], &y3[(size_t)m * ldy + n], sizeof(float))) thread_diff++;
+    }
+  /* the same row alone (M = 1) gives the same bits: results do not depend on the batch */
+  for (int m = 0; m < M; m += (M > 4 ? M / 3 : 1)) {
+    tpd_matmul_args one = {1, x + (size_t)m * ldx, ldx, &W3, bias, yrow, ldy, TPD_F32};
+    CHECK_OK(be3->ops->matmul(be3, &one));
+    if (memcmp(yrow, y1 + (size_t)m * ldy, sizeof(float) * (size_t)N)) batch_diff++;
+  }
+  CHECK(unwritten == 0, "%s %dx%dx%d: %d outputs unwritten", tpd_dtype_name(dt), M, N, K, unwritten);
+  /* bound: fp32 accumulation, plus 2^-16 per product where x is split into
+   * bf16 hi + lo parts (the AVX512-BF16 path) */
+  const double tol = 0x1p-16 + 1e-6 * sqrt((double)K);
+  CHECK(worst < tol, "%s M=%d N=%d K=%d: error %.3g of sum |w x| (isa %s)",
+        tpd_dtype_name(dt), M, N, K, worst, tpd_isa_name(tpd_isa_active()));
+  CHECK(thread_diff == 0, "%s %dx%dx%d: 1 and 3 threads differ in %d outputs", tpd_dtype_name(dt), M, N, K, thread_diff);
+  CHECK(batch_diff == 0, "%s %dx%dx%d: a row alone differs from the batch", tpd_dtype_name(dt), M, N, K);
+  be1->ops->free(be1, (void *)W1.data);
+  be3->ops->free(be3, (void *)W3.data);
+  free(wf), free(x), free(bias), free(w), free(y1), free(y3), free(yrow);
+}
+
+static void test_matmul(void) {
+  static const int Ms[] = {1, 2, 5, 7, 16, 70}, Ns[] = {1, 4, 5, 33, 130}, Ks[] = {1, 17, 32, 100, 257};
+  for (int d = 0; d < 3; d++)
+    for (size_t i = 0; i < 6; i++)
+      for (size_t j = 0; j < 5; j++)
+        for (size_t k = 0; k < 5; k++)
+          if ((i + j + k) % 2 == 0 || Ms[i] == 1) test_matmul_case((tpd_dtype)d, Ms[i], Ns[j], Ks[k], (int)((i + k) % 2));
+}
+
+/* ---- rmsnorm with fused residual add ---- */
+static void test_rmsnorm(void) {
+  const int T = tu_int(1, 9), D = tu_int(1, 300);
+  float *x = malloc(sizeof(float) * (size_t)T * D), *d = malloc(sizeof(float) * (size_t)T * D);
+  float *w = malloc(sizeof(float) * (size_t)D), *y = malloc(sizeof(float) * (size_t)T * D);
+  float *x0 = malloc(sizeof(float) * (size_t)T * D);
+  fill(x, (size_t)T * D, 3.0), fill(d, (size_t)T * D, 1.0), fill(w, (size_t)D, 2.0);
+  memcpy(x0, x, sizeof(float) * (size_t)T * D);
+  memset(y, 0xff, sizeof(float) * (size_t)T * D);
+  tpd_rmsnorm_args a = {T, D, x, d, w, 1e-5f, y};
+  CHECK_OK(be3->ops->rmsnorm(be3, &a));
+  double *ref = malloc(sizeof(double) * (size_t)T * D), *xr = malloc(sizeof(double) * (size_t)T * D);
+  for (int t = 0; t < T; t++) {
+    double ss = 0;
+    for (int i = 0; i < D; i++) {
+      xr[(size_t)t * D + i] = (double)x0[(size_t)t * D + i] + d[(size_t)t * D + i];
+      ss += xr[(size_t)t * D + i] * xr[(size_t)t * D + i];
+    }
+    for (int i = 0; i < D; i++) ref[(size_t)t * D + i] = xr[(size_t)t * D + i] / sqrt(ss / D + 1e-5) * w[i];
+  }
+  CHECK(tu_rel_err_fd(y, ref, (size_t)T * D) < 1e-6, "rmsnorm T=%d D=%d err %.3g", T, D, tu_rel_err_fd(y, ref, (size_t)T * D));
+  CHECK(tu_rel_err_fd(x, xr, (size_t)T * D) < 1e-7, "rmsnorm residual add");
+  free(x), free(d), free(w), free(y), free(x0), free(ref), free(xr);
+}
+
+/* ---- paged KV: rope + append, then attention ---- */
+typedef struct {
+  int T, Hq, Hkv, Dh, bs, n_slots, max_blocks, n_blocks, window;
+  int32_t *pos, *slot, *table;
+  float *kc, *vc;
+} kv_case;
+
+static void make_case(kv_case *c) {
+  c->Hkv = tu_int(1, 3);
+  c->Hq = c->Hkv * (tu_int(0, 1) ? 1 : 4);
+  c->Dh = 2 * tu_int(1, 24);
+  c->bs = tu_int(1, 8);
+  c->n_slots = tu_int(1, 3);
+  c->max_blocks = tu_int(2, 6);
+  c->n_blocks = c->n_slots * c->max_blocks;
+  c->window = tu_int(0, 1) ? 0 : tu_int(1, 6);
+  /* a random permutation of blocks for the table: the cache is paged */
+  c->table = malloc(sizeof(int32_t) * (size_t)c->n_blocks);
+  for (int i = 0; i < c->n_blocks; i++) c->table[i] = i;
+  for (int i = c->n_blocks - 1; i > 0; i--) {
+    int j = tu_int(0, i), t = c->table[i];
+    c->table[i] = c->table[j];
+    c->table[j] = t;
+  }
+  const size_t cache = (size_t)c->n_blocks * c->Hkv * c->bs * c->Dh;
+  c->kc = malloc(sizeof(float) * cache);
+  c->vc = malloc(sizeof(float) * cache);
+  fill(c->kc, cache, 1.0);
+  fill(c->vc, cache, 1.0);
+  c->T = tu_int(1, 7);
+  c->pos = malloc(sizeof(int32_t) * (size_t)c->T);
+  c->slot = malloc(sizeof(int32_t) * (size_t)c->T);
+  for (int t = 0; t < c->T; t++) {
+    c->slot[t] = tu_int(0, c->n_slots - 1);
+    c->pos[t] = tu_int(0, c->max_blocks * c->bs - 1);
+  }
+}
+
+static void free_case(kv_case *c) { free(c->table), free(c->kc), free(c->vc), free(c->pos), free(c->slot); }
+
+static size_t cache_at(const kv_case *c, int slot, int p, int h) {
+  const int blk = c->table[slot * c->max_blocks + p / c->bs];
+  return (((size_t)blk * c->Hkv + h) * c->bs + p % c->bs) * c->Dh;
+}
+
+static void test_rope_kv(void) {
+  kv_case c;
+  make_case(&c);
+  for (int t = 0; t < c.T; t++) /* distinct (slot, pos) per token */
+    for (int u = 0; u < t; u++)
+      if (c.slot[u] == c.slot[t] && c.pos[u] == c.pos[t]) c.slot[t] = -1;
+  int T = 0;
+  for (int t = 0; t < c.T; t++)
+    if (c.slot[t] >= 0) c.slot[T] = c.slot[t], c.pos[T++] = c.pos[t];
+  c.T = T;
+  const int W = (c.Hq + 2 * c.Hkv) * c.Dh;
+  float *qkv = malloc(sizeof(float) * (size_t)T * W), *orig = malloc(sizeof(float) * (size_t)T * W);
+  fill(qkv, (size_t)T * W, 2.0);
+  memcpy(orig, qkv, sizeof(float) * (size_t)T * W);
+  double *f = malloc(sizeof(double) * (size_t)c.Dh / 2);
+  for (int i = 0; i < c.Dh / 2; i++) f[i] = pow(tu_uniform(100, 1e6), -2.0 * i / c.Dh);
+  tpd_step_meta meta = {T, c.pos, c.slot, c.table, c.max_blocks, c.bs, c.max_blocks * c.bs};
+  tpd_rope_kv_args a = {&meta, c.Hq, c.Hkv, c.Dh, qkv, f, c.kc, c.vc};
+  CHECK_OK(be3->ops->rope_kv(be3, &a));
+  double worst = 0;
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < c.Hq + 2 * c.Hkv; h++) {
+      const float *src = orig + (size_t)t * W + (size_t)h * c.Dh;
+      for (int i = 0; i < c.Dh; i++) {
+        double r;
+        if (h < c.Hq + c.Hkv) {
+          const int j = i % (c.Dh / 2);
+          const double cs = cos(c.pos[t] * f[j]), sn = sin(c.pos[t] * f[j]);
+          r = i < c.Dh / 2 ? src[i] * cs - src[i + c.Dh / 2] * sn : src[i] * cs + src[i - c.Dh / 2] * sn;
+        } else {
+          r = src[i];
+        }
+        const float got_q = qkv[(size_t)t * W + (size_t)h * c.Dh + i];
+        const float *cache = NULL;
+        if (h >= c.Hq && h < c.Hq + c.Hkv) cache = c.kc + cache_at(&c, c.slot[t], c.pos[t], h - c.Hq);
+        if (h >= c.Hq + c.Hkv) cache = c.vc + cache_at(&c, c.slot[t], c.pos[t], h - c.Hq - c.Hkv);
+        double e = fabs(got_q - r);
+        if (h < c.Hq + c.Hkv && e > worst) worst = e;
+        if (cache) {
+          e = fabs(cache[i] - r);
+          if (e > worst) worst = e;
+        }
+      }
+    }
+  CHECK(worst < 2e-6, "rope/kv append error %.3g (Dh %d)", worst, c.Dh);
+  free(qkv), free(orig), free(f);
+  free_case(&c);
+}
+
+static void test_attention(void) {
+  kv_case c;
+  make_case(&c);
+  const int T = c.T, ldq = c.Hq * c.Dh + 5;
+  float *q = malloc(sizeof(float) * (size_t)T * ldq), *out = malloc(sizeof(float) * (size_t)T * c.Hq * c.Dh);
+  fill(q, (size_t)T * ldq, 2.0);
+  memset(out, 0xff, sizeof(float) * (size_t)T * c.Hq * c.Dh);
+  int max_ctx = 0;
+  for (int t = 0; t < T; t++)
+    if (c.pos[t] + 1 > max_ctx) max_ctx = c.pos[t] + 1;
+  tpd_step_meta meta = {T, c.pos, c.slot, c.table, c.max_blocks, c.bs, max_ctx};
+  const float scale = (float)(1.0 / sqrt((double)c.Dh));
+  tpd_attention_args a = {&meta, c.Hq, c.Hkv, c.Dh, q, ldq, c.kc, c.vc, out, c.window, scale};
+  CHECK_OK(be3->ops->attention(be3, &a));
+  double *ref = calloc((size_t)T * c.Hq * c.Dh, sizeof(double));
+  double *s = malloc(sizeof(double) * (size_t)max_ctx);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < c.Hq; h++) {
+      const int kh = h / (c.Hq / c.Hkv), p1 = c.pos[t];
+      const int p0 = c.window && p1 - c.window + 1 > 0 ? p1 - c.window + 1 : 0;
+      double mx = -INFINITY, z = 0;
+      for (int p = p0; p <= p1; p++) {
+        double d = 0;
+        const float *k = c.kc + cache_at(&c, c.slot[t], p, kh);
+        for (int i = 0; i < c.Dh; i++) d += (double)q[(size_t)t * ldq + h * c.Dh + i] * k[i];
+        s[p] = d * scale;
+        if (s[p] > mx) mx = s[p];
+      }
+      for (int p = p0; p <= p1; p++) z += (s[p] = exp(s[p] - mx));
+      for (int p = p0; p <= p1; p++) {
+        const float *v = c.vc + cache_at(&c, c.slot[t], p, kh);
+        for (int i = 0; i < c.Dh; i++) ref[((size_t)t * c.Hq + h) * c.Dh + i] += s[p] / z * v[i];
+      }
+    }
+  const double err = tu_rel_err_fd(out, ref, (size_t)T * c.Hq * c.Dh);
+  CHECK(err < 1e-5, "attention T=%d Hq=%d Hkv=%d Dh=%d window=%d: err %.3g", T, c.Hq, c.Hkv, c.Dh, c.window, err);
+  free(q), free(out), free(ref), free(s);
+  free_case(&c);
+}
+
+static void test_small_ops(void) {
+  const int T = tu_int(1, 5), F = tu_int(1, 200);
+  float *gu = malloc(sizeof(float) * (size_t)T * 2 * F), *o = malloc(sizeof(float) * (size_t)T * F);
+  double *ref = malloc(sizeof(double) * (size_t)T * F);
+  fill(gu, (size_t)T * 2 * F, 6.0);
+  memset(o, 0xff, sizeof(float) * (size_t)T * F);
+  tpd_swiglu_args sw = {T, F, gu, o};
+  CHECK_OK(be3->ops->swiglu(be3, &sw));
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < F; i++) {
+      const double g = gu[(size_t)t * 2 * F + i], u = gu[(size_t)t * 2 * F + F + i];
+      ref[(size_t)t * F + i] = g / (1 + exp(-g)) * u;
+    }
+  CHECK(tu_rel_err_fd(o, ref, (size_t)T * F) < 1e-6, "swiglu");
+  /* add */
+  double *r2 = malloc(sizeof(double) * (size_t)T * F);
+  float *y = malloc(sizeof(float) * (size_t)T * F);
+  fill(y, (size_t)T * F, 1.0);
+  for (int i = 0; i < T * F; i++) r2[i] = (double)o[i] + y[i];
+  CHECK_OK(be3->ops->add(be3, o, y, (size_t)T * F));
+  CHECK(tu_rel_err_fd(o, r2, (size_t)T * F) < 1e-7, "add");
+  /* gather rows */
+  int32_t rows[3] = {T - 1, 0, T / 2};
+  float *g = malloc(sizeof(float) * 3 * (size_t)F);
+  CHECK_OK(be3->ops->gather_rows(be3, g, y, rows, 3, F));
+  int bad = 0;
+  for (int i = 0; i < 3; i++) bad += memcmp(g + (size_t)i * F, y + (size_t)rows[i] * F, sizeof(float) * (size_t)F) != 0;
+  CHECK(bad == 0, "gather_rows");
+  /* argmax: first maximum, offset applied, ties resolved to the lower index */
+  const int M = 4, N = tu_int(2, 500);
+  float *l = malloc(sizeof(float) * (size_t)M * N), val[4];
+  int32_t idx[4];
+  fill(l, (size_t)M * N, 5.0);
+  l[(size_t)1 * N + N - 1] = 100.0f;
+  l[(size_t)2 * N + 0] = 100.0f;
+  l[(size_t)2 * N + N - 1] = 100.0f;
+  tpd_argmax_args am = {M, N, l, val, idx, 1000};
+  CHECK_OK(be3->ops->argmax(be3, &am));
+  for (int m = 0; m < M; m++) {
+    int best = 0;
+    for (int n = 1; n < N; n++)
+      if (l[(size_t)m * N + n] > l[(size_t)m * N + best]) best = n;
+    CHECK(idx[m] == best + 1000 && val[m] == l[(size_t)m * N + best], "argmax row %d: %d vs %d", m, idx[m], best + 1000);
+  }
+  free(gu), free(o), free(ref), free(r2), free(y), free(g), free(l);
+}
+
+/* ---- sampler ---- */
+static void test_sampler(void) {
+  tpd_sampler_scratch sc = {0};
+  const int V = 6;
+  const float logits[6] = {1.0f, 2.0f, 0.5f, 2.0f, -1.0f, 0.0f};
+  int32_t tok;
+  tpd_sampling greedy = {0};
+  CHECK_OK(tpd_sample(logits, V, &greedy, 0, 0, &sc, &tok));
+  CHECK(tok == 1, "greedy picks the first maximum, got %d", tok);
+  /* frequencies match softmax(logits / T) */
+  tpd_sampling s = {.temperature = 0.7f, .top_p = 1.0f, .seed = 42};
+  int counts[6] = {0};
+  const int n = 60000;
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(tpd_sample(logits, V, &s, 3, (uint64_t)i, &sc, &tok));
+    counts[tok]++;
+  }
+  double z = 0, p[6];
+  for (int i = 0; i < V; i++) z += (p[i] = exp(logits[i] / 0.7));
+  double worst = 0;
+  for (int i = 0; i < V; i++) {
+    p[i] /= z;
+    const double sd = sqrt(p[i] * (1 - p[i]) / n), dev = fabs(counts[i] / (double)n - p[i]) / (sd + 1e-12);
+    if (dev > worst) worst = dev;
+  }
+  CHECK(worst < 5.0, "sampled frequencies deviate by %.1f standard deviations", worst);
+  /* top-k = 2 keeps the two 2.0 logits only; top-p keeps the nucleus */
+  tpd_sampling k2 = {.temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .seed = 7};
+  tpd_sampling p5 = {.temperature = 1.0f, .top_p = 0.5f, .seed = 7};
+  int outside_k = 0, outside_p = 0;
+  for (int i = 0; i < 2000; i++) {
+    CHECK_OK(tpd_sample(logits, V, &k2, 0, (uint64_t)i, &sc, &tok));
+    outside_k += tok != 1 && tok != 3;
+    CHECK_OK(tpd_sample(logits, V, &p5, 0, (uint64_t)i, &sc, &tok));
+    outside_p += tok != 1 && tok != 3; /* p(1) = p(3) ~ 0.33 each: nucleus of 0.5 is {1, 3} */
+  }
+  CHECK(outside_k == 0, "top-k sampled %d tokens outside the top 2", outside_k);
+  CHECK(outside_p == 0, "top-p sampled %d tokens outside the nucleus", outside_p);
+  /* same (seed, stream, counter) -> same token; the stream matters */
+  int32_t a, b, c2;
+  CHECK_OK(tpd_sample(logits, V, &s, 1, 99, &sc, &a));
+  CHECK_OK(tpd_sample(logits, V, &s, 1, 99, &sc, &b));
+  CHECK(a == b, "sampling is not reproducible");
+  int differs = 0;
+  for (int i = 0; i < 50; i++) {
+    CHECK_OK(tpd_sample(logits, V, &s, 1, (uint64_t)i, &sc, &a));
+    CHECK_OK(tpd_sample(logits, V, &s, 2, (uint64_t)i, &sc, &c2));
+    differs += a != c2;
+  }
+  CHECK(differs > 5, "different streams give the same tokens");
+  tpd_sampler_scratch_free(&sc);
+}
+
+static void test_kv_pool(void) {
+  tpd_kv_pool kv;
+  CHECK_OK(tpd_kv_init(&kv, 2, 40, 16, 4));
+  int s0, s1, s2;
+  CHECK_OK(tpd_kv_acquire(&kv, &s0));
+  CHECK_OK(tpd_kv_acquire(&kv, &s1));
+  CHECK(tpd_kv_acquire(&kv, &s2) != TPD_OK, "a third slot was handed out");
+  tpd_clear_error();
+  CHECK_OK(tpd_kv_reserve(&kv, s0, 33)); /* 3 blocks */
+  CHECK(kv.n_free == 1, "3 of 4 blocks used");
+  CHECK(tpd_kv_reserve(&kv, s1, 20) != TPD_OK, "pool exhaustion not reported");
+  tpd_clear_error();
+  CHECK(tpd_kv_reserve(&kv, s0, 41) != TPD_OK, "context overflow not reported");
+  tpd_clear_error();
+  tpd_kv_release(&kv, s0);
+  CHECK(kv.n_free == 4, "release returns blocks");
+  CHECK_OK(tpd_kv_reserve(&kv, s1, 40));
+  tpd_kv_free(&kv);
+}
+
+int main(void) {
+  tu_seed("test_kernels");
+  tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
+  CHECK_OK(tpd_backend_create("cpu", &o1, &be1));
+  CHECK_OK(tpd_backend_create("cpu", &o3, &be3));
+  if (!be1 || !be3) return 1;
+  test_dtypes();
+  const tpd_isa best = tpd_isa_detect();
+  for (int isa = TPD_ISA_SCALAR; isa <= (int)best; isa++) {
+    tpd_isa_force((tpd_isa)isa);
+    printf("kernels at %s\n", tpd_isa_name(tpd_isa_active()));
+    test_matmul();
+    for (int rep = 0; rep < 20; rep++) {
+      test_rmsnorm();
+      test_rope_kv();
+      test_attention();
+      test_small_ops();
+    }
+  }
+  test_sampler();
+  test_kv_pool();
+  tpd_backend_destroy(be1);
+  tpd_backend_destroy(be3);
+  return tu_finish("test_kernels");
+}
