@@ -16,4 +16,10 @@ tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
 void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
 const char *tpd_isa_name(tpd_isa isa);
 
+/* bf16 weights on AVX512-BF16: 0 (default) fp32 activations and FMA, the
+ * reference precision; 1 activations rounded to bf16 and vdpbf16ps (GPU-like
+ * precision, about 1.5x the batched throughput).  TPD_CPU_BF16_DOT=1 sets it. */
+int tpd_cpu_bf16_dot(void);
+void tpd_cpu_set_bf16_dot(int on);
+
 #endif

@@ -31,19 +31,28 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
   }
 }
 
+static int g_bf16_dot = -1;
+
+int tpd_cpu_bf16_dot(void) {
+  if (g_bf16_dot < 0) g_bf16_dot = tpd_param_int("CPU_BF16_DOT", 0) != 0;
+  return g_bf16_dot;
+}
+
+void tpd_cpu_set_bf16_dot(int on) { g_bf16_dot = on != 0; }
+
 typedef void (*mm_kernel)(const tpd_mm *, int, int, int, int);
 
 typedef struct {
   tpd_mm mm;
   mm_kernel kernel;
-  const float *x_src; /* the caller's x when it needs padding or splitting */
+  const float *x_src; /* the caller's x when it needs padding or rounding */
   int x_ld;
   float *x_pad;       /* [M, Kp] zero-padded copy, or NULL */
 } mm_job;
 
 enum { MM_BLOCK_M = 64 };
 
-/* Prepares rows of x: a zero-padded copy and/or the bf16 hi/lo split. */
+/* Prepares rows of x: a zero-padded fp32 copy, or x rounded to bf16. */
 static void prep_task(void *arg, int ith, int nth) {
   mm_job *j = arg;
   long b, e;
@@ -57,10 +66,10 @@ static void prep_task(void *arg, int ith, int nth) {
       for (int k = K; k < Kp; k++) d[k] = 0.0f;
     }
 #ifdef TPD_HAVE_X86_SIMD
-    if (j->mm.xh) {
-      uint16_t *hi = (uint16_t *)j->mm.xh + (size_t)m * Kp, *lo = (uint16_t *)j->mm.xl + (size_t)m * Kp;
-      tpd_bf16_split_avx512bf16(src, K, hi, lo);
-      for (int k = K; k < Kp; k++) hi[k] = lo[k] = 0;
+    if (j->mm.xb) {
+      uint16_t *xb = (uint16_t *)j->mm.xb + (size_t)m * Kp;
+      tpd_bf16_round_avx512bf16(src, K, xb);
+      for (int k = K; k < Kp; k++) xb[k] = 0;
     }
 #endif
   }
@@ -107,13 +116,12 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
     default: j.kernel = tpd_mm_scalar; break;
   }
   const size_t Mp = (size_t)a->M * j.mm.Kp;
-  const int split = isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16;
-  const int pad = !split && j.mm.Kp != j.mm.K && j.kernel != tpd_mm_scalar;
-  if (split || pad) {
-    TPD_TRY(tpd_cpu_scratch(cpu, split ? Mp * 2 * sizeof(uint16_t) : Mp * sizeof(float)));
-    if (split) {
-      j.mm.xh = cpu->scratch;
-      j.mm.xl = cpu->scratch + Mp;
+  const int dot = isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot();
+  const int pad = !dot && j.mm.Kp != j.mm.K && j.kernel != tpd_mm_scalar;
+  if (dot || pad) {
+    TPD_TRY(tpd_cpu_scratch(cpu, dot ? Mp * sizeof(uint16_t) : Mp * sizeof(float)));
+    if (dot) {
+      j.mm.xb = cpu->scratch;
     } else {
       j.x_pad = (float *)cpu->scratch;
       j.mm.x = j.x_pad;

@@ -43,7 +43,7 @@ typedef struct {
   int M, N, K, Kp;
   const float *x; /* [M, ldx], ldx >= Kp with zeros in [K, Kp) */
   int ldx;
-  const uint16_t *xh, *xl; /* [M, Kp] bf16 hi/lo split of x (bf16 dot path), zero padded */
+  const uint16_t *xb; /* [M, Kp] x rounded to bf16, zero padded (opt-in bf16 dot path), else NULL */
   const void *w;           /* tiled */
   tpd_dtype wt;
   const float *bias; /* [N] or NULL */
@@ -56,8 +56,8 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx2(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx512(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx512bf16(const tpd_mm *p, int m0, int m1, int n0, int n1);
-/* x[n] -> hi = bf16(x), lo = bf16(x - hi), both round-to-nearest-even */
-void tpd_bf16_split_avx512bf16(const float *x, int n, uint16_t *hi, uint16_t *lo);
+/* out[i] = bf16(x[i]), round to nearest even */
+void tpd_bf16_round_avx512bf16(const float *x, int n, uint16_t *out);
 
 /* Calls TILE(p, tile_ptr, n, m, nr, MR) with compile-time MR in 1..6 for
  * each 4-row tile of [n0, n1) and each MR-row block of [m0, m1). */

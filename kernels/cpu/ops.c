@@ -86,6 +86,19 @@ tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a) {
 }
 
 /* ---- attention: each (token, query head) over its sequence's cached positions ---- */
+
+/* Dot product with 8 running partial sums in a fixed order: the compiler
+ * keeps them in one vector register, and the result does not depend on the
+ * caller. */
+static inline float dot8(const float *a, const float *b, int n) {
+  float s[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; i++) r += a[i] * b[i];
+  return r;
+}
 typedef struct {
   const tpd_attention_args *a;
   tpd_cpu *cpu;
@@ -110,9 +123,7 @@ static void attention_task(void *arg, int ith, int nth) {
     float mx = -INFINITY;
     for (int p = start; p <= pos; p++) {
       const float *k = (const float *)a->k_cache + (((size_t)table[p / bs] * Hkv + kvh) * bs + p % bs) * Dh;
-      float d = 0.0f;
-      for (int i = 0; i < Dh; i++) d += q[i] * k[i];
-      d *= a->scale;
+      const float d = dot8(q, k, Dh) * a->scale;
       score[p - start] = d;
       if (d > mx) mx = d;
     }
