@@ -136,6 +136,10 @@ typedef struct tpd_backend_ops {
   tpd_status (*argmax)(tpd_backend *be, const tpd_argmax_args *a);
 
   /* ---- optional: NULL where a backend does not provide them ---- */
+  /* A view of rows [row0, row0 + n_rows) of a loaded weight (no copy);
+   * row0 must be a multiple of 64.  Used to split a row-parallel matmul into
+   * chunks whose all-reduces start while the next chunk computes. */
+  tpd_status (*weight_view)(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out);
   /* Fused gate/up + SwiGLU: W (a->w) is [gate rows; up rows] (2F x K);
    * out[M, F] (row stride ld_out, act) = silu(X Wg^T + bg) * (X Wu^T + bu).
    * a->y and a->ldy are ignored. */

@@ -35,6 +35,12 @@ struct tpd_engine {
   double *inv_freq;
   tpd_kv_pool kv;
   int T_cap, n_threads;
+  int overlap;        /* micro-batch ping-pong and chunked all-reduce */
+  int ar_chunks;      /* chunks of a single row's row-parallel output */
+  int use_graphs;     /* capture decode steps as device graphs */
+  int skip_allreduce; /* benchmarks only: leave out communication (wrong results) */
+  int event_ring;
+  void **graphs;      /* [max_seqs + 1] captured decode step per batch size */
   int q_w, qkv_w, ffn_l, V_l; /* local widths */
   double weight_bytes;
 
@@ -58,6 +64,8 @@ struct tpd_engine {
   struct pair { float val; int32_t idx; } *h_pairs, *h_pairs_all;
   tpd_sampler_scratch ss;
 };
+
+static int device_comm(const tpd_engine *e);
 
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
@@ -341,6 +349,17 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
   TPD_TRY_GOTO(alloc_be(e, sizeof(double) * (size_t)(c->head_dim / 2), &e->inv_freq), s, fail);
   TPD_TRY_GOTO(e->be->ops->upload(e->be, e->inv_freq, inv_freq, sizeof(double) * (size_t)(c->head_dim / 2)), s, fail);
   TPD_TRY_GOTO(alloc_buffers(e, max_seqs), s, fail);
+  e->graphs = calloc((size_t)max_seqs + 1, sizeof *e->graphs);
+  if (!e->graphs) {
+    s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    goto fail;
+  }
+  /* overlap pays where communication runs beside compute (a device with a
+   * comm stream); MPI on host buffers progresses only inside MPI calls */
+  e->overlap = (int)tpd_param_int("OVERLAP", device_comm(e) ? 1 : 0) != 0;
+  e->ar_chunks = (int)tpd_param_int("AR_CHUNKS", 4);
+  if (e->ar_chunks < 1) e->ar_chunks = 1;
+  e->use_graphs = (int)tpd_param_int("GRAPHS", 1) != 0;
   TPD_INFO("rank %d/%d: %.1f MB of weights, %d q heads, %d kv heads, ffn [%d, %d), vocab [%d, %d)", comm->rank,
            comm->size, e->weight_bytes / 1e6, e->plan.n_q_heads, e->plan.n_kv_heads, e->plan.ffn.begin,
            e->plan.ffn.end, e->plan.vocab.begin, e->plan.vocab.end);
@@ -353,6 +372,11 @@ fail:
 
 void tpd_engine_destroy(tpd_engine *e) {
   if (!e) return;
+  if (e->graphs) {
+    for (int i = 0; i <= e->kv.max_slots; i++)
+      if (e->graphs[i] && e->be && e->be->ops->graph_destroy) e->be->ops->graph_destroy(e->be, e->graphs[i]);
+    free(e->graphs);
+  }
   if (e->be) {
     const tpd_backend_ops *b = e->be->ops;
     if (e->layers)
@@ -401,6 +425,29 @@ const tpd_model_config *tpd_engine_config(const tpd_engine *e) { return &e->cfg;
 tpd_comm *tpd_engine_comm(const tpd_engine *e) { return e->comm; }
 int tpd_engine_max_ctx(const tpd_engine *e) { return e->kv.max_ctx; }
 
+tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value) {
+  switch (opt) {
+    case TPD_OPT_OVERLAP: e->overlap = value != 0; return TPD_OK;
+    case TPD_OPT_AR_CHUNKS:
+      if (value < 1) return TPD_FAIL(TPD_ERR_ARG, "all-reduce chunks must be >= 1, got %d", value);
+      e->ar_chunks = value;
+      return TPD_OK;
+    case TPD_OPT_GRAPHS: e->use_graphs = value != 0; return TPD_OK;
+    case TPD_OPT_SKIP_ALLREDUCE: e->skip_allreduce = value != 0; return TPD_OK;
+  }
+  return TPD_FAIL(TPD_ERR_ARG, "unknown engine option %d", (int)opt);
+}
+
+int tpd_engine_get_option(const tpd_engine *e, tpd_engine_option opt) {
+  switch (opt) {
+    case TPD_OPT_OVERLAP: return e->overlap;
+    case TPD_OPT_AR_CHUNKS: return e->ar_chunks;
+    case TPD_OPT_GRAPHS: return e->use_graphs;
+    case TPD_OPT_SKIP_ALLREDUCE: return e->skip_allreduce;
+  }
+  return -1;
+}
+
 void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   memset(info, 0, sizeof *info);
   info->weight_bytes = e->weight_bytes;
@@ -430,19 +477,194 @@ int tpd_engine_seq_len(const tpd_engine *e, int slot) {
 /* ------------------------------------------------------------------ */
 /* one forward                                                          */
 
-/* Sum of a [T, D] activation buffer over the TP group. */
-static tpd_status allreduce_act(tpd_engine *e, void *buf, int T) {
-  if (e->plan.tp == 1) return TPD_OK;
+/* ---- all-reduce of activation rows, started asynchronously where possible ---- */
+
+typedef struct {
+  tpd_comm_req req; /* host communicator: request in flight */
+  int event;        /* device communicator: event recorded after the collective, or -1 */
+  int active;
+} ar_op;
+
+enum { AR_MAX = 8 }; /* all-reduces in flight per micro-batch (chunks) */
+
+/* NCCL on device buffers, with a backend that has a second stream and events */
+static int device_comm(const tpd_engine *e) {
+  const tpd_backend_ops *b = e->be->ops;
+  return e->comm->ops->data_on_device && !b->host_memory && b->comm_stream && b->event_record && b->event_wait;
+}
+
+static int next_event(tpd_engine *e) {
+  e->event_ring = (e->event_ring + 1) % 64;
+  return e->event_ring;
+}
+
+/* Sums n_elems activations over the TP group through host memory in f32
+ * (device activations, host communicator); synchronous. */
+static tpd_status staged_allreduce(tpd_engine *e, void *buf, size_t n) {
   const tpd_dtype at = e->be->ops->act_dtype;
-  const size_t n = (size_t)T * e->cfg.dim;
-  if (e->comm->ops->data_on_device != e->be->ops->host_memory)
-    return e->comm->ops->allreduce(e->comm, buf, n, at, e->be->ops->stream(e->be));
-  /* device activations, host communicator: stage through host memory in f32 */
   TPD_TRY(e->be->ops->download(e->be, e->h_stage_act, buf, n * tpd_dtype_size(at)));
   tpd_convert(e->h_stage, TPD_F32, e->h_stage_act, at, n);
   TPD_TRY(e->comm->ops->allreduce(e->comm, e->h_stage, n, TPD_F32, NULL));
   tpd_convert(e->h_stage_act, at, e->h_stage, TPD_F32, n);
   return e->be->ops->upload(e->be, buf, e->h_stage_act, n * tpd_dtype_size(at));
+}
+
+static tpd_status ar_start(tpd_engine *e, void *buf, size_t n, ar_op *op) {
+  op->active = 0;
+  op->event = -1;
+  if (e->plan.tp == 1 || e->skip_allreduce) return TPD_OK;
+  const tpd_backend_ops *b = e->be->ops;
+  const tpd_dtype at = b->act_dtype;
+  if (device_comm(e)) { /* the comm stream waits for the data, runs the collective, signals */
+    const int ready = next_event(e), done = next_event(e);
+    TPD_TRY(b->event_record(e->be, ready, 0));
+    TPD_TRY(b->event_wait(e->be, ready, 1));
+    TPD_TRY(e->comm->ops->allreduce(e->comm, buf, n, at, b->comm_stream(e->be)));
+    TPD_TRY(b->event_record(e->be, done, 1));
+    op->event = done;
+    op->active = 1;
+    return TPD_OK;
+  }
+  if (e->comm->ops->data_on_device != b->host_memory) {
+    if (e->overlap) {
+      TPD_TRY(e->comm->ops->allreduce_start(e->comm, buf, n, at, b->stream(e->be), &op->req));
+      op->active = 1;
+      return TPD_OK;
+    }
+    return e->comm->ops->allreduce(e->comm, buf, n, at, b->stream(e->be));
+  }
+  return staged_allreduce(e, buf, n);
+}
+
+static tpd_status ar_wait(tpd_engine *e, ar_op *op) {
+  if (!op->active) return TPD_OK;
+  op->active = 0;
+  if (op->event >= 0) return e->be->ops->event_wait(e->be, op->event, 0);
+  return e->comm->ops->wait(e->comm, &op->req);
+}
+
+/* ---- one forward ---- */
+
+/* A micro-batch: rows [r0, r0 + n) of the step, with its pending all-reduces. */
+typedef struct {
+  int r0, n;
+  tpd_step_meta meta;
+  ar_op ar[AR_MAX];
+  int n_ar;
+} mbatch;
+
+static void *rows_at(const tpd_engine *e, void *buf, int r0, int width) {
+  return (uint8_t *)buf + (size_t)r0 * width * tpd_dtype_size(e->be->ops->act_dtype);
+}
+
+static tpd_status wait_all(tpd_engine *e, mbatch *mb) {
+  for (int i = 0; i < mb->n_ar; i++) TPD_TRY(ar_wait(e, &mb->ar[i]));
+  mb->n_ar = 0;
+  return TPD_OK;
+}
+
+/* Row-parallel projection y = a . W^T (+ bias on rank 0), then its all-reduce.
+ * A single row is cut into chunks of output columns, each chunk's all-reduce
+ * started before the next chunk is computed. */
+static tpd_status row_parallel(tpd_engine *e, mbatch *mb, const void *a, int lda, const tpd_weight *w,
+                               const float *bias) {
+  const tpd_backend_ops *b = e->be->ops;
+  const int D = e->cfg.dim;
+  void *y = rows_at(e, e->proj, mb->r0, D);
+  int chunks = mb->n == 1 && e->overlap && b->weight_view && e->plan.tp > 1 ? e->ar_chunks : 1;
+  if (chunks > AR_MAX) chunks = AR_MAX;
+  const int step = chunks > 1 ? (D / chunks + 63) / 64 * 64 : D;
+  for (int n0 = 0; n0 < D; n0 += step) {
+    const int nn = D - n0 < step ? D - n0 : step;
+    tpd_weight view = *w;
+    if (nn < D) TPD_TRY(b->weight_view(e->be, w, n0, nn, &view));
+    tpd_matmul_args m = {mb->n, a, lda, &view, bias ? bias + n0 : NULL, (uint8_t *)y + (size_t)n0 * tpd_dtype_size(b->act_dtype), D,
+                         b->act_dtype};
+    TPD_TRY(b->matmul(e->be, &m));
+    TPD_TRY(ar_start(e, nn < D ? m.y : y, nn < D ? (size_t)nn : (size_t)mb->n * D, &mb->ar[mb->n_ar++]));
+  }
+  return TPD_OK;
+}
+
+static tpd_status attn_part(tpd_engine *e, int l, mbatch *mb) {
+  const tpd_model_config *c = &e->cfg;
+  const tpd_backend_ops *b = e->be->ops;
+  const layer_w *L = &e->layers[l];
+  const int D = c->dim, Dh = c->head_dim;
+  TPD_TRY(wait_all(e, mb));
+  void *h = rows_at(e, e->h, mb->r0, D), *qkv = rows_at(e, e->qkv, mb->r0, e->qkv_w);
+  void *att = rows_at(e, e->att, mb->r0, e->q_w);
+  tpd_rmsnorm_args n1 = {mb->n, D, rows_at(e, e->x, mb->r0, D), l ? rows_at(e, e->proj, mb->r0, D) : NULL, L->ln1,
+                         (float)c->norm_eps, h};
+  TPD_TRY(b->rmsnorm(e->be, &n1));
+  tpd_matmul_args mq = {mb->n, h, D, &L->qkv, L->b_qkv, qkv, e->qkv_w, b->act_dtype};
+  TPD_TRY(b->matmul(e->be, &mq));
+  tpd_rope_kv_args rk = {&mb->meta, e->plan.n_q_heads, e->plan.n_kv_heads, Dh, qkv, e->inv_freq, L->k, L->v};
+  TPD_TRY(b->rope_kv(e->be, &rk));
+  tpd_attention_args aa = {&mb->meta, e->plan.n_q_heads, e->plan.n_kv_heads, Dh, qkv, e->qkv_w, L->k, L->v, att,
+                           c->sliding_window, (float)(1.0 / sqrt((double)Dh))};
+  TPD_TRY(b->attention(e->be, &aa));
+  return row_parallel(e, mb, att, e->q_w, &L->o, L->b_o);
+}
+
+static tpd_status mlp_part(tpd_engine *e, int l, mbatch *mb) {
+  const tpd_model_config *c = &e->cfg;
+  const tpd_backend_ops *b = e->be->ops;
+  const layer_w *L = &e->layers[l];
+  const int D = c->dim;
+  TPD_TRY(wait_all(e, mb));
+  void *h = rows_at(e, e->h, mb->r0, D), *act = rows_at(e, e->act, mb->r0, e->ffn_l);
+  tpd_rmsnorm_args n2 = {mb->n, D, rows_at(e, e->x, mb->r0, D), rows_at(e, e->proj, mb->r0, D), L->ln2,
+                         (float)c->norm_eps, h};
+  TPD_TRY(b->rmsnorm(e->be, &n2));
+  tpd_matmul_args mg = {mb->n, h, D, &L->gu, L->b_gu, rows_at(e, e->gu, mb->r0, 2 * e->ffn_l), 2 * e->ffn_l,
+                        b->act_dtype};
+  if (b->matmul_swiglu) {
+    TPD_TRY(b->matmul_swiglu(e->be, &mg, act, e->ffn_l));
+  } else {
+    TPD_TRY(b->matmul(e->be, &mg));
+    tpd_swiglu_args sw = {mb->n, e->ffn_l, mg.y, act};
+    TPD_TRY(b->swiglu(e->be, &sw));
+  }
+  return row_parallel(e, mb, act, e->ffn_l, &L->down, L->b_down);
+}
+
+/* Everything after the step's inputs are on the device: layers, final norm,
+ * LM head, local argmax.  Captured as a graph for decode steps on a device. */
+static tpd_status forward_body(tpd_engine *e, const tpd_step_meta *meta, int n_last) {
+  const tpd_model_config *c = &e->cfg;
+  const tpd_backend_ops *b = e->be->ops;
+  const int T = meta->T, D = c->dim;
+  /* two micro-batches ping-pong so one's all-reduce runs while the other computes */
+  mbatch mb[2];
+  const int n_mb = e->overlap && e->plan.tp > 1 && T >= 2 ? 2 : 1;
+  for (int i = 0; i < n_mb; i++) {
+    mb[i].r0 = i == 0 ? 0 : T / 2;
+    mb[i].n = n_mb == 1 ? T : i == 0 ? T / 2 : T - T / 2;
+    mb[i].meta = *meta;
+    mb[i].meta.T = mb[i].n;
+    mb[i].meta.pos = meta->pos + mb[i].r0;
+    mb[i].meta.slot = meta->slot + mb[i].r0;
+    mb[i].n_ar = 0;
+  }
+  for (int l = 0; l < c->n_layers; l++) {
+    for (int i = 0; i < n_mb; i++) TPD_TRY(attn_part(e, l, &mb[i]));
+    for (int i = 0; i < n_mb; i++) TPD_TRY(mlp_part(e, l, &mb[i]));
+  }
+  for (int i = 0; i < n_mb; i++) TPD_TRY(wait_all(e, &mb[i]));
+  tpd_rmsnorm_args fin = {T, D, e->x, e->proj, e->final_norm, (float)c->norm_eps, e->h};
+  TPD_TRY(b->rmsnorm(e->be, &fin));
+  TPD_TRY(b->gather_rows(e->be, e->last, e->h, e->h_last_rows, n_last, D));
+  tpd_matmul_args ml = {n_last, e->last, D, &e->lm_head, NULL, e->logits, e->V_l, TPD_F32};
+  TPD_TRY(b->matmul(e->be, &ml));
+  tpd_argmax_args am = {n_last, e->V_l, e->logits, e->amax_val, e->amax_idx, e->plan.vocab.begin};
+  return b->argmax(e->be, &am);
+}
+
+static int graphs_possible(const tpd_engine *e) {
+  const tpd_backend_ops *b = e->be->ops;
+  return e->use_graphs && !b->host_memory && b->graph_begin && b->graph_end && b->graph_launch &&
+         (e->plan.tp == 1 || device_comm(e) || e->skip_allreduce);
 }
 
 static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, int max_ctx) {
@@ -461,7 +683,10 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
                 (tpd_dtype)e->embed->dtype, (size_t)D);
   TPD_TRY(b->upload(be, e->x, e->h_embed, (size_t)T * D * as));
 
-  tpd_step_meta meta = {.T = T, .max_blocks = e->kv.max_blocks, .block_size = e->kv.block_size, .max_ctx = max_ctx};
+  /* a decode step (one token per sequence) on a device replays a graph */
+  const int graph = graphs_possible(e) && T == n_last && T <= e->kv.max_slots;
+  tpd_step_meta meta = {.T = T, .max_blocks = e->kv.max_blocks, .block_size = e->kv.block_size,
+                        .max_ctx = graph ? e->kv.max_ctx : max_ctx};
   if (b->host_memory) {
     meta.pos = e->h_pos;
     meta.slot = e->h_slot;
@@ -474,38 +699,26 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
     meta.slot = e->d_slot;
     meta.block_table = e->d_table;
   }
-  const int Hq = e->plan.n_q_heads, Hkv = e->plan.n_kv_heads, Dh = c->head_dim;
-
-  for (int l = 0; l < c->n_layers; l++) {
-    const layer_w *L = &e->layers[l];
-    tpd_rmsnorm_args norm1 = {T, D, e->x, l ? e->proj : NULL, L->ln1, (float)c->norm_eps, e->h};
-    TPD_TRY(b->rmsnorm(be, &norm1));
-    tpd_matmul_args mq = {T, e->h, D, &L->qkv, L->b_qkv, e->qkv, e->qkv_w, at};
-    TPD_TRY(b->matmul(be, &mq));
-    tpd_rope_kv_args rk = {&meta, Hq, Hkv, Dh, e->qkv, e->inv_freq, L->k, L->v};
-    TPD_TRY(b->rope_kv(be, &rk));
-    tpd_attention_args aa = {&meta, Hq, Hkv, Dh, e->qkv, e->qkv_w, L->k, L->v, e->att, c->sliding_window,
-                             (float)(1.0 / sqrt((double)Dh))};
-    TPD_TRY(b->attention(be, &aa));
-    tpd_matmul_args mo = {T, e->att, e->q_w, &L->o, L->b_o, e->proj, D, at};
-    TPD_TRY(b->matmul(be, &mo));
-    TPD_TRY(allreduce_act(e, e->proj, T));
-    tpd_rmsnorm_args norm2 = {T, D, e->x, e->proj, L->ln2, (float)c->norm_eps, e->h};
-    TPD_TRY(b->rmsnorm(be, &norm2));
-    tpd_matmul_args mg = {T, e->h, D, &L->gu, L->b_gu, e->gu, 2 * e->ffn_l, at};
-    TPD_TRY(b->matmul(be, &mg));
-    tpd_swiglu_args sw = {T, e->ffn_l, e->gu, e->act};
-    TPD_TRY(b->swiglu(be, &sw));
-    tpd_matmul_args md = {T, e->act, e->ffn_l, &L->down, L->b_down, e->proj, D, at};
-    TPD_TRY(b->matmul(be, &md));
-    TPD_TRY(allreduce_act(e, e->proj, T));
+  if (!graph) return forward_body(e, &meta, n_last);
+  if (!e->graphs[T]) {
+    tpd_status s = b->graph_begin(be);
+    if (s == TPD_OK) {
+      tpd_status body = forward_body(e, &meta, n_last);
+      void *g = NULL;
+      s = b->graph_end(be, &g); /* always end the capture, even after a failed body */
+      if (body != TPD_OK) return body;
+      if (s == TPD_OK) e->graphs[T] = g;
+    }
+    if (s != TPD_OK) { /* fall back to eager launches for good */
+      TPD_WARN("CUDA graph capture failed (%s); running kernels without graphs", tpd_last_error());
+      tpd_clear_error();
+      e->use_graphs = 0;
+      meta.max_ctx = max_ctx;
+      return forward_body(e, &meta, n_last);
+    }
+    TPD_DEBUG("captured the decode step for batch %d as a graph", T);
   }
-  tpd_rmsnorm_args fin = {T, D, e->x, e->proj, e->final_norm, (float)c->norm_eps, e->h};
-  TPD_TRY(b->rmsnorm(be, &fin));
-  TPD_TRY(b->gather_rows(be, e->last, e->h, e->h_last_rows, n_last, D));
-  tpd_matmul_args ml = {n_last, e->last, D, &e->lm_head, NULL, e->logits, e->V_l, TPD_F32};
-  TPD_TRY(b->matmul(be, &ml));
-  return TPD_OK;
+  return b->graph_launch(be, e->graphs[T]);
 }
 
 /* Picks the next token of each finished item from the vocab-parallel logits.
@@ -518,9 +731,7 @@ static tpd_status select_tokens(tpd_engine *e, const tpd_step_item *items, int n
   int need_full = out_logits != NULL;
   for (int i = 0; i < n_last; i++)
     if (!tpd_sampling_is_greedy(&items[e->h_last_item[i]].sampling)) need_full = 1;
-  if (!need_full) {
-    tpd_argmax_args am = {n_last, e->V_l, e->logits, e->amax_val, e->amax_idx, e->plan.vocab.begin};
-    TPD_TRY(b->argmax(e->be, &am));
+  if (!need_full) { /* the step computed each row's local (max, argmax) */
     TPD_TRY(b->download(e->be, e->h_vals, e->amax_val, sizeof(float) * (size_t)n_last));
     TPD_TRY(b->download(e->be, e->h_idxs, e->amax_idx, sizeof(int32_t) * (size_t)n_last));
     for (int i = 0; i < n_last; i++) e->h_pairs[i] = (struct pair){e->h_vals[i], e->h_idxs[i]};

@@ -76,6 +76,19 @@ int tpd_engine_seq_len(const tpd_engine *e, int slot);
 tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens);
 int tpd_engine_max_ctx(const tpd_engine *e);
 
+/* Tunables of a running engine (same value on every rank).
+ *   OVERLAP         micro-batch ping-pong (batch >= 2) and chunked all-reduce
+ *                   (batch 1); default on with NCCL + a device, off otherwise
+ *                   (env TPD_OVERLAP)
+ *   AR_CHUNKS       chunks of a single row's row-parallel output (TPD_AR_CHUNKS, 4)
+ *   GRAPHS          capture decode steps as device graphs (TPD_GRAPHS, 1)
+ *   SKIP_ALLREDUCE  benchmarks only: leave out the all-reduces, so that the
+ *                   time they add (exposed communication) can be measured;
+ *                   the results are then wrong */
+typedef enum { TPD_OPT_OVERLAP = 1, TPD_OPT_AR_CHUNKS, TPD_OPT_GRAPHS, TPD_OPT_SKIP_ALLREDUCE } tpd_engine_option;
+tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value);
+int tpd_engine_get_option(const tpd_engine *e, tpd_engine_option opt);
+
 /* Appends each item's tokens to its sequence and returns, per item, the next
  * token sampled from the logits after its last token.  out_logits, when not
  * NULL, receives the full-vocabulary logits [n_items, vocab] (gathered from

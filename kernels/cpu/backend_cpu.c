@@ -89,6 +89,16 @@ static tpd_status cpu_load_weight(tpd_backend *be, const void *host, tpd_dtype d
   return TPD_OK;
 }
 
+static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out) {
+  (void)be;
+  if (row0 % TPD_TILE_N || row0 < 0 || n_rows < 1 || row0 + n_rows > w->n_rows)
+    return TPD_FAIL(TPD_ERR_INTERNAL, "weight view [%d, +%d) of %d rows", row0, n_rows, w->n_rows);
+  *out = *w;
+  out->data = (const char *)w->data + (size_t)row0 * tpd_tile_kp(w->n_cols) * tpd_dtype_size(w->dtype);
+  out->n_rows = n_rows;
+  return TPD_OK;
+}
+
 static const tpd_backend_ops cpu_ops = {
     .name = "cpu",
     .act_dtype = TPD_F32,
@@ -111,6 +121,7 @@ static const tpd_backend_ops cpu_ops = {
     .add = tpd_cpu_add,
     .gather_rows = tpd_cpu_gather_rows,
     .argmax = tpd_cpu_argmax,
+    .weight_view = cpu_weight_view,
 };
 
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {

@@ -71,6 +71,26 @@ int main(int argc, char **argv) {
     tpd_gen_request q = {.n_seqs = 3, .prompts = pp, .prompt_lens = LENS, .n_new = N_NEW, .logits_steps = N_NEW};
     tpd_gen_result g, s;
     CHECK_OK(tpd_generate(e, &q, &g));
+    /* overlap on (micro-batch ping-pong, chunked all-reduce of single rows):
+     * the same tokens, the same logits up to summation order */
+    tpd_gen_result ov;
+    const int was = tpd_engine_get_option(e, TPD_OPT_OVERLAP);
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, !was));
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_AR_CHUNKS, 3));
+    CHECK_OK(tpd_generate(e, &q, &ov));
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, was));
+    if (ov.tokens && g.tokens) {
+      double d = 0, mx = 0;
+      for (size_t k = 0; k < (size_t)N_NEW * 3 * V; k++) {
+        d = fmax(d, fabs((double)ov.step_logits[k] - g.step_logits[k]));
+        mx = fmax(mx, fabs((double)g.step_logits[k]));
+      }
+      int same = 1;
+      for (int i = 0; i < 3; i++) same &= !memcmp(ov.tokens[i], g.tokens[i], sizeof(int32_t) * N_NEW);
+      CHECK(same, "%s TP=%d: overlap %s changes the tokens", MODELS[m].name, tp, was ? "off" : "on");
+      CHECK(d / mx < 1e-5, "%s TP=%d: overlap changes logits by %.3g of max |logit|", MODELS[m].name, tp, d / mx);
+    }
+    tpd_gen_result_free(&ov);
     q.logits_steps = 0;
     q.sampling = (tpd_sampling){.temperature = 0.9f, .top_k = 50, .top_p = 0.95f, .seed = 77};
     CHECK_OK(tpd_generate(e, &q, &s));
