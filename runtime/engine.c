@@ -455,6 +455,7 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
                              (double)tpd_dtype_size(e->be->ops->kv_dtype);
   info->embed_row_bytes = (double)e->cfg.dim * (double)tpd_dtype_size((tpd_dtype)e->embed->dtype);
   info->weight_dtype = e->layers[0].qkv.dtype;
+  info->act_dtype = e->be->ops->act_dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
   info->kernels = e->be->ops->host_memory ? tpd_isa_name(tpd_isa_active()) : e->be->ops->name;

@@ -54,6 +54,7 @@ typedef struct {
   double kv_bytes_per_token; /* KV bytes per cached token on this rank (K and V, all layers) */
   double embed_row_bytes;    /* bytes read from the embedding per input token */
   tpd_dtype weight_dtype;    /* dtype the projections are stored in */
+  tpd_dtype act_dtype;       /* activations (and all-reduce messages) */
   int tp;
   const char *backend;
   const char *kernels;       /* e.g. "avx512bf16" */

@@ -1,0 +1,53 @@
+/* The Pareto frontier of (x, y) points where more is better on both axes,
+ * and a small hand-written SVG scatter/line plot to draw it.  No I/O: the
+ * plot is returned as a string. */
+#ifndef TPD_PARETO_H
+#define TPD_PARETO_H
+
+#include "runtime/tpd_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Indices of the points no other point dominates (q dominates p when
+ * q.x >= p.x and q.y >= p.y with at least one strict), in order of
+ * increasing x (so decreasing y).  Of exactly equal points only the lowest
+ * index is kept.  Points with a NaN or infinite coordinate are ignored.
+ * out_idx holds n entries; returns the frontier's size (0 also when memory
+ * for n points is short). */
+int tpd_pareto_frontier(const double *x, const double *y, int n, int *out_idx);
+
+typedef enum {
+  TPD_PLOT_POINTS = 0, /* markers, each with its label */
+  TPD_PLOT_LINE,       /* solid polyline through the points in the given order */
+  TPD_PLOT_DASHED,     /* dashed polyline with small hollow markers; labels at both ends */
+  TPD_PLOT_WIDE        /* wide translucent band under the other series (an envelope); no markers */
+} tpd_plot_style;
+
+typedef enum { TPD_MARK_CIRCLE = 0, TPD_MARK_SQUARE, TPD_MARK_DIAMOND } tpd_plot_marker;
+
+typedef struct {
+  const char *name;          /* legend entry; NULL: not in the legend */
+  const double *x, *y;       /* [n] */
+  const char *const *labels; /* [n] or NULL; NULL entries draw no label */
+  int n;
+  tpd_plot_style style;
+  tpd_plot_marker marker;
+  const char *color;         /* CSS colour, e.g. "#1f77b4" */
+} tpd_plot_series;
+
+typedef struct {
+  const char *title, *subtitle, *x_label, *y_label;
+  int log_x, log_y;          /* logarithmic axes (non-positive values are skipped) */
+  int width, height;         /* pixels; 0: 900 x 600 */
+} tpd_plot_opts;
+
+/* Renders the series as a standalone SVG document (malloc'd, NUL-terminated,
+ * caller frees).  Axis ranges cover every finite point. */
+tpd_status tpd_plot_svg(const tpd_plot_opts *o, const tpd_plot_series *series, int n_series, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

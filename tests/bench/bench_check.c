@@ -1,0 +1,241 @@
+/* Checks what tpdecode-bench wrote; exit status is the verdict.
+ *   bench_check dir DIR [--configs N] [--predicted] [--comm]
+ *       bench.json (parsed with cJSON, fields and their relations),
+ *       bench.csv (same column count on every line), pareto.svg (well-formed,
+ *       required elements), comm.json (no wrong values, busbw formula)
+ *   bench_check jsonl FILE [--configs N]
+ *       every line of --json output is a JSON object; N "decode" rows */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/fileio.h"
+#include "tests/bench/xml_check.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                 \
+  do {                                                   \
+    if (!(cond)) {                                       \
+      fprintf(stderr, "bench_check: " __VA_ARGS__);      \
+      fprintf(stderr, " [%s]\n", #cond);                 \
+      failures++;                                        \
+    }                                                    \
+  } while (0)
+
+static char *slurp(const char *dir, const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  char *t = NULL;
+  size_t n = 0;
+  if (tpd_read_text_file(path, &t, &n) != TPD_OK) {
+    fprintf(stderr, "bench_check: cannot read %s: %s\n", path, tpd_last_error());
+    failures++;
+    return NULL;
+  }
+  return t;
+}
+
+static double num(const cJSON *o, const char *k, int *ok) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  if (!cJSON_IsNumber(v)) {
+    *ok = 0;
+    return NAN;
+  }
+  return v->valuedouble;
+}
+
+static int near(double a, double b, double rel) { return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)); }
+
+/* a number, or null with a non-empty reason field */
+static void num_or_null(const cJSON *o, const char *k, const char *reason_key, int i) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  if (cJSON_IsNumber(v)) return;
+  CHECK(cJSON_IsNull(v), "config %d: %s is neither a number nor null", i, k);
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, reason_key);
+  CHECK(cJSON_IsString(r) && r->valuestring[0], "config %d: %s is null without %s", i, k, reason_key);
+}
+
+static void check_config(const cJSON *c, int i) {
+  int ok = 1;
+  const double tp = num(c, "tp", &ok), batch = num(c, "batch", &ok), ctx = num(c, "ctx", &ok);
+  const double med = num(c, "ms_per_token_median", &ok), p90 = num(c, "ms_per_token_p90", &ok);
+  const double user = num(c, "tokens_per_s_user", &ok), sys = num(c, "tokens_per_s_system", &ok);
+  const double rank = num(c, "tokens_per_s_rank", &ok), comm = num(c, "comm_ms_per_token", &ok);
+  const double bpt = num(c, "bytes_per_token", &ok), gbs = num(c, "achieved_gbs", &ok);
+  num(c, "comm_bytes_per_step", &ok);
+  CHECK(ok, "config %d: a required number is missing", i);
+  if (!ok) return;
+  CHECK(tp >= 1 && batch >= 1 && ctx >= 0, "config %d: tp/batch/ctx out of range", i);
+  CHECK(med > 0 && p90 >= med, "config %d: median %g, p90 %g", i, med, p90);
+  CHECK(near(user, 1e3 / med, 1e-9), "config %d: tokens/s per user != 1000 / ms", i);
+  CHECK(near(sys, batch * user, 1e-9), "config %d: system tokens/s != batch x per user", i);
+  CHECK(near(rank, sys / tp, 1e-9), "config %d: tokens/s per rank != system / tp", i);
+  CHECK(comm >= 0 && comm <= med * 1.0001, "config %d: exposed comm %g ms of a %g ms step", i, comm, med);
+  CHECK(bpt > 0 && gbs > 0, "config %d: bytes per token / GB/s", i);
+  num_or_null(c, "floor_ms_per_token", "floor_reason", i);
+  num_or_null(c, "measured_over_floor", "floor_reason", i);
+  num_or_null(c, "energy_j_per_token", "energy_reason", i);
+  num_or_null(c, "tokens_per_s_per_w", "energy_reason", i);
+  const cJSON *fl = cJSON_GetObjectItemCaseSensitive(c, "floor_ms_per_token");
+  if (cJSON_IsNumber(fl)) {
+    int ok2 = 1;
+    const double ratio = num(c, "measured_over_floor", &ok2);
+    CHECK(ok2 && fl->valuedouble > 0 && near(ratio, med / fl->valuedouble, 1e-9), "config %d: measured/floor", i);
+    const cJSON *bound = cJSON_GetObjectItemCaseSensitive(c, "floor_bound");
+    CHECK(cJSON_IsString(bound) && (!strcmp(bound->valuestring, "memory") || !strcmp(bound->valuestring, "compute")),
+          "config %d: floor_bound", i);
+  }
+}
+
+static void check_dir(const char *dir, int want_configs, int want_predicted, int want_comm) {
+  char *t = slurp(dir, "bench.json");
+  if (!t) return;
+  cJSON *doc = cJSON_Parse(t);
+  free(t);
+  CHECK(doc != NULL, "bench.json does not parse");
+  if (!doc) return;
+  const cJSON *configs = cJSON_GetObjectItemCaseSensitive(doc, "configs");
+  CHECK(cJSON_IsArray(configs), "bench.json: no configs array");
+  const int n = cJSON_GetArraySize(configs);
+  CHECK(want_configs < 0 ? n > 0 : n == want_configs, "bench.json: %d configs, expected %d", n, want_configs);
+  int n_front = 0;
+  for (int i = 0; i < n; i++) {
+    const cJSON *c = cJSON_GetArrayItem(configs, i);
+    check_config(c, i);
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "on_frontier");
+    CHECK(cJSON_IsBool(f), "config %d: on_frontier", i);
+    n_front += cJSON_IsTrue(f);
+  }
+  const cJSON *machines = cJSON_GetObjectItemCaseSensitive(doc, "machines");
+  CHECK(cJSON_IsArray(machines) && cJSON_GetArraySize(machines) >= 1, "bench.json: machines");
+  const cJSON *m0 = cJSON_GetArrayItem(machines, 0);
+  const cJSON *en = cJSON_GetObjectItemCaseSensitive(m0, "energy");
+  CHECK(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(en, "available")), "machine: energy.available");
+  if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(en, "available")))
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(en, "reason")), "machine: energy.reason");
+  /* the frontier indices name exactly the configs marked on it */
+  const cJSON *pareto = cJSON_GetObjectItemCaseSensitive(doc, "pareto");
+  const cJSON *idx = cJSON_GetObjectItemCaseSensitive(pareto, "frontier_config_indices");
+  CHECK(cJSON_IsArray(idx) && cJSON_GetArraySize(idx) == n_front && n_front > 0, "pareto: frontier indices");
+  for (int k = 0; cJSON_IsArray(idx) && k < cJSON_GetArraySize(idx); k++) {
+    const cJSON *v = cJSON_GetArrayItem(idx, k);
+    const int j = cJSON_IsNumber(v) ? v->valueint : -1;
+    CHECK(j >= 0 && j < n && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(configs, j), "on_frontier")),
+          "pareto: index %d", j);
+  }
+  if (want_predicted) {
+    const cJSON *pts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "predicted"), "points");
+    CHECK(cJSON_IsArray(pts) && cJSON_GetArraySize(pts) > 0, "bench.json: predicted points");
+    for (int k = 0; cJSON_IsArray(pts) && k < cJSON_GetArraySize(pts); k++) {
+      int ok = 1;
+      const cJSON *p = cJSON_GetArrayItem(pts, k);
+      CHECK(num(p, "tokens_per_s_per_w", &ok) > 0 && num(p, "floor_ms_per_token", &ok) > 0 && ok, "predicted %d", k);
+    }
+  }
+  cJSON_Delete(doc);
+
+  /* CSV: one header, n rows, the same number of fields everywhere */
+  t = slurp(dir, "bench.csv");
+  if (t) {
+    int lines = 0, fields0 = -1;
+    for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+      int f = 1;
+      for (const char *p = line; *p; p++) f += *p == ',';
+      if (fields0 < 0) fields0 = f;
+      CHECK(f == fields0, "bench.csv line %d: %d fields, header has %d", lines + 1, f, fields0);
+      lines++;
+    }
+    CHECK(lines == n + 1, "bench.csv: %d lines for %d configs", lines, n);
+    free(t);
+  }
+
+  t = slurp(dir, "pareto.svg");
+  if (t) {
+    char why[256] = "";
+    const int bad = xml_check(t, why, sizeof why);
+    CHECK(!bad, "pareto.svg is not well-formed: %s", why);
+    CHECK(strstr(t, "<svg xmlns=\"http://www.w3.org/2000/svg\"") != NULL, "pareto.svg: svg root");
+    CHECK(strstr(t, "<polyline") != NULL && strstr(t, "<circle") != NULL, "pareto.svg: frontier and points");
+    CHECK(strstr(t, "tokens/s per user") != NULL, "pareto.svg: x label");
+    CHECK(strstr(t, "measured Pareto frontier") != NULL, "pareto.svg: legend");
+    if (want_predicted)
+      CHECK(strstr(t, "predicted (speed-of-light") != NULL && strstr(t, "stroke-dasharray") != NULL,
+            "pareto.svg: the predicted curve");
+    free(t);
+  }
+
+  if (want_comm) {
+    t = slurp(dir, "comm.json");
+    cJSON *a = t ? cJSON_Parse(t) : NULL;
+    free(t);
+    CHECK(cJSON_IsArray(a), "comm.json does not parse as an array");
+    int timed = 0;
+    for (int k = 0; cJSON_IsArray(a) && k < cJSON_GetArraySize(a); k++) {
+      const cJSON *r = cJSON_GetArrayItem(a, k);
+      if (cJSON_GetObjectItemCaseSensitive(r, "skipped")) continue;
+      int ok = 1;
+      const double ranks = num(r, "ranks", &ok), alg = num(r, "algbw_gbs", &ok), bus = num(r, "busbw_gbs", &ok);
+      const double wrong = num(r, "wrong", &ok), size = num(r, "size_bytes", &ok), us = num(r, "time_us", &ok);
+      CHECK(ok && wrong == 0, "comm.json row %d: %g wrong values", k, wrong);
+      CHECK(ok && near(alg, size / (us * 1e-6) / 1e9, 1e-9), "comm.json row %d: algbw", k);
+      CHECK(ok && near(bus, alg * 2 * (ranks - 1) / ranks, 1e-9), "comm.json row %d: busbw", k);
+      timed++;
+    }
+    CHECK(timed > 0, "comm.json: no timed sizes");
+    cJSON_Delete(a);
+  }
+}
+
+static void check_jsonl(const char *path, int want_configs) {
+  char *t = NULL;
+  size_t nb = 0;
+  if (tpd_read_text_file(path, &t, &nb) != TPD_OK) {
+    fprintf(stderr, "bench_check: cannot read %s\n", path);
+    failures++;
+    return;
+  }
+  int decode = 0, lines = 0;
+  for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+    cJSON *o = cJSON_Parse(line);
+    CHECK(cJSON_IsObject(o), "line %d is not a JSON object: %.60s", lines + 1, line);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    CHECK(cJSON_IsString(kind), "line %d: no kind", lines + 1);
+    if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "decode")) {
+      check_config(o, decode);
+      decode++;
+    }
+    cJSON_Delete(o);
+    lines++;
+  }
+  free(t);
+  CHECK(want_configs < 0 ? decode > 0 : decode == want_configs, "%d decode rows, expected %d", decode, want_configs);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: bench_check dir DIR [--configs N] [--predicted] [--comm] | jsonl FILE [--configs N]\n");
+    return 2;
+  }
+  int want = -1, predicted = 0, comm = 0;
+  for (int i = 3; i < argc; i++) {
+    if (!strcmp(argv[i], "--configs") && i + 1 < argc) want = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--predicted")) predicted = 1;
+    else if (!strcmp(argv[i], "--comm")) comm = 1;
+    else {
+      fprintf(stderr, "bench_check: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!strcmp(argv[1], "dir")) check_dir(argv[2], want, predicted, comm);
+  else if (!strcmp(argv[1], "jsonl")) check_jsonl(argv[2], want);
+  else return 2;
+  if (failures) {
+    fprintf(stderr, "bench_check: %d problem(s)\n", failures);
+    return 1;
+  }
+  printf("bench_check: ok (%s)\n", argv[2]);
+  return 0;
+}
