@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/membw.h"
 #include "launch/bench.h"
 #include "launch/cli.h"
@@ -56,7 +57,11 @@ typedef struct {
   double ctx_attended;               /* mean positions read per sequence per timed step */
   double ms_med, ms_p90;             /* per step = per output token of each user */
   double tok_s_user, tok_s_sys, tok_s_rank;
-  double comm_ms, comm_frac, comm_bytes; /* exposed collective time per step (median), message bytes per step */
+  double comm_ms, comm_frac, comm_bytes; /* host time inside collectives per step (median), message bytes per step */
+  /* TP > 1: step time with the all-reduces left out, and the exposed
+   * (non-overlapped) communication = step time - that, with overlap on and off */
+  int have_exposed, overlap;
+  double nocomm_ms, exposed_on_ms, exposed_off_ms;
   double bytes_step, gbs, read_gbs, frac; /* memory bytes per step, achieved GB/s, probe GB/s, achieved/probe */
   int have_floor;
   char floor_reason[160];
@@ -368,6 +373,41 @@ typedef struct {
   job_energy *energy;
 } bctx;
 
+/* Median time of n decode steps of the B items (tokens fed back). */
+static tpd_status time_steps(tpd_engine *e, tpd_comm *comm, tpd_step_item *items, int B, int32_t *tok, int n,
+                             double *ms, double *median) {
+  for (int s = 0; s < n; s++) {
+    for (int b = 0; b < B; b++) items[b].tokens = &tok[b];
+    TPD_TRY(comm->ops->barrier(comm));
+    const double t0 = tpd_now_ms();
+    TPD_TRY(tpd_engine_step(e, items, B, tok, NULL));
+    ms[s] = tpd_now_ms() - t0;
+  }
+  *median = tpd_percentile(ms, n, 50);
+  return TPD_OK;
+}
+
+/* Exposed communication: the same steps without the all-reduces (wrong
+ * results, right timing of everything else), then with overlap flipped. */
+static tpd_status measure_exposed(tpd_engine *e, tpd_comm *comm, tpd_step_item *items, int B, int32_t *tok, int n,
+                                  double *ms, brow *row) {
+  const int ov = tpd_engine_get_option(e, TPD_OPT_OVERLAP);
+  double other = 0;
+  TPD_TRY(tpd_engine_set_option(e, TPD_OPT_SKIP_ALLREDUCE, 1));
+  tpd_status st = time_steps(e, comm, items, B, tok, n, ms, &row->nocomm_ms);
+  TPD_TRY(tpd_engine_set_option(e, TPD_OPT_SKIP_ALLREDUCE, 0));
+  TPD_TRY(st);
+  TPD_TRY(tpd_engine_set_option(e, TPD_OPT_OVERLAP, !ov));
+  st = time_steps(e, comm, items, B, tok, n, ms, &other);
+  TPD_TRY(tpd_engine_set_option(e, TPD_OPT_OVERLAP, ov));
+  TPD_TRY(st);
+  row->have_exposed = 1;
+  row->overlap = ov;
+  row->exposed_on_ms = (ov ? row->ms_med : other) - row->nocomm_ms;
+  row->exposed_off_ms = (ov ? other : row->ms_med) - row->nocomm_ms;
+  return TPD_OK;
+}
+
 static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row) {
   tpd_engine *e = x->e;
   tpd_comm *comm = x->timed;
@@ -436,6 +476,7 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   row->gbs = row->bytes_step / (row->ms_med * 1e-3) / 1e9;
   row->read_gbs = x->probe ? tpd_percentile(probe_gbs + o->warmup, ns, 50) : 0;
   row->frac = row->read_gbs > 0 ? row->gbs / row->read_gbs : 0;
+  if (info.tp > 1) TPD_TRY_GOTO(measure_exposed(e, comm, items, B, tok, ns, ms, row), st, done);
 
   /* energy: the same number of steps again, back to back, probe-free */
   if (x->energy && x->energy->available) {
@@ -533,7 +574,7 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
   const int max_b = max_of(o->batches, o->n_batches), max_c = max_of(o->ctxs, o->n_ctxs);
   const int energy_steps = (int)o->steps; /* run only when a counter exists, but reserve room anyway */
   tpd_engine_opts eo = {.model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,
-                        .max_ctx = (int)(max_c + o->warmup + o->steps + energy_steps + 1), .device = -1};
+                        .max_ctx = (int)(max_c + o->warmup + 3 * o->steps + energy_steps + 1), .device = -1};
   tpd_engine *e = NULL;
   tpd_status st = tpd_engine_create(&eo, timed, &e);
   int bad = -1;
@@ -592,7 +633,7 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
     snprintf(mc->hw.name, sizeof mc->hw.name, "this machine");
     snprintf(mc->hw.source, sizeof mc->hw.source, "measured");
     TPD_TRY_GOTO(comm->ops->barrier(comm), st, out);
-    double peak = bench_peak_flops(info.n_threads, info.weight_dtype == TPD_BF16, &mc->peak_what);
+    double peak = bench_peak_flops(info.n_threads, info.weight_dtype == TPD_BF16 && tpd_cpu_bf16_dot(), &mc->peak_what);
     TPD_TRY_GOTO(min_over_ranks(comm, &peak), st, out);
     mc->hw.peak_flops = peak;
     tpd_membw copy;
@@ -766,6 +807,17 @@ static void print_table(const bopts *o, const bresults *res) {
       }
     }
   }
+  int any = 0;
+  for (int i = 0; i < res->n_rows; i++) {
+    const brow *r = &res->rows[i];
+    if (!r->have_exposed) continue;
+    if (!any++)
+      printf("exposed communication per token (step time minus the step without all-reduces; overlap: micro-batch\n"
+             "ping-pong at batch >= 2, chunked all-reduce at batch 1):\n%8s %3s %6s %6s %12s %14s %15s\n", "backend",
+             "tp", "batch", "ctx", "no-comm ms", "overlap on ms", "overlap off ms");
+    printf("%8s %3d %6d %6d %12.3f %14.3f %15.3f%s\n", r->backend, r->tp, r->batch, r->ctx, r->nocomm_ms,
+           r->exposed_on_ms, r->exposed_off_ms, r->overlap ? "  (on in the rows above)" : "  (off in the rows above)");
+  }
   for (int i = 0; i < res->n_skipped; i++) printf("skipped: %s\n", res->skipped[i]);
 }
 
@@ -796,6 +848,12 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   cJSON_AddNumberToObject(j, "comm_ms_per_token", r->comm_ms);
   cJSON_AddNumberToObject(j, "comm_fraction", r->comm_frac);
   cJSON_AddNumberToObject(j, "comm_bytes_per_step", r->comm_bytes);
+  if (r->have_exposed) {
+    cJSON_AddBoolToObject(j, "overlap", r->overlap);
+    cJSON_AddNumberToObject(j, "ms_per_token_without_comm", r->nocomm_ms);
+    cJSON_AddNumberToObject(j, "exposed_comm_ms_overlap_on", r->exposed_on_ms);
+    cJSON_AddNumberToObject(j, "exposed_comm_ms_overlap_off", r->exposed_off_ms);
+  }
   cJSON_AddNumberToObject(j, "bytes_per_step", r->bytes_step);
   cJSON_AddNumberToObject(j, "bytes_per_token", r->bytes_step / r->batch);
   cJSON_AddNumberToObject(j, "achieved_gbs", r->gbs);
@@ -902,7 +960,7 @@ static const char CSV_HEADER[] =
     "achieved_gbs,read_bw_gbs,fraction_of_read_bw,backend,steps,threads_per_rank,ctx_attended,tokens_per_s_rank,"
     "comm_ms_per_token,comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
     "measured_over_floor,floor_t_mem_ms,floor_t_compute_ms,floor_t_comm_ms,energy_j_per_token,tokens_per_s_per_w,"
-    "on_frontier\n";
+    "on_frontier,ms_per_token_without_comm,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off\n";
 
 /* One CSV line; empty fields where JSON has null. */
 static void csv_row(FILE *f, const brow *r, int sweep) {
@@ -918,7 +976,9 @@ static void csv_row(FILE *f, const brow *r, int sweep) {
   else fprintf(f, ",,,,,,");
   if (r->have_energy) fprintf(f, "%.6f,%.4f,", r->j_per_tok, r->tok_s_w);
   else fprintf(f, ",,");
-  fprintf(f, "%s\n", sweep ? (r->on_frontier ? "1" : "0") : "");
+  fprintf(f, "%s,", sweep ? (r->on_frontier ? "1" : "0") : "");
+  if (r->have_exposed) fprintf(f, "%.4f,%.4f,%.4f\n", r->nocomm_ms, r->exposed_on_ms, r->exposed_off_ms);
+  else fprintf(f, ",,\n");
 }
 
 static const bmachine *machine_of(const bresults *res, const brow *r) {

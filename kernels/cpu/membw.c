@@ -21,14 +21,15 @@ struct tpd_membw_probe {
 
 #ifdef TPD_HAVE_X86_SIMD
 __attribute__((target("avx512f"))) static float read512(const float *p, size_t n) {
-  __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-  for (size_t i = 0; i < n; i += 64) {
-    a = _mm512_add_ps(a, _mm512_load_ps(p + i));
-    b = _mm512_add_ps(b, _mm512_load_ps(p + i + 16));
-    c = _mm512_add_ps(c, _mm512_load_ps(p + i + 32));
-    d = _mm512_add_ps(d, _mm512_load_ps(p + i + 48));
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+  /* eight independent 64-byte loads per iteration keep enough misses in flight */
+  __m512 a[8];
+  for (int j = 0; j < 8; j++) a[j] = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128)
+    for (int j = 0; j < 8; j++) a[j] = _mm512_add_ps(a[j], _mm512_load_ps(p + i + 16 * j));
+  for (; i < n; i += 16) a[0] = _mm512_add_ps(a[0], _mm512_load_ps(p + i));
+  for (int j = 1; j < 8; j++) a[0] = _mm512_add_ps(a[0], a[j]);
+  return _mm512_reduce_add_ps(a[0]);
 }
 #endif
 
