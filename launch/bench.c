@@ -549,28 +549,11 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
   *skipped = 0;
   /* a GPU backend with TP > 1 all-reduces over NCCL when the build has it
    * (every rank or none); otherwise through MPI with host staging */
-  tpd_comm *nccl = NULL;
+  tpd_comm *nccl = NULL, *use = comm;
   char comm_note[300] = "";
-  if (!strcmp(backend, "cuda") && comm->size > 1) {
-#ifdef TPD_HAVE_NCCL
-    {
-      const tpd_status s = tpd_comm_nccl_create(comm, -1, &nccl);
-      int bad_n = -1;
-      TPD_TRY(tpd_comm_agree(comm, s == TPD_OK, &bad_n));
-      if (bad_n >= 0) {
-        snprintf(comm_note, sizeof comm_note, "NCCL failed on rank %d%s%s; all-reduce through MPI with host staging",
-                 bad_n, bad_n == comm->rank ? ": " : "", bad_n == comm->rank ? tpd_last_error() : "");
-        tpd_comm_destroy(nccl);
-        nccl = NULL;
-        tpd_clear_error();
-      }
-    }
-#else
-    snprintf(comm_note, sizeof comm_note, "no NCCL in this build; all-reduce through MPI with host staging");
-#endif
-  }
+  TPD_TRY(tpd_cli_engine_comm(comm, backend, &use, &nccl, comm_note, sizeof comm_note));
   tpd_comm *timed = NULL;
-  TPD_TRY(bench_timed_comm_create(nccl ? nccl : comm, &timed));
+  TPD_TRY(bench_timed_comm_create(use, &timed));
   const int max_b = max_of(o->batches, o->n_batches), max_c = max_of(o->ctxs, o->n_ctxs);
   const int energy_steps = (int)o->steps; /* run only when a counter exists, but reserve room anyway */
   tpd_engine_opts eo = {.model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,

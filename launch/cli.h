@@ -14,6 +14,15 @@ int tpd_cli_float(const char *s, double lo, double hi, double *out);
 /* "1,2,3" -> malloc'd ids; returns count, or -1 with a message in *err. */
 int tpd_cli_ids(const char *s, int32_t **out, const char **err);
 
+/* The communicator the engine should use for a backend: for "cuda" with
+ * more than one rank, NCCL over `comm` when the build has it (every rank or
+ * none, agreed collectively); otherwise `comm` itself (a device backend then
+ * stages all-reduces through host memory).  *owned is the NCCL communicator
+ * to destroy after the engine, or NULL; note (may be NULL) says why NCCL was
+ * not used. */
+tpd_status tpd_cli_engine_comm(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,
+                               size_t note_cap);
+
 /* Ends the program after a failure recorded with TPD_FAIL.
  * deterministic: every rank hit the same failure at the same point (bad
  * arguments, bad input checked before any collective), so rank 0 reports

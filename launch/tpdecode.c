@@ -173,8 +173,16 @@ int main(int argc, char **argv) {
       ok = 0;
     }
   }
+  if (tpd_comm_agree(comm, ok, &bad) != TPD_OK) tpd_cli_die(PROG, comm, TPD_ERR_COMM, 0);
+  if (bad >= 0) tpd_cli_die_agreed(PROG, comm, bad);
+  /* with --backend cuda and TP > 1 the all-reduces go over NCCL when the build has it */
+  tpd_comm *ecomm = comm, *nccl = NULL;
+  char note[400] = "";
+  if (tpd_cli_engine_comm(comm, o.backend, &ecomm, &nccl, note, sizeof note) != TPD_OK)
+    tpd_cli_die(PROG, comm, TPD_ERR_COMM, 0);
+  if (note[0] && comm->rank == 0) fprintf(stderr, "%s: note: %s\n", PROG, note);
   tpd_engine *e = NULL;
-  if (ok) ok = (st = tpd_engine_create(&eo, comm, &e)) == TPD_OK;
+  ok = (st = tpd_engine_create(&eo, ecomm, &e)) == TPD_OK;
   if (tpd_comm_agree(comm, ok, &bad) != TPD_OK) tpd_cli_die(PROG, comm, TPD_ERR_COMM, 0);
   if (bad >= 0) tpd_cli_die_agreed(PROG, comm, bad);
 
@@ -220,6 +228,7 @@ int main(int argc, char **argv) {
   int write_ok = st == TPD_OK;
   tpd_gen_result_free(&r);
   tpd_engine_destroy(e);
+  tpd_comm_destroy(nccl);
   for (int i = 0; i < o.n_prompts; i++) free(o.prompts[i]);
   free(o.prompts);
   free(o.lens);
