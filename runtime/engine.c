@@ -238,7 +238,8 @@ static tpd_status alloc_buffers(tpd_engine *e, int max_seqs) {
   TPD_TRY(alloc_be(e, T * (size_t)e->qkv_w * as, &e->qkv));
   TPD_TRY(alloc_be(e, T * (size_t)e->q_w * as, &e->att));
   TPD_TRY(alloc_be(e, T * D * as, &e->proj));
-  TPD_TRY(alloc_be(e, T * 2 * (size_t)e->ffn_l * as, &e->gu));
+  if (!e->be->ops->matmul_swiglu) /* the fused op needs no gate/up buffer */
+    TPD_TRY(alloc_be(e, T * 2 * (size_t)e->ffn_l * as, &e->gu));
   TPD_TRY(alloc_be(e, T * (size_t)e->ffn_l * as, &e->act));
   TPD_TRY(alloc_be(e, (size_t)max_seqs * D * as, &e->last));
   TPD_TRY(alloc_be(e, (size_t)max_seqs * e->V_l * sizeof(float), &e->logits));
@@ -618,7 +619,7 @@ static tpd_status mlp_part(tpd_engine *e, int l, mbatch *mb) {
   tpd_rmsnorm_args n2 = {mb->n, D, rows_at(e, e->x, mb->r0, D), rows_at(e, e->proj, mb->r0, D), L->ln2,
                          (float)c->norm_eps, h};
   TPD_TRY(b->rmsnorm(e->be, &n2));
-  tpd_matmul_args mg = {mb->n, h, D, &L->gu, L->b_gu, rows_at(e, e->gu, mb->r0, 2 * e->ffn_l), 2 * e->ffn_l,
+  tpd_matmul_args mg = {mb->n, h, D, &L->gu, L->b_gu, e->gu ? rows_at(e, e->gu, mb->r0, 2 * e->ffn_l) : NULL, 2 * e->ffn_l,
                         b->act_dtype};
   if (b->matmul_swiglu) {
     TPD_TRY(b->matmul_swiglu(e->be, &mg, act, e->ffn_l));
@@ -704,11 +705,15 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
   if (!e->graphs[T]) {
     tpd_status s = b->graph_begin(be);
     if (s == TPD_OK) {
-      tpd_status body = forward_body(e, &meta, n_last);
+      const tpd_status body = forward_body(e, &meta, n_last);
       void *g = NULL;
       s = b->graph_end(be, &g); /* always end the capture, even after a failed body */
-      if (body != TPD_OK) return body;
-      if (s == TPD_OK) e->graphs[T] = g;
+      if (s == TPD_OK && body != TPD_OK) { /* an op refused to be captured: nothing ran */
+        if (b->graph_destroy) b->graph_destroy(be, g);
+        s = body;
+      } else if (s == TPD_OK) {
+        e->graphs[T] = g;
+      }
     }
     if (s != TPD_OK) { /* fall back to eager launches for good */
       TPD_WARN("CUDA graph capture failed (%s); running kernels without graphs", tpd_last_error());

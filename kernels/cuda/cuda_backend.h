@@ -1,0 +1,119 @@
+/* Internal state of the CUDA backend, shared by its .cu files (each op's
+ * launcher lives in its own file; backend_cuda.cu fills the ops table).
+ *
+ * Memory: activations and the KV cache are bf16, weights are bf16 row-major
+ * with the row stride padded to a multiple of 8 elements (16 bytes) so that
+ * every row starts 16-byte aligned: W[N, K] is stored as [N, tpd_cuda_ldw(K)]
+ * with zeros in the padding.  Norm weights, biases and logits are f32.
+ *
+ * Workspaces that can grow (attention partials, the gate/up scratch of the
+ * large-M fused SwiGLU) grow by allocating a larger buffer; the old one is
+ * kept (freed at destroy) because a graph captured earlier may still use it.
+ * Growth inside a capture is allowed in relaxed capture mode (the default)
+ * and refused in global mode. */
+#ifndef TPD_CUDA_BACKEND_H
+#define TPD_CUDA_BACKEND_H
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_check.h"
+
+#define TPD_CUDA_N_EVENTS 64   /* event ids 0..63 for event_record / event_wait */
+#define TPD_LT_CACHE 64        /* cuBLASLt plans kept (least recently used is replaced) */
+#define TPD_GEMV_HARD_MAX_M 16 /* the GEMV kernels handle at most 16 rows of X per pass */
+#define TPD_GEMV_N_VARIANTS 5  /* rows of X per pass: 1, 2, 4, 8, 16 */
+
+/* Row stride (elements) of a stored weight with K columns. */
+static inline int tpd_cuda_ldw(int K) { return (K + 7) / 8 * 8; }
+
+/* One cached cuBLASLt matmul: descriptors, layouts and the chosen algorithm
+ * for one (M, N, K, strides, alignments, output dtype). */
+typedef struct {
+  int used;
+  unsigned long long stamp; /* last use, for replacement */
+  int M, N, K, ldx, ldw, ldy, y_f32;
+  int align_x, align_w, align_y;
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t lw, lx, ly;
+  cublasLtMatmulAlgo_t algo;
+  size_t ws_bytes;
+  int ok; /* 0: the heuristic found no algorithm (cached so it is asked once) */
+} tpd_lt_plan;
+
+typedef struct tpd_cuda {
+  tpd_backend_ops ops;
+  int device, n_sm;
+  cudaStream_t stream;      /* compute */
+  cudaStream_t comm_stream; /* collectives */
+  cudaEvent_t events[TPD_CUDA_N_EVENTS];
+  cudaEvent_t join; /* graph_end: joins the comm stream back into the capture */
+  int capturing;
+  int capture_broken; /* an op failed inside the capture: graph_end fails */
+  cudaStreamCaptureMode capture_mode;
+  void **retired; /* outgrown workspaces, freed at destroy */
+  int n_retired, cap_retired;
+
+  cublasLtHandle_t lt;
+  void *lt_ws;
+  size_t lt_ws_bytes;
+  tpd_lt_plan plans[TPD_LT_CACHE];
+  unsigned long long plan_clock;
+
+  float *splitk; /* GEMV split-K partials, fixed size */
+  size_t splitk_bytes;
+  void *att_ws; /* attention partials, grows */
+  size_t att_ws_bytes;
+  void *gu_scratch; /* large-M matmul_swiglu gate/up, grows */
+  size_t gu_scratch_bytes;
+
+  int gemv_max_m;                                  /* M <= this: GEMV kernels; above: cuBLASLt */
+  int gemv_blocks_per_sm[2][TPD_GEMV_N_VARIANTS];  /* occupancy, [plain|swiglu][variant]; 0 = not asked yet */
+} tpd_cuda;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Makes *buf hold at least need bytes of device memory (at least doubling
+ * when it grows; the old buffer is retired, not freed).  Refused inside a
+ * global-mode capture. */
+tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, size_t need, const char *what);
+
+/* ---- ops (one .cu file each) ---- */
+tpd_status tpd_cuda_matmul(tpd_backend *be, const tpd_matmul_args *a);
+tpd_status tpd_cuda_matmul_swiglu(tpd_backend *be, const tpd_matmul_args *a, void *out, int ld_out);
+tpd_status tpd_cuda_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);
+tpd_status tpd_cuda_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a);
+tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a);
+tpd_status tpd_cuda_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
+tpd_status tpd_cuda_add(tpd_backend *be, void *x, const void *y, size_t n_elems);
+tpd_status tpd_cuda_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
+tpd_status tpd_cuda_argmax(tpd_backend *be, const tpd_argmax_args *a);
+tpd_status tpd_cuda_weight_view(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out);
+tpd_status tpd_cuda_load_weight(tpd_backend *be, const void *host, tpd_dtype dtype, int n_rows, int n_cols,
+                                tpd_weight *out);
+
+/* ---- shared launchers ---- */
+/* swiglu.cu: out[t, :F] (stride ld_out) = silu(gu[t, :F]) * gu[t, F:2F] (stride ld_gu). */
+tpd_status tpd_cuda_swiglu_launch(tpd_cuda *c, int T, int F, const void *gu, int ld_gu, void *out, int ld_out);
+/* matmul.cu: y[m, n] += bias[n] for m < M, n < N (y bf16 or f32, row stride ldy). */
+tpd_status tpd_cuda_bias_add(tpd_cuda *c, void *y, int ldy, int y_f32, const float *bias, int M, int N);
+/* matmul.cu: the number of K-splits (and *k_per_split) for a GEMV needing
+ * n_warps_needed warps for its rows, at blocks_per_sm resident blocks. */
+int tpd_cuda_gemv_split(const tpd_cuda *c, int blocks_per_sm, int n_warps_needed, int K, size_t partial_bytes_per_split,
+                        int *k_per_split);
+/* cublaslt.cu: Y[M, N] (row stride ldy, bf16 or f32) = X[M, K] (bf16, stride ldx) . W[N, K]^T
+ * (bf16, stride ldw).  Returns TPD_ERR_UNSUPPORTED, recording no error, when
+ * cuBLASLt offers no algorithm for the shape (the caller falls back). */
+tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const void *x, int ldx, const void *w, int ldw, void *y,
+                              int ldy, int y_f32);
+void tpd_cuda_lt_destroy(tpd_cuda *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

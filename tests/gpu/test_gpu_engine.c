@@ -1,0 +1,184 @@
+/* Whole model: the engine on the CUDA backend against the engine on the CPU
+ * backend (single-process communicator, TP = 1), on synthetic checkpoints
+ * written with tpd_synth_write: GQA Llama with two sequences batched,
+ * Mistral with a sliding window and a prompt longer than one forward, Qwen2
+ * with q/k/v biases and F16 weights, Llama with o_proj bias, llama3 rope
+ * scaling, F32 weights and a single KV head.
+ *
+ * Each case prefills the prompt(s), then decodes greedily for a few steps;
+ * both engines are fed the CPU engine's tokens (teacher forcing) so every
+ * step compares the same computation.  Checks: the normalised error of the
+ * full logits, and equal greedy ids wherever the CPU's top two logits are
+ * not a near tie.  Exit 77 when no CUDA device is present. */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "runtime/synth.h"
+#include "runtime/tpdecode.h"
+#include "tests/gpu/gpu_test.h"
+
+static const char *PROG = "test_gpu_engine";
+static const double LOGIT_TOL = 3e-2; /* bf16 activations through every layer */
+
+static void remove_model(const char *dir) {
+  char p[4200];
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  unlink(p);
+  rmdir(dir);
+}
+
+/* top-1 index of a row and its margin over the runner-up, in units of the
+ * row's rms */
+static int top1(const float *l, int V, double *margin) {
+  int b = 0;
+  for (int i = 1; i < V; i++)
+    if (l[i] > l[b]) b = i;
+  double second = -INFINITY, ss = 0;
+  for (int i = 0; i < V; i++) {
+    ss += (double)l[i] * l[i];
+    if (i != b && l[i] > second) second = l[i];
+  }
+  const double rms = sqrt(ss / V);
+  *margin = rms > 0 ? (l[b] - second) / rms : 0;
+  return b;
+}
+
+typedef struct {
+  const char *label;
+  tpd_synth_spec spec;
+  int prompt[2];   /* prompt lengths; [1] = 0: one sequence */
+  int n_decode;
+  int block_size;
+  int step_tokens; /* max tokens per forward */
+} engine_case;
+
+static void run_case(const engine_case *ec, tpd_comm *comm) {
+  const char *tmp = getenv("TMPDIR");
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/tpd-gpu-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(dir)) {
+    printf("FAIL %s: cannot create a temporary directory\n", ec->label);
+    gt_failures++;
+    return;
+  }
+  GT_TRY(tpd_synth_write(&ec->spec, dir));
+  tpd_engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.model_dir = dir;
+  o.n_threads = 2;
+  o.max_ctx = 256;
+  o.max_seqs = 2;
+  o.max_step_tokens = ec->step_tokens;
+  o.kv_block_size = ec->block_size;
+  o.device = -1;
+  tpd_engine *e[2] = {NULL, NULL}; /* 0: cpu, 1: cuda */
+  o.backend = "cpu";
+  GT_TRY(tpd_engine_create(&o, comm, &e[0]));
+  o.backend = "cuda";
+  GT_TRY(tpd_engine_create(&o, comm, &e[1]));
+  tpd_engine_info info;
+  tpd_engine_get_info(e[1], &info);
+  gt_expect(!strcmp(info.backend, "cuda"), "engine reports the cuda backend");
+  const int V = tpd_engine_config(e[0])->vocab;
+  const int n_seq = ec->prompt[1] > 0 ? 2 : 1;
+  int slots[2][2];
+  int32_t *prompt[2] = {NULL, NULL};
+  for (int k = 0; k < 2; k++)
+    for (int s = 0; s < n_seq; s++) GT_TRY(tpd_engine_seq_open(e[k], &slots[k][s]));
+  for (int s = 0; s < n_seq; s++) {
+    prompt[s] = gt_malloc(sizeof(int32_t) * (size_t)ec->prompt[s]);
+    for (int i = 0; i < ec->prompt[s]; i++) prompt[s][i] = (int32_t)gt_randint(V);
+  }
+  float *logits[2] = {gt_malloc(sizeof(float) * (size_t)n_seq * V), gt_malloc(sizeof(float) * (size_t)n_seq * V)};
+  int32_t next[2][2], feed[2];
+  gt_cmp worst = {0, 0};
+  int mismatches = 0, near_ties = 0, compared = 0;
+  for (int step = 0; step <= ec->n_decode; step++) {
+    for (int k = 0; k < 2; k++) {
+      tpd_step_item items[2];
+      memset(items, 0, sizeof items);
+      for (int s = 0; s < n_seq; s++) {
+        items[s].slot = slots[k][s];
+        items[s].n_tokens = step == 0 ? ec->prompt[s] : 1;
+        items[s].tokens = step == 0 ? prompt[s] : &feed[s];
+        items[s].stream = (uint64_t)s;
+      }
+      GT_TRY(tpd_engine_step(e[k], items, n_seq, next[k], logits[k]));
+    }
+    for (int s = 0; s < n_seq; s++) {
+      const gt_cmp c = gt_compare(logits[1] + (size_t)s * V, V, logits[0] + (size_t)s * V, V, 1, V);
+      if (c.err > worst.err) worst.err = c.err;
+      worst.n_nan += c.n_nan;
+      double margin = 0;
+      const int want = top1(logits[0] + (size_t)s * V, V, &margin);
+      compared++;
+      if (next[1][s] != want) {
+        if (margin > 0.05) {
+          printf("     %s step %d seq %d: cuda picked %d, cpu %d (margin %.3f rms)\n", ec->label, step, s, next[1][s],
+                 want, margin);
+          mismatches++;
+        } else {
+          near_ties++;
+        }
+      }
+      feed[s] = next[0][s];
+    }
+  }
+  char what[200];
+  snprintf(what, sizeof what, "engine %s: logits over %d steps x %d seq", ec->label, ec->n_decode + 1, n_seq);
+  gt_report(what, worst, LOGIT_TOL);
+  snprintf(what, sizeof what, "engine %s: greedy ids equal (%d compared, %d near ties excused)", ec->label, compared,
+           near_ties);
+  gt_expect(mismatches == 0, what);
+  for (int k = 0; k < 2; k++) tpd_engine_destroy(e[k]);
+  for (int s = 0; s < n_seq; s++) free(prompt[s]);
+  free(logits[0]), free(logits[1]);
+  remove_model(dir);
+}
+
+int main(void) {
+  gt_require_gpu(PROG);
+  gt_seed();
+  tpd_comm *comm = NULL;
+  GT_TRY(tpd_comm_single_create(&comm));
+  engine_case cases[4];
+  memset(cases, 0, sizeof cases);
+  int n = 0;
+  {
+    engine_case *c = &cases[n++];
+    c->label = "llama gqa, 2 seqs";
+    GT_TRY(tpd_synth_preset("small", &c->spec));
+    c->spec.n_layers = 2, c->spec.vocab = 1000, c->spec.seed = gt_next();
+    c->prompt[0] = 40, c->prompt[1] = 17, c->n_decode = 5, c->block_size = 16, c->step_tokens = 64;
+  }
+  {
+    engine_case *c = &cases[n++];
+    c->label = "mistral window 24, chunked prefill";
+    GT_TRY(tpd_synth_preset("small", &c->spec));
+    c->spec.arch = "mistral", c->spec.sliding_window = 24, c->spec.n_heads = 4, c->spec.n_kv_heads = 4;
+    c->spec.n_layers = 2, c->spec.vocab = 999, c->spec.seed = gt_next();
+    c->prompt[0] = 100, c->n_decode = 4, c->block_size = 8, c->step_tokens = 64;
+  }
+  {
+    engine_case *c = &cases[n++];
+    c->label = "qwen2 biases, f16 weights";
+    GT_TRY(tpd_synth_preset("small", &c->spec));
+    c->spec.arch = "qwen2", c->spec.dtype = TPD_F16, c->spec.tie = 1, c->spec.n_layers = 2, c->spec.vocab = 1003;
+    c->spec.seed = gt_next();
+    c->prompt[0] = 30, c->prompt[1] = 3, c->n_decode = 4, c->block_size = 16, c->step_tokens = 64;
+  }
+  {
+    engine_case *c = &cases[n++];
+    c->label = "llama o-bias, llama3 rope, f32, 1 kv head";
+    GT_TRY(tpd_synth_preset("tiny", &c->spec));
+    c->spec.dim = 128, c->spec.n_heads = 4, c->spec.n_kv_heads = 1, c->spec.ffn_dim = 300, c->spec.vocab = 777;
+    c->spec.attention_bias = 1, c->spec.rope_llama3 = 1, c->spec.rope_factor = 8.0, c->spec.rope_orig_max_pos = 64;
+    c->spec.dtype = TPD_F32, c->spec.seed = gt_next();
+    c->prompt[0] = 20, c->n_decode = 4, c->block_size = 4, c->step_tokens = 16;
+  }
+  for (int i = 0; i < n; i++) run_case(&cases[i], comm);
+  tpd_comm_destroy(comm);
+  return gt_finish(PROG);
+}

@@ -1,0 +1,163 @@
+/* Two MPI ranks sharing one GPU through the MPI communicator: the CUDA
+ * engine at TP = 2 (device activations staged through host memory for the
+ * all-reduces) against a CPU engine at TP = 1 on rank 0, on a synthetic
+ * model: normalised error of the logits and equal greedy ids (outside near
+ * ties) over a prefill of two sequences, decode steps of both, then decode
+ * steps of one, teacher-forced with the CPU's tokens.
+ * GT_NCCL=1: the engine's communicator is NCCL over the MPI one instead (needs
+ * one GPU per rank; the CPU emulation runs it with the engine's overlap:
+ * micro-batch ping-pong, chunked all-reduce, graphs with the comm stream).
+ * Run under mpirun -np 2.  Every rank exits 77 when any rank has no CUDA
+ * device, else all exit with rank 0's verdict. */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "runtime/synth.h"
+#include "runtime/tpdecode.h"
+#include "tests/gpu/gpu_test.h"
+
+static const char *PROG = "test_gpu_mpi";
+
+typedef struct {
+  int ok;
+  char dir[1024];
+  uint64_t seed;
+} setup_msg;
+
+int main(int argc, char **argv) {
+  tpd_comm *mpi = NULL;
+  GT_TRY(tpd_comm_mpi_create(&argc, &argv, &mpi));
+  char why[256] = "";
+  const int have = gt_have_gpu(why, sizeof why);
+  int bad = -1;
+  GT_TRY(tpd_comm_agree(mpi, have, &bad));
+  if (bad >= 0) {
+    if (mpi->rank == bad) printf("SKIP: no CUDA device (%s) on rank %d: %s not run\n", why, bad, PROG);
+    fflush(stdout);
+    tpd_comm_destroy(mpi);
+    return GT_SKIP;
+  }
+  /* rank 0 writes the model and picks the seed */
+  setup_msg msg;
+  memset(&msg, 0, sizeof msg);
+  if (mpi->rank == 0) {
+    gt_seed();
+    msg.seed = gt_state;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(msg.dir, sizeof msg.dir, "%s/tpd-gpu-mpi-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    tpd_synth_spec s;
+    msg.ok = mkdtemp(msg.dir) != NULL && tpd_synth_preset("small", &s) == TPD_OK;
+    if (msg.ok) {
+      s.n_layers = 2, s.vocab = 1001, s.seed = gt_next();
+      msg.ok = tpd_synth_write(&s, msg.dir) == TPD_OK;
+    }
+  }
+  GT_TRY(mpi->ops->host_broadcast(mpi, &msg, sizeof msg, 0));
+  if (!msg.ok) {
+    if (mpi->rank == 0) printf("FAIL: could not write the synthetic model (%s)\n", tpd_last_error());
+    tpd_comm_destroy(mpi);
+    return 1;
+  }
+  gt_state = msg.seed;
+
+  tpd_comm *comm = mpi;
+  if (getenv("GT_NCCL")) {
+#ifdef TPD_HAVE_NCCL
+    GT_TRY(tpd_comm_nccl_create(mpi, -1, &comm));
+#else
+    if (mpi->rank == 0) printf("SKIP: GT_NCCL=1 but this build has no NCCL\n");
+    tpd_comm_destroy(mpi);
+    return GT_SKIP;
+#endif
+  }
+  tpd_engine_opts o;
+  memset(&o, 0, sizeof o);
+  o.model_dir = msg.dir;
+  o.backend = "cuda";
+  o.n_threads = 1;
+  o.max_ctx = 128;
+  o.max_seqs = 2;
+  o.max_step_tokens = 64;
+  o.kv_block_size = 16;
+  o.device = -1;
+  tpd_engine *eg = NULL, *ec = NULL;
+  tpd_comm *single = NULL;
+  GT_TRY(tpd_engine_create(&o, comm, &eg));
+  if (mpi->rank == 0) {
+    GT_TRY(tpd_comm_single_create(&single));
+    o.backend = "cpu";
+    o.n_threads = 2;
+    GT_TRY(tpd_engine_create(&o, single, &ec));
+  }
+  const int V = tpd_engine_config(eg)->vocab;
+  int sg[2] = {0, 0}, sc[2] = {0, 0};
+  for (int s = 0; s < 2; s++) {
+    GT_TRY(tpd_engine_seq_open(eg, &sg[s]));
+    if (ec) GT_TRY(tpd_engine_seq_open(ec, &sc[s]));
+  }
+  const int plen[2] = {33, 12};
+  int32_t prompt[2][33];
+  for (int s = 0; s < 2; s++)
+    for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int32_t)gt_randint(V);
+  float *lg = gt_malloc(sizeof(float) * 2 * (size_t)V), *lc = gt_malloc(sizeof(float) * 2 * (size_t)V);
+  int32_t feed[2] = {0, 0}, next_g[2] = {0, 0}, next_c[2] = {0, 0};
+  gt_cmp worst = {0, 0};
+  int mismatches = 0;
+  for (int step = 0; step < 7; step++) {
+    const int n_seq = step < 4 ? 2 : 1; /* prefill 2, decode 2 (x3), decode 1 (x3) */
+    tpd_step_item it[2];
+    memset(it, 0, sizeof it);
+    for (int s = 0; s < n_seq; s++) {
+      it[s].n_tokens = step == 0 ? plen[s] : 1;
+      it[s].tokens = step == 0 ? prompt[s] : &feed[s];
+      it[s].slot = sg[s];
+      it[s].stream = (uint64_t)s;
+    }
+    GT_TRY(tpd_engine_step(eg, it, n_seq, next_g, lg));
+    if (ec) {
+      for (int s = 0; s < n_seq; s++) it[s].slot = sc[s];
+      GT_TRY(tpd_engine_step(ec, it, n_seq, next_c, lc));
+      for (int s = 0; s < n_seq; s++) {
+        const float *a = lg + (size_t)s * V, *b = lc + (size_t)s * V;
+        const gt_cmp c = gt_compare(a, V, b, V, 1, V);
+        if (c.err > worst.err) worst.err = c.err;
+        worst.n_nan += c.n_nan;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+          if (b[i] > b[best]) best = i;
+        double second = -INFINITY;
+        for (int i = 0; i < V; i++)
+          if (i != best && b[i] > second) second = b[i];
+        if (next_g[s] != next_c[s] && b[best] - second > 0.05 * fabs(b[best])) mismatches++;
+        feed[s] = next_c[s];
+      }
+    }
+    GT_TRY(mpi->ops->host_broadcast(mpi, feed, sizeof feed, 0));
+  }
+  int verdict = 0;
+  if (mpi->rank == 0) {
+    char what[160];
+    snprintf(what, sizeof what, "cuda engine TP=2 (%s comm) vs cpu TP=1: logits", comm->ops->name);
+    gt_report(what, worst, 3e-2);
+    snprintf(what, sizeof what, "cuda engine TP=2 (%s comm) vs cpu TP=1: greedy ids", comm->ops->name);
+    gt_expect(mismatches == 0, what);
+    verdict = gt_finish(PROG);
+  }
+  GT_TRY(mpi->ops->host_broadcast(mpi, &verdict, sizeof verdict, 0));
+  tpd_engine_destroy(eg);
+  tpd_engine_destroy(ec);
+  tpd_comm_destroy(single);
+  if (comm != mpi) tpd_comm_destroy(comm);
+  GT_TRY(mpi->ops->barrier(mpi));
+  if (mpi->rank == 0) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/config.json", msg.dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", msg.dir);
+    unlink(p);
+    rmdir(msg.dir);
+  }
+  free(lg), free(lc);
+  tpd_comm_destroy(mpi);
+  return verdict;
+}
