@@ -734,8 +734,9 @@ static const char *null_if(int cond, char *buf, size_t cap, const char *fmt, dou
 }
 
 static void print_machine(const bopts *o, const bmachine *mc) {
-  printf("%s: %s, %.2f B params (%s weights), TP=%d, %s/%s, %d thread%s per rank%s%s\n", PROG, mc->model_name,
-         mc->n_params / 1e9, tpd_dtype_name(mc->weight_dtype), mc->tp, mc->backend, mc->kernels, mc->threads,
+  printf("%s: %s, %.3g %s params (%s weights), TP=%d, %s/%s, %d thread%s per rank%s%s\n", PROG, mc->model_name,
+         mc->n_params >= 1e9 ? mc->n_params / 1e9 : mc->n_params / 1e6, mc->n_params >= 1e9 ? "B" : "M",
+         tpd_dtype_name(mc->weight_dtype), mc->tp, mc->backend, mc->kernels, mc->threads,
          mc->threads == 1 ? "" : "s", mc->tp > 1 ? ", comm " : "", mc->tp > 1 ? mc->comm_name : "");
   if (!strcmp(mc->hw.source, "measured")) {
     printf("floor: memory read bandwidth, %ld MB read by %d thread%s, one pass before each timed step (median)\n",
