@@ -11,19 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "runtime/fileio.h"
 #include "tests/bench/xml_check.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    if (!(cond)) {                                       \
-      fprintf(stderr, "bench_check: " __VA_ARGS__);      \
-      fprintf(stderr, " [%s]\n", #cond);                 \
-      failures++;                                        \
-    }                                                    \
-  } while (0)
 
 static char *slurp(const char *dir, const char *name) {
   char path[4096];
@@ -32,7 +22,7 @@ static char *slurp(const char *dir, const char *name) {
   size_t n = 0;
   if (tpd_read_text_file(path, &t, &n) != TPD_OK) {
     fprintf(stderr, "bench_check: cannot read %s: %s\n", path, tpd_last_error());
-    failures++;
+    tu_failures++;
     return NULL;
   }
   return t;
@@ -194,7 +184,7 @@ static void check_jsonl(const char *path, int want_configs) {
   size_t nb = 0;
   if (tpd_read_text_file(path, &t, &nb) != TPD_OK) {
     fprintf(stderr, "bench_check: cannot read %s\n", path);
-    failures++;
+    tu_failures++;
     return;
   }
   int decode = 0, lines = 0;
@@ -232,8 +222,8 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "dir")) check_dir(argv[2], want, predicted, comm);
   else if (!strcmp(argv[1], "jsonl")) check_jsonl(argv[2], want);
   else return 2;
-  if (failures) {
-    fprintf(stderr, "bench_check: %d problem(s)\n", failures);
+  if (tu_failures) {
+    fprintf(stderr, "bench_check: %d problem(s)\n", tu_failures);
     return 1;
   }
   printf("bench_check: ok (%s)\n", argv[2]);

@@ -7,17 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "launch/bench.h"
-
-static int failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
 
 /* Rank 0 of 4 whose peers hold the same pattern scaled by their rank + 1:
  * the sum is 1 + 2 + 3 + 4 = 10 times this rank's buffer. */
@@ -150,8 +141,8 @@ static void timed(void) {
 int main(void) {
   microbench();
   timed();
-  if (failures) {
-    fprintf(stderr, "test_bench_comm: %d check(s) failed\n", failures);
+  if (tu_failures) {
+    fprintf(stderr, "test_bench_comm: %d check(s) failed\n", tu_failures);
     return 1;
   }
   printf("test_bench_comm: ok\n");

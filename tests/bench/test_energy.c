@@ -8,17 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "runtime/energy.h"
-
-static int failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
 
 static char root[256];
 
@@ -141,8 +132,8 @@ int main(void) {
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
-  if (failures) {
-    fprintf(stderr, "test_energy: %d check(s) failed\n", failures);
+  if (tu_failures) {
+    fprintf(stderr, "test_energy: %d check(s) failed\n", tu_failures);
     return 1;
   }
   printf("test_energy: ok\n");

@@ -5,18 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "runtime/pareto.h"
 #include "tests/bench/xml_check.h"
-
-static int failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
 
 static int same(const int *got, int n_got, const int *want, int n_want) {
   if (n_got != n_want) return 0;
@@ -171,8 +162,8 @@ static void svg(void) {
 int main(void) {
   frontier();
   svg();
-  if (failures) {
-    fprintf(stderr, "test_pareto: %d check(s) failed\n", failures);
+  if (tu_failures) {
+    fprintf(stderr, "test_pareto: %d check(s) failed\n", tu_failures);
     return 1;
   }
   printf("test_pareto: ok\n");

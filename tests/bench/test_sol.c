@@ -4,17 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "runtime/sol.h"
-
-static int failures = 0;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                     \
-    }                                                                 \
-  } while (0)
 
 /* relative tolerance 1e-12: the model is a handful of double operations */
 #define NEAR(a, b)                                                                                            \
@@ -22,7 +13,7 @@ static int failures = 0;
     const double a_ = (a), b_ = (b);                                                                          \
     if (!(fabs(a_ - b_) <= 1e-12 * fmax(fabs(a_), fabs(b_)))) {                                               \
       fprintf(stderr, "%s:%d: %s = %.17g, expected %.17g\n", __FILE__, __LINE__, #a, a_, b_);                 \
-      failures++;                                                                                             \
+      tu_failures++;                                                                                             \
     }                                                                                                         \
   } while (0)
 
@@ -188,8 +179,8 @@ int main(void) {
   h200_8b();
   shapes();
   from_config();
-  if (failures) {
-    fprintf(stderr, "test_sol: %d check(s) failed\n", failures);
+  if (tu_failures) {
+    fprintf(stderr, "test_sol: %d check(s) failed\n", tu_failures);
     return 1;
   }
   printf("test_sol: ok\n");
