@@ -115,6 +115,14 @@ static double ax_map(const axis *a, double v) {
 
 static int ax_ok(const axis *a, double v) { return isfinite(v) && (!a->log || v > 0); }
 
+/* The points="..." of a series' polyline (points off a log axis left out), closed. */
+static void polyline_points(sbuf *s, const tpd_plot_series *se, const axis *ax, const axis *ay) {
+  for (int j = 0; j < se->n; j++)
+    if (ax_ok(ax, se->x[j]) && ax_ok(ay, se->y[j]))
+      sb_printf(s, "%s%.1f,%.1f", j ? " " : "", ax_map(ax, se->x[j]), ax_map(ay, se->y[j]));
+  sb_printf(s, "\"/>\n");
+}
+
 static double nice_step(double span) {
   const double raw = span / 6.0, e = pow(10.0, floor(log10(raw))), f = raw / e;
   return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * e;
@@ -313,10 +321,7 @@ tpd_status tpd_plot_svg(const tpd_plot_opts *o, const tpd_plot_series *series, i
     if (se->style != TPD_PLOT_WIDE) continue;
     sb_printf(&s, "<polyline fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.25\" stroke-width=\"9\" "
                   "stroke-linejoin=\"round\" stroke-linecap=\"round\" points=\"", se->color);
-    for (int j = 0; j < se->n; j++)
-      if (ax_ok(&ax, se->x[j]) && ax_ok(&ay, se->y[j]))
-        sb_printf(&s, "%s%.1f,%.1f", j ? " " : "", ax_map(&ax, se->x[j]), ax_map(&ay, se->y[j]));
-    sb_printf(&s, "\"/>\n");
+    polyline_points(&s, se, &ax, &ay);
   }
   for (int i = 0; i < n_series; i++) {
     const tpd_plot_series *se = &series[i];
@@ -324,10 +329,7 @@ tpd_status tpd_plot_svg(const tpd_plot_opts *o, const tpd_plot_series *series, i
     sb_printf(&s, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"", se->color,
               se->style == TPD_PLOT_LINE ? "2" : "1.6",
               se->style == TPD_PLOT_DASHED ? " stroke-dasharray=\"7 4\"" : "");
-    for (int j = 0; j < se->n; j++)
-      if (ax_ok(&ax, se->x[j]) && ax_ok(&ay, se->y[j]))
-        sb_printf(&s, "%s%.1f,%.1f", j ? " " : "", ax_map(&ax, se->x[j]), ax_map(&ay, se->y[j]));
-    sb_printf(&s, "\"/>\n");
+    polyline_points(&s, se, &ax, &ay);
   }
   for (int i = 0; i < n_series; i++) {
     const tpd_plot_series *se = &series[i];

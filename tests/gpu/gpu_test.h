@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "comm/comm.h"
 #include "kernels/backend.h"
 #include "runtime/dtype.h"
 #include "runtime/tpd_error.h"
@@ -57,6 +58,23 @@ static inline void gt_require_gpu(const char *prog) {
       exit(1);                                                                                             \
     }                                                                                                      \
   } while (0)
+
+/* MPI start of a multi-rank GPU test: every rank learns whether all ranks
+ * have a GPU.  Returns the MPI communicator, or NULL after printing SKIP
+ * (the caller returns GT_SKIP). */
+static inline tpd_comm *gt_mpi_gpu_or_skip(int *argc, char ***argv, const char *prog) {
+  tpd_comm *mpi = NULL;
+  GT_TRY(tpd_comm_mpi_create(argc, argv, &mpi));
+  char why[256] = "";
+  const int have = gt_have_gpu(why, sizeof why);
+  int bad = -1;
+  GT_TRY(tpd_comm_agree(mpi, have, &bad));
+  if (bad < 0) return mpi;
+  if (mpi->rank == bad) printf("SKIP: no CUDA device (%s) on rank %d: %s not run\n", why, bad, prog);
+  fflush(stdout);
+  tpd_comm_destroy(mpi);
+  return NULL;
+}
 
 static inline void *gt_malloc(size_t n) {
   void *p = malloc(n ? n : 1);

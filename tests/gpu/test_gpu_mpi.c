@@ -25,18 +25,8 @@ typedef struct {
 } setup_msg;
 
 int main(int argc, char **argv) {
-  tpd_comm *mpi = NULL;
-  GT_TRY(tpd_comm_mpi_create(&argc, &argv, &mpi));
-  char why[256] = "";
-  const int have = gt_have_gpu(why, sizeof why);
-  int bad = -1;
-  GT_TRY(tpd_comm_agree(mpi, have, &bad));
-  if (bad >= 0) {
-    if (mpi->rank == bad) printf("SKIP: no CUDA device (%s) on rank %d: %s not run\n", why, bad, PROG);
-    fflush(stdout);
-    tpd_comm_destroy(mpi);
-    return GT_SKIP;
-  }
+  tpd_comm *mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
+  if (!mpi) return GT_SKIP;
   /* rank 0 writes the model and picks the seed */
   setup_msg msg;
   memset(&msg, 0, sizeof msg);

@@ -89,18 +89,8 @@ static void check_allgather_broadcast(tpd_comm *nc, cudaStream_t st) {
 }
 
 int main(int argc, char **argv) {
-  tpd_comm *mpi = NULL;
-  GT_TRY(tpd_comm_mpi_create(&argc, &argv, &mpi));
-  char why[256] = "";
-  const int have = gt_have_gpu(why, sizeof why);
-  int bad = -1;
-  GT_TRY(tpd_comm_agree(mpi, have, &bad));
-  if (bad >= 0) {
-    if (mpi->rank == bad) printf("SKIP: no CUDA device (%s) on rank %d: %s not run\n", why, bad, PROG);
-    fflush(stdout);
-    tpd_comm_destroy(mpi);
-    return GT_SKIP;
-  }
+  tpd_comm *mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
+  if (!mpi) return GT_SKIP;
   tpd_comm *nc = NULL;
   GT_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
   gt_expect(!strcmp(nc->ops->name, "nccl") && nc->ops->data_on_device == 1 && nc->size == mpi->size &&
