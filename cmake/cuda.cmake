@@ -22,8 +22,8 @@ list(GET TPD_CUDA_ARCHS 0 TPD_CUDA_ARCH0)
 list(APPEND TPD_CUDA_GENCODE "SHELL:-gencode arch=compute_${TPD_CUDA_ARCH0},code=compute_${TPD_CUDA_ARCH0}")
 target_compile_options(tpd_cuda PRIVATE
   ${TPD_CUDA_GENCODE}
-  "SHELL:-Werror all-warnings"
-  "-Xcompiler=-Wall,-Wextra,-Werror"
+  "$<$<BOOL:${TPD_WERROR}>:SHELL:-Werror all-warnings>"
+  "-Xcompiler=-Wall,-Wextra$<$<BOOL:${TPD_WERROR}>:,-Werror>"
   "SHELL:-Xptxas -v")
 # ptxas -v goes to <object>.ptxas.log (checked by kernels/cuda/check_ptxas.sh)
 set_target_properties(tpd_cuda PROPERTIES CUDA_COMPILER_LAUNCHER "sh;${CMAKE_CURRENT_SOURCE_DIR}/kernels/cuda/ptxas_log.sh")

@@ -57,10 +57,18 @@ struct tpd_comm {
 
 /* Single process, TP=1: every collective is a copy or a no-op. */
 tpd_status tpd_comm_single_create(tpd_comm **out);
-/* MPI_COMM_WORLD; initialises MPI (thread level FUNNELED) unless already done. */
+/* A duplicate of MPI_COMM_WORLD.  Initialises MPI (MPI_Init_thread with
+ * MPI_THREAD_FUNNELED) unless it is already initialised; either way a thread
+ * level below FUNNELED, or a call from another thread than MPI's main one,
+ * is an error.  Each communicator it returns holds a reference on MPI: when
+ * tpdecode initialised MPI, MPI_Finalize runs as the last of them is
+ * destroyed (so destroying one never ends MPI under another); MPI that the
+ * application initialised is never finalised here.  Once finalised, MPI
+ * cannot start again in this process, and this returns an error. */
 tpd_status tpd_comm_mpi_create(int *argc, char ***argv, tpd_comm **out);
-/* NCCL over the ranks of an MPI communicator; id broadcast over MPI, device
- * chosen by node-local rank.  `mpi` stays owned by the caller. */
+/* NCCL over the ranks of a bootstrap communicator (MPI, or the single one
+ * for one rank); id broadcast over it, device chosen by node-local rank, one
+ * warm-up all-reduce before it returns.  `mpi` stays owned by the caller. */
 tpd_status tpd_comm_nccl_create(tpd_comm *mpi, int device, tpd_comm **out);
 
 /* What a launched program should use: TPD_COMM=single|mpi forces a choice;
@@ -73,7 +81,9 @@ int tpd_comm_have_nccl(void);
 void tpd_comm_destroy(tpd_comm *c);
 
 /* Collective agreement on a local status: every rank learns the lowest rank
- * that failed (or -1).  Call where all ranks arrive. */
+ * that failed (or -1).  Call where all ranks arrive.  When the agreement
+ * itself fails on a rank that had failed (ok == 0), that rank's own message
+ * is kept (the communication failure is logged), since it names the cause. */
 tpd_status tpd_comm_agree(tpd_comm *c, int ok, int *first_failed);
 
 #ifdef __cplusplus

@@ -21,8 +21,48 @@
 typedef struct {
   MPI_Comm world;
   MPI_Op op_bf16, op_f16;
-  int we_initialized;
+  int counted; /* holds a reference on g_mpi_users */
 } mpi_impl;
+
+/* MPI's lifetime in this process.  Every communicator made by
+ * tpd_comm_mpi_create holds one reference; MPI_Finalize runs when the last
+ * is destroyed, and only if tpdecode itself called MPI_Init_thread: MPI that
+ * the application initialised is the application's to finalise.  Create
+ * and destroy run on MPI's main thread (MPI_THREAD_FUNNELED), so plain ints
+ * suffice. */
+static int g_mpi_users;
+static int g_mpi_ours;
+
+/* The thread level tpdecode needs: one thread (the main one) calls MPI while
+ * the CPU kernels run on worker threads. */
+#define TPD_MPI_THREAD_LEVEL MPI_THREAD_FUNNELED
+
+static const char *thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+  }
+  return "an unknown thread level";
+}
+
+/* `provided` against what tpdecode needs, and the calling thread against
+ * MPI_THREAD_FUNNELED's rule that only the main thread calls MPI. */
+static tpd_status check_thread_level(int provided, const char *who) {
+  if (provided < TPD_MPI_THREAD_LEVEL)
+    return TPD_FAIL(TPD_ERR_COMM,
+                    "MPI (initialised by %s) provides %s but tpdecode needs %s; initialise MPI with "
+                    "MPI_Init_thread(..., %s, ...)",
+                    who, thread_level_name(provided), thread_level_name(TPD_MPI_THREAD_LEVEL),
+                    thread_level_name(TPD_MPI_THREAD_LEVEL));
+  int is_main = 0;
+  TPD_MPI_CHECK(MPI_Is_thread_main(&is_main));
+  if (!is_main && provided < MPI_THREAD_SERIALIZED)
+    return TPD_FAIL(TPD_ERR_COMM, "MPI communicator created on a thread other than MPI's main thread, which %s forbids",
+                    thread_level_name(provided));
+  return TPD_OK;
+}
 
 static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
   (void)dt;
@@ -140,7 +180,10 @@ static void mpi_destroy(tpd_comm *c) {
       if (m->op_bf16 != MPI_OP_NULL) MPI_Op_free(&m->op_bf16);
       if (m->op_f16 != MPI_OP_NULL) MPI_Op_free(&m->op_f16);
       if (m->world != MPI_COMM_NULL) MPI_Comm_free(&m->world);
-      if (m->we_initialized) MPI_Finalize();
+    }
+    if (m->counted && --g_mpi_users == 0 && g_mpi_ours && !finalized) {
+      const int rc = MPI_Finalize();
+      if (rc != MPI_SUCCESS) TPD_WARN("MPI_Finalize failed (code %d) on rank %d", rc, tpd_log_rank());
     }
     free(m);
   }
@@ -191,19 +234,39 @@ tpd_status tpd_comm_mpi_create(int *argc, char ***argv, tpd_comm **out) {
   m->op_bf16 = m->op_f16 = MPI_OP_NULL;
   c->ops = &mpi_ops;
   c->impl = m;
-  int inited = 0;
+  int inited = 0, finalized = 0;
   MPI_Initialized(&inited);
+  MPI_Finalized(&finalized);
+  if (finalized) {
+    free(c);
+    free(m);
+    return TPD_FAIL(TPD_ERR_COMM, "MPI has already been finalized in this process (it cannot be initialised twice)");
+  }
+  int provided = MPI_THREAD_SINGLE;
+  tpd_status st = TPD_OK;
   if (!inited) {
-    int provided = 0;
-    int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    const int rc = MPI_Init_thread(argc, argv, TPD_MPI_THREAD_LEVEL, &provided);
     if (rc != MPI_SUCCESS) {
       free(c);
       free(m);
       return TPD_FAIL(TPD_ERR_COMM, "MPI_Init_thread failed (code %d)", rc);
     }
-    m->we_initialized = 1;
+    g_mpi_ours = 1;
+    st = check_thread_level(provided, "tpdecode");
+  } else {
+    const int rc = MPI_Query_thread(&provided);
+    st = rc == MPI_SUCCESS ? check_thread_level(provided, g_mpi_ours ? "tpdecode" : "the application")
+                           : TPD_FAIL(TPD_ERR_COMM, "MPI_Query_thread failed (code %d)", rc);
   }
-  tpd_status st = mpi_setup(c, m);
+  /* from here on this communicator holds a reference: destroying it on a
+   * failure below finalises MPI if no other holds one and tpdecode began it */
+  m->counted = 1;
+  g_mpi_users++;
+  if (st != TPD_OK) {
+    mpi_destroy(c);
+    return st;
+  }
+  st = mpi_setup(c, m);
   if (st != TPD_OK) {
     mpi_destroy(c);
     return st;

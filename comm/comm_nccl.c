@@ -1,11 +1,15 @@
-/* NCCL communicator over the ranks of an MPI communicator, for device
- * buffers (data_on_device = 1).
+/* NCCL communicator over the ranks of a bootstrap communicator (MPI; or the
+ * single-process one, which gives a one-rank NCCL communicator in a build
+ * without MPI), for device buffers (data_on_device = 1).
  *
  * Bootstrap: rank 0 asks NCCL for a unique id and broadcasts it, with its
- * own status, over the MPI communicator's host_broadcast; every rank agrees
- * that its device is usable before ncclCommInitRank, so no rank is left
- * waiting in the init when another one failed first.  The device is
- * `device`, or node-local rank % device count when device < 0.
+ * own status, over the bootstrap communicator's host_broadcast; every rank
+ * agrees that its device is usable before ncclCommInitRank, and that every
+ * init succeeded after it, so no rank is left waiting in a collective when
+ * another one failed first.  Then one small all-reduce is run and waited
+ * for (warm_up), so NCCL's lazy setup does not happen inside the first graph
+ * capture that holds a collective.  The device is `device`, or node-local
+ * rank % device count when device < 0.
  *
  * Collectives are enqueued on the caller's stream (a cudaStream_t) and are
  * ordered by it: allreduce_start enqueues and wait has nothing left to do.
@@ -182,10 +186,56 @@ typedef struct {
   ncclUniqueId id;
 } nccl_boot;
 
+/* A small f32 all-reduce of ones on a stream of its own, waited for and
+ * checked (every element must be the number of ranks). */
+static tpd_status warm_up(tpd_comm *c) {
+  enum { N = 256 };
+  nccl_impl *n = c->impl;
+  float host[N];
+  for (int i = 0; i < N; i++) host[i] = 1.0f;
+  cudaStream_t s = NULL;
+  void *buf = NULL;
+  tpd_status st = TPD_OK;
+  cudaError_t ce = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  const char *call = "cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)";
+  if (ce == cudaSuccess) ce = cudaMalloc(&buf, sizeof host), call = "cudaMalloc(&buf, sizeof host)";
+  if (ce == cudaSuccess)
+    ce = cudaMemcpyAsync(buf, host, sizeof host, cudaMemcpyHostToDevice, s), call = "cudaMemcpyAsync(buf, host, ...)";
+  if (ce != cudaSuccess) {
+    st = tpd_fail_at(TPD_ERR_DEVICE, __FILE__, __LINE__, "nccl warm-up: %s failed: %s (device %d, rank %d)", call,
+                     cudaGetErrorString(ce), nccl_current_device(), tpd_log_rank());
+    goto done;
+  }
+  const ncclResult_t r = ncclAllReduce(buf, buf, N, ncclFloat32, ncclSum, n->comm, s);
+  if (r != ncclSuccess) {
+    st = TPD_NCCL_FAIL_("ncclAllReduce(buf, buf, N, ncclFloat32, ncclSum, n->comm, s) (warm-up)",
+                        nccl_message(n->comm, r));
+    goto done;
+  }
+  ce = cudaMemcpyAsync(host, buf, sizeof host, cudaMemcpyDeviceToHost, s);
+  call = "cudaMemcpyAsync(host, buf, ...)";
+  if (ce == cudaSuccess) ce = cudaStreamSynchronize(s), call = "cudaStreamSynchronize(s)";
+  if (ce != cudaSuccess) {
+    st = tpd_fail_at(TPD_ERR_DEVICE, __FILE__, __LINE__, "nccl warm-up: %s failed: %s (device %d, rank %d)", call,
+                     cudaGetErrorString(ce), nccl_current_device(), tpd_log_rank());
+    goto done;
+  }
+  for (int i = 0; i < N; i++)
+    if (host[i] != (float)c->size) {
+      st = TPD_FAIL(TPD_ERR_COMM, "nccl warm-up all-reduce: element %d is %g, expected %d (the number of ranks)", i,
+                    (double)host[i], c->size);
+      break;
+    }
+done:
+  if (buf && cudaFree(buf) != cudaSuccess && st == TPD_OK) TPD_WARN("nccl warm-up: cudaFree failed");
+  if (s && cudaStreamDestroy(s) != cudaSuccess && st == TPD_OK) TPD_WARN("nccl warm-up: cudaStreamDestroy failed");
+  return st;
+}
+
 tpd_status tpd_comm_nccl_create(tpd_comm *mpi, int device, tpd_comm **out) {
   if (!out) return TPD_FAIL(TPD_ERR_ARG, "nccl: out is required");
   *out = NULL;
-  if (!mpi) return TPD_FAIL(TPD_ERR_ARG, "nccl: an MPI communicator is required for the bootstrap");
+  if (!mpi) return TPD_FAIL(TPD_ERR_ARG, "nccl: a bootstrap communicator (MPI, or single for one rank) is required");
   tpd_comm *c = calloc(1, sizeof *c);
   nccl_impl *n = calloc(1, sizeof *n);
   if (!c || !n) {
@@ -228,13 +278,24 @@ tpd_status tpd_comm_nccl_create(tpd_comm *mpi, int device, tpd_comm **out) {
     if (st == TPD_OK) st = TPD_FAIL(TPD_ERR_COMM, "nccl: rank 0 could not create the NCCL unique id");
     goto fail;
   }
-  /* 3. the communicator */
+  /* 3. the communicator, on every rank or on none */
   const ncclResult_t r = ncclCommInitRank(&n->comm, mpi->size, boot.id, mpi->rank);
   if (r != ncclSuccess) {
     n->comm = NULL;
     st = TPD_NCCL_FAIL_("ncclCommInitRank(&n->comm, mpi->size, boot.id, mpi->rank)", ncclGetErrorString(r));
-    goto fail;
   }
+  agree = tpd_comm_agree(mpi, st == TPD_OK, &bad);
+  if (st == TPD_OK && (agree != TPD_OK || bad >= 0))
+    st = agree != TPD_OK ? agree : TPD_FAIL(TPD_ERR_COMM, "nccl: ncclCommInitRank failed on rank %d", bad);
+  if (st != TPD_OK) goto fail;
+  /* 4. one small all-reduce now, so that NCCL's lazy setup (connections,
+   * buffers, its own streams) happens here and not inside the first graph
+   * capture that contains a collective */
+  st = warm_up(c);
+  agree = tpd_comm_agree(mpi, st == TPD_OK, &bad);
+  if (st == TPD_OK && (agree != TPD_OK || bad >= 0))
+    st = agree != TPD_OK ? agree : TPD_FAIL(TPD_ERR_COMM, "nccl: the warm-up all-reduce failed on rank %d", bad);
+  if (st != TPD_OK) goto fail;
   TPD_INFO("nccl communicator: rank %d/%d on device %d", c->rank, c->size, n->device);
   *out = c;
   return TPD_OK;

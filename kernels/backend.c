@@ -10,9 +10,36 @@ int tpd_backend_available(const char *name) {
   return 0;
 }
 
+tpd_status tpd_backend_activations(const char *backend, const tpd_backend_opts *opts, tpd_dtype *out) {
+  const char *a = opts ? opts->activations : NULL;
+  const int cuda = !strcmp(backend, "cuda");
+  if (!a || !strcmp(a, "auto")) {
+    *out = cuda ? TPD_BF16 : TPD_F32;
+    return TPD_OK;
+  }
+  if (!strcmp(a, "f32")) {
+    *out = TPD_F32;
+    return TPD_OK;
+  }
+  if (!strcmp(a, "bf16")) {
+    if (!cuda) /* the cpu kernels keep activations in f32 (bf16 weights are widened as they are read) */
+      return TPD_FAIL(TPD_ERR_UNSUPPORTED,
+                      "activations 'bf16' are not implemented by the %s backend (it keeps activations in f32; use "
+                      "f32 or auto)",
+                      backend);
+    *out = TPD_BF16;
+    return TPD_OK;
+  }
+  return TPD_FAIL(TPD_ERR_ARG, "unknown activations '%s' (expected auto, f32 or bf16)", a);
+}
+
 tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
-  if (!strcmp(name, "cpu")) return tpd_backend_cpu_create(opts, out);
+  if (!strcmp(name, "cpu")) {
+    tpd_dtype act;
+    TPD_TRY(tpd_backend_activations("cpu", opts, &act));
+    return tpd_backend_cpu_create(opts, out);
+  }
   if (!strcmp(name, "cuda")) {
 #ifdef TPD_HAVE_CUDA
     return tpd_backend_cuda_create(opts, out);

@@ -9,7 +9,8 @@
  *   Hq  query heads (local to this rank)   Hkv  KV heads (local to this rank)
  *   F   FFN width (local)    V   vocab rows (local)
  *   M,N,K  matmul sizes: Y[M,N] = X[M,K] . W[N,K]^T
- * "act" is the backend's activation dtype (CPU: F32, CUDA: BF16).
+ * "act" is the backend's activation dtype, chosen at creation
+ * (tpd_backend_opts.activations; CPU: F32, CUDA: BF16 by default or F32).
  * All pointers are in backend memory unless marked host. */
 #ifndef TPD_BACKEND_H
 #define TPD_BACKEND_H
@@ -105,7 +106,7 @@ typedef struct {
 
 typedef struct tpd_backend_ops {
   const char *name;
-  tpd_dtype act_dtype;
+  tpd_dtype act_dtype; /* fixed when the backend is created (tpd_backend_opts.activations) */
   tpd_dtype kv_dtype;
   int host_memory; /* 1 when backend pointers are host pointers */
 
@@ -166,10 +167,19 @@ typedef struct {
   int n_threads;  /* CPU: worker threads, 0 = all cores */
   int device;     /* CUDA: device ordinal, -1 = pick from the node-local rank */
   int local_rank; /* node-local rank (device choice) */
+  /* Activation (and KV-cache) dtype: NULL or "auto" = the backend's default
+   * (cpu: f32; cuda: bf16), "f32", "bf16".  Anything else, or a dtype the
+   * backend does not implement (bf16 on the cpu backend), is an error naming
+   * the value. */
+  const char *activations;
 } tpd_backend_opts;
 
 /* "cpu" always; "cuda" when built with CUDA and a device is present. */
 tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out);
+/* Resolves opts->activations for the named backend: *out = the dtype, or an
+ * error (TPD_ERR_ARG for an unknown value, TPD_ERR_UNSUPPORTED for one the
+ * backend does not implement). */
+tpd_status tpd_backend_activations(const char *backend, const tpd_backend_opts *opts, tpd_dtype *out);
 void tpd_backend_destroy(tpd_backend *be);
 /* 1 if this build contains the named backend. */
 int tpd_backend_available(const char *name);

@@ -7,11 +7,14 @@
  *   mpirun -np 2 tpdecode-bench --comm */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/membw.h"
@@ -29,6 +32,7 @@
 static const char *PROG = "tpdecode-bench";
 
 #define MAX_LIST 32
+#define ONE_RANK_BW "one rank: the all-reduce moves no data, so no bandwidth"
 #define MAX_ROWS 512
 
 typedef struct {
@@ -38,7 +42,7 @@ typedef struct {
   tpd_dtype dtype;
   long seed, steps, warmup, threads, membw_mb;
   int batches[MAX_LIST], n_batches, ctxs[MAX_LIST], n_ctxs;
-  int json, csv, sweep, comm;
+  int json, csv, sweep, comm, help, version;
   int steps_set, warmup_set, batch_set, ctx_set;
   /* --comm */
   long comm_min, comm_max, comm_iters, comm_warmup;
@@ -57,16 +61,26 @@ typedef struct {
   double ctx_attended;               /* mean positions read per sequence per timed step */
   double ms_med, ms_p90;             /* per step = per output token of each user */
   double tok_s_user, tok_s_sys, tok_s_rank;
-  double comm_ms, comm_frac, comm_bytes; /* host time inside collectives per step (median), message bytes per step */
-  /* TP > 1: step time with the all-reduces left out, and the exposed
-   * (non-overlapped) communication = step time - that, with overlap on and off */
+  /* host time inside the communicator's calls per step (median) and the
+   * message bytes per step; not available (reason) when the step's
+   * all-reduces do not pass through host calls (a replayed device graph) */
+  int have_host_comm;
+  double host_comm_ms, host_comm_frac, comm_bytes;
+  char host_comm_reason[200];
+  /* exposed communication: step time minus the same steps without the
+   * all-reduces (TPD_OPT_SKIP_ALLREDUCE), with the run's overlap setting,
+   * and both overlap settings; TP > 1 only (reason otherwise) */
   int have_exposed, overlap;
-  double nocomm_ms, exposed_on_ms, exposed_off_ms;
-  double bytes_step, gbs, read_gbs, frac; /* memory bytes per step, achieved GB/s, probe GB/s, achieved/probe */
+  double nocomm_ms, exposed_ms, exposed_on_ms, exposed_off_ms;
+  char exposed_reason[120];
+  /* memory bytes per step, achieved GB/s; the read probe: best pass of the
+   * row (the floor; slowest rank's best), its median; achieved / best */
+  double bytes_step, gbs, read_gbs, read_med_gbs, frac;
   int have_floor;
   char floor_reason[160];
   tpd_sol_result sol;                /* floor on this machine (or --hw) */
   double ratio;                      /* ms_med / floor ms */
+  char fault[200];                   /* "" or why the row is a measurement fault (ratio below 1) */
   int have_energy;
   double j_per_tok, tok_s_w, watts;
   int on_frontier;
@@ -92,56 +106,91 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: [mpirun -np N] tpdecode-bench (-m DIR | --preset tiny|small|1b|8b) [options]\n"
           "       [mpirun -np N] tpdecode-bench --comm [options]\n"
+          "       tpdecode-bench --predict h100|h200 [options]\n"
           "model and sweep\n"
+          "  -m, --model DIR        Hugging Face checkpoint to time (default: none; or --preset)\n"
+          "  --preset NAME          synthesise tiny|small|1b|8b once into --model-cache (default: none)\n"
           "  --dtype f32|bf16|f16   dtype of a preset model (default bf16)\n"
           "  --seed N               seed of a preset model (default 1)\n"
           "  --model-cache DIR      where preset models are written (default /tmp/tpdecode-models)\n"
-          "  --batch LIST           batch sizes (default 1,16; with --sweep 1,2,4,8,16)\n"
+          "  --batch LIST           batch sizes, each >= 1 (default 1,16; with --sweep 1,2,4,8,16)\n"
           "  --ctx LIST             tokens already in each sequence's KV cache (default 64; with --sweep 64,256)\n"
           "  --steps N              timed decode steps per configuration (default 16; with --sweep 8)\n"
           "  --warmup N             untimed steps first (default 3; with --sweep 2)\n"
-          "  --threads N            CPU threads per rank (default: cores / ranks on the node)\n"
-          "  --membw-mb N           bytes streamed by the bandwidth probe (default 1024 MB)\n"
+          "  --threads N            CPU threads per rank (default: the node's online CPUs / ranks on the node;\n"
+          "                         more than that share is capped to it, with a warning)\n"
+          "  --membw-mb N           MB the bandwidth probe reads per pass (default 1024)\n"
           "  --backend LIST         cpu and/or cuda (default cpu); TP comes from the launch\n"
-          "  --hw h100|h200         floor hardware for a GPU backend (CPU rows use this machine, measured)\n"
+          "  --hw h100|h200         floor hardware for a GPU backend (default: none; CPU rows use this\n"
+          "                         machine, measured)\n"
           "outputs (rank 0)\n"
-          "  --json | --csv         machine-readable rows on stdout instead of the table\n"
-          "  --sweep                Pareto frontier + SVG plot (writes into --out-dir)\n"
+          "  --json | --csv         machine-readable rows on stdout (default: the table)\n"
+          "  --sweep                Pareto frontier + SVG plot, written into --out-dir (default: off)\n"
           "  --out-dir DIR          write bench.json, bench.csv, pareto.svg, comm.json, comm.csv there\n"
-          "                         (default with --sweep: the current directory)\n"
+          "                         (default: no files; with --sweep the current directory)\n"
           "speed-of-light prediction for hardware not at hand\n"
-          "  --predict h100|h200    add the predicted curve (8 GPUs per node)\n"
-          "  --predict-model 8b|70b|1b  shape (bf16; default 8b)\n"
+          "  --predict h100|h200    add the predicted curve, 8 GPUs per node (default: off)\n"
+          "  --predict-model 8b|70b|1b  shape, bf16 (default 8b)\n"
           "  --predict-tp LIST      TP degrees (default 1,2,4,8)\n"
           "  --predict-batch LIST   batch sizes (default 1,2,4,...,256)\n"
           "  --predict-ctx N        context (default 1024)\n"
-          "  --predict-hop-us X     all-reduce latency per ring hop (default: the preset's assumed 1 us)\n"
+          "  --predict-hop-us X     all-reduce latency per ring hop in us (default: the preset's assumed 1)\n"
           "all-reduce micro-benchmark\n"
-          "  --comm                 time all-reduce for every comm backend present\n"
+          "  --comm                 time all-reduce for every comm backend present (default: off)\n"
           "  --comm-min BYTES       smallest message (default 4096)\n"
           "  --comm-max BYTES       largest message (default 67108864)\n"
           "  --comm-iters N         timed iterations per size (default 20)\n"
           "  --comm-warmup N        untimed iterations per size (default 5)\n"
-          "  --comm-dtype f32|bf16  element type (default f32)\n");
+          "  --comm-dtype f32|bf16  element type (default f32)\n"
+          "  --version              print the version and the build's backends\n"
+          "  -h, --help             this text\n");
 }
 
-static tpd_status parse_list(const char *opt, const char *v, int lo, int *dst, int *n) {
-  int32_t *ids = NULL;
-  const char *err = NULL;
-  const int k = tpd_cli_ids(v, &ids, &err);
-  if (k < 0) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': %s", opt, v, err);
-  if (k > MAX_LIST) {
-    free(ids);
-    return TPD_FAIL(TPD_ERR_ARG, "%s: at most %d values", opt, MAX_LIST);
-  }
-  for (int i = 0; i < k; i++)
-    if (ids[i] < lo) {
-      free(ids);
-      return TPD_FAIL(TPD_ERR_ARG, "%s: values must be >= %d", opt, lo);
+/* The options: 1 takes a value, 0 is a flag. */
+static const struct {
+  const char *name;
+  int value;
+} OPTIONS[] = {{"-m", 1}, {"--model", 1}, {"--preset", 1}, {"--model-cache", 1}, {"--out-dir", 1}, {"--hw", 1},
+               {"--backend", 1}, {"--dtype", 1}, {"--comm-dtype", 1}, {"--batch", 1}, {"--ctx", 1},
+               {"--predict", 1}, {"--predict-model", 1}, {"--predict-tp", 1}, {"--predict-batch", 1},
+               {"--predict-ctx", 1}, {"--predict-hop-us", 1}, {"--seed", 1}, {"--steps", 1}, {"--warmup", 1},
+               {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
+               {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0}};
+
+/* 1: takes a value, 0: a flag, -1: unknown */
+static int option_kind(const char *a) {
+  for (size_t i = 0; i < sizeof OPTIONS / sizeof OPTIONS[0]; i++)
+    if (!strcmp(a, OPTIONS[i].name)) return OPTIONS[i].value;
+  return -1;
+}
+
+/* "1,2,16": at most MAX_LIST integers, each in [lo, hi] */
+static tpd_status parse_list(const char *opt, const char *v, long lo, long hi, int *dst, int *n) {
+  int k = 0;
+  const char *p = v;
+  if (!*p) return TPD_FAIL(TPD_ERR_ARG, "%s '': expected a comma-separated list of integers >= %ld", opt, lo);
+  while (*p) {
+    const char *comma = strchr(p, ',');
+    const size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char item[32];
+    long x;
+    if (len == 0 || len >= sizeof item)
+      return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected a comma-separated list of integers >= %ld", opt, v, lo);
+    memcpy(item, p, len);
+    item[len] = 0;
+    if (!tpd_cli_int(item, LONG_MIN, LONG_MAX, &x))
+      return TPD_FAIL(TPD_ERR_ARG, "%s '%s': '%s' is not an integer (expected a comma-separated list of integers)",
+                      opt, v, item);
+    if (x < lo || x > hi) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': %ld is out of range [%ld, %ld]", opt, v, x, lo, hi);
+    if (k == MAX_LIST) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': at most %d values", opt, v, MAX_LIST);
+    dst[k++] = (int)x;
+    p += len;
+    if (*p == ',') {
+      p++;
+      if (!*p) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': a trailing comma", opt, v);
     }
-  for (int i = 0; i < k; i++) dst[i] = ids[i];
+  }
   *n = k;
-  free(ids);
   return TPD_OK;
 }
 
@@ -153,6 +202,7 @@ static tpd_status parse_dtype(const char *opt, const char *v, tpd_dtype *dt) {
   return TPD_OK;
 }
 
+/* Parses argv; on error records one line and returns a status (identical on every rank). */
 static tpd_status parse(int argc, char **argv, bopts *o) {
   memset(o, 0, sizeof *o);
   o->cache = "/tmp/tpdecode-models";
@@ -172,19 +222,31 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
   static char backend_buf[64];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    long iv;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      exit(0);
+      o->help = 1;
+      return TPD_OK;
     }
-    if (!strcmp(a, "--json")) { o->json = 1; continue; }
-    if (!strcmp(a, "--csv")) { o->csv = 1; continue; }
-    if (!strcmp(a, "--sweep")) { o->sweep = 1; continue; }
-    if (!strcmp(a, "--comm")) { o->comm = 1; continue; }
+    if (!strcmp(a, "--version")) {
+      o->version = 1;
+      return TPD_OK;
+    }
+    const int kind = option_kind(a);
+    if (kind < 0) {
+      if (a[0] != '-')
+        return TPD_FAIL(TPD_ERR_ARG, "unexpected argument '%s' (options start with '-'; see --help)", a);
+      return TPD_FAIL(TPD_ERR_ARG, "unknown option '%s' (see --help)", a);
+    }
+    if (kind == 0) {
+      if (!strcmp(a, "--json")) o->json = 1;
+      else if (!strcmp(a, "--csv")) o->csv = 1;
+      else if (!strcmp(a, "--sweep")) o->sweep = 1;
+      else o->comm = 1;
+      continue;
+    }
     if (!v) return TPD_FAIL(TPD_ERR_ARG, "option %s needs a value", a);
     i++;
     long *field = NULL;
-    long lo = 1;
+    long lo = 1, hi = 1L << 40;
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
     else if (!strcmp(a, "--preset")) o->preset = v;
     else if (!strcmp(a, "--model-cache")) o->cache = v;
@@ -193,47 +255,51 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "--backend")) {
       snprintf(backend_buf, sizeof backend_buf, "%s", v);
       o->n_backends = 0;
-      for (char *t = strtok(backend_buf, ","); t && o->n_backends < 4; t = strtok(NULL, ","))
+      for (char *t = strtok(backend_buf, ","); t && o->n_backends < 4; t = strtok(NULL, ",")) {
+        if (strcmp(t, "cpu") && strcmp(t, "cuda"))
+          return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': '%s' is not a backend (expected cpu and/or cuda)", v, t);
         o->backends[o->n_backends++] = t;
+      }
       if (!o->n_backends) return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu and/or cuda", v);
     } else if (!strcmp(a, "--dtype")) TPD_TRY(parse_dtype(a, v, &o->dtype));
     else if (!strcmp(a, "--comm-dtype")) {
       TPD_TRY(parse_dtype(a, v, &o->comm_dtype));
-      if (o->comm_dtype == TPD_F16) return TPD_FAIL(TPD_ERR_ARG, "--comm-dtype: f32 or bf16");
+      if (o->comm_dtype == TPD_F16) return TPD_FAIL(TPD_ERR_ARG, "--comm-dtype '%s': expected f32 or bf16", v);
     } else if (!strcmp(a, "--batch")) {
-      TPD_TRY(parse_list(a, v, 1, o->batches, &o->n_batches));
+      TPD_TRY(parse_list(a, v, 1, 1 << 20, o->batches, &o->n_batches));
       o->batch_set = 1;
     } else if (!strcmp(a, "--ctx")) {
-      TPD_TRY(parse_list(a, v, 0, o->ctxs, &o->n_ctxs));
+      TPD_TRY(parse_list(a, v, 0, 1 << 24, o->ctxs, &o->n_ctxs));
       o->ctx_set = 1;
     } else if (!strcmp(a, "--predict")) o->predict = v;
     else if (!strcmp(a, "--predict-model")) o->predict_model = v;
-    else if (!strcmp(a, "--predict-tp")) TPD_TRY(parse_list(a, v, 1, o->predict_tp, &o->n_predict_tp));
-    else if (!strcmp(a, "--predict-batch")) TPD_TRY(parse_list(a, v, 1, o->predict_batch, &o->n_predict_batch));
+    else if (!strcmp(a, "--predict-tp")) TPD_TRY(parse_list(a, v, 1, 1 << 16, o->predict_tp, &o->n_predict_tp));
+    else if (!strcmp(a, "--predict-batch"))
+      TPD_TRY(parse_list(a, v, 1, 1 << 24, o->predict_batch, &o->n_predict_batch));
     else if (!strcmp(a, "--predict-ctx")) field = &o->predict_ctx, lo = 0;
     else if (!strcmp(a, "--predict-hop-us")) {
       if (!tpd_cli_float(v, 0, 1e6, &o->predict_hop_us))
-        return TPD_FAIL(TPD_ERR_ARG, "--predict-hop-us '%s': expected microseconds >= 0", v);
-    }
-    else if (!strcmp(a, "--seed")) field = &o->seed, lo = 0;
-    else if (!strcmp(a, "--steps")) field = &o->steps, o->steps_set = 1;
-    else if (!strcmp(a, "--warmup")) field = &o->warmup, lo = 0, o->warmup_set = 1;
-    else if (!strcmp(a, "--threads")) field = &o->threads;
-    else if (!strcmp(a, "--membw-mb")) field = &o->membw_mb;
+        return TPD_FAIL(TPD_ERR_ARG, "--predict-hop-us '%s': expected microseconds in [0, 1e6]", v);
+    } else if (!strcmp(a, "--seed")) field = &o->seed, lo = 0;
+    else if (!strcmp(a, "--steps")) field = &o->steps, o->steps_set = 1, hi = 1 << 20;
+    else if (!strcmp(a, "--warmup")) field = &o->warmup, lo = 0, o->warmup_set = 1, hi = 1 << 20;
+    else if (!strcmp(a, "--threads")) field = &o->threads, hi = 1 << 20;
+    else if (!strcmp(a, "--membw-mb")) field = &o->membw_mb, hi = 1 << 20;
     else if (!strcmp(a, "--comm-min")) field = &o->comm_min, lo = 4;
     else if (!strcmp(a, "--comm-max")) field = &o->comm_max, lo = 4;
-    else if (!strcmp(a, "--comm-iters")) field = &o->comm_iters;
-    else if (!strcmp(a, "--comm-warmup")) field = &o->comm_warmup, lo = 0;
-    else return TPD_FAIL(TPD_ERR_ARG, "unknown option '%s' (see --help)", a);
+    else if (!strcmp(a, "--comm-iters")) field = &o->comm_iters, hi = 1 << 24;
+    else if (!strcmp(a, "--comm-warmup")) field = &o->comm_warmup, lo = 0, hi = 1 << 24;
     if (field) {
-      if (!tpd_cli_int(v, lo, 1L << 40, &iv)) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected an integer >= %ld", a, v, lo);
+      long iv;
+      if (!tpd_cli_int(v, lo, hi, &iv)) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected an integer in [%ld, %ld]", a, v, lo, hi);
       *field = iv;
     }
   }
   if (o->model && o->preset) return TPD_FAIL(TPD_ERR_ARG, "pass one of -m DIR and --preset NAME, not both");
   if (!o->model && !o->preset && !o->comm && !o->predict)
-    return TPD_FAIL(TPD_ERR_ARG, "pass -m DIR or --preset NAME (or --comm, or --predict)");
-  if (o->comm_max < o->comm_min) return TPD_FAIL(TPD_ERR_ARG, "--comm-max is smaller than --comm-min");
+    return TPD_FAIL(TPD_ERR_ARG, "nothing to do: pass -m DIR or --preset NAME (or --comm, or --predict; see --help)");
+  if (o->comm_max < o->comm_min) return TPD_FAIL(TPD_ERR_ARG, "--comm-max %ld is smaller than --comm-min %ld",
+                                                 o->comm_max, o->comm_min);
   if (!o->batch_set) {
     static const int sweep_b[] = {1, 2, 4, 8, 16};
     o->n_batches = o->sweep ? 5 : 2;
@@ -255,6 +321,10 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     for (int i = 0; i < 9; i++) o->predict_batch[i] = 1 << i;
   }
   if (o->sweep && !o->out_dir) o->out_dir = ".";
+  if (o->preset) {
+    tpd_synth_spec sp;
+    TPD_TRY(tpd_synth_preset(o->preset, &sp));
+  }
   if (o->hw) {
     tpd_sol_hw h;
     TPD_TRY(tpd_sol_hw_preset(o->hw, &h));
@@ -373,36 +443,82 @@ typedef struct {
   job_energy *energy;
 } bctx;
 
-/* Median time of n decode steps of the B items (tokens fed back). */
-static tpd_status time_steps(tpd_engine *e, tpd_comm *comm, tpd_step_item *items, int B, int32_t *tok, int n,
-                             double *ms, double *median) {
-  for (int s = 0; s < n; s++) {
-    for (int b = 0; b < B; b++) items[b].tokens = &tok[b];
-    TPD_TRY(comm->ops->barrier(comm));
-    const double t0 = tpd_now_ms();
-    TPD_TRY(tpd_engine_step(e, items, B, tok, NULL));
-    ms[s] = tpd_now_ms() - t0;
+/* One decode step of the B items (tokens fed back), as every timed step
+ * runs: a pass of the bandwidth probe first (when there is one: floor and
+ * step sample the machine alike, and the probe leaves the caches cold), a
+ * barrier, then the step alone on the clock. */
+typedef struct {
+  double ms, comm_ms, comm_bytes, probe_gbs;
+  long allreduces;
+} step_sample;
+
+static tpd_status one_step(bctx *x, tpd_step_item *items, int B, int32_t *tok, step_sample *o) {
+  tpd_comm *comm = x->timed;
+  for (int b = 0; b < B; b++) items[b].tokens = &tok[b];
+  o->probe_gbs = x->probe ? tpd_membw_pass(x->probe) : 0;
+  TPD_TRY(comm->ops->barrier(comm));
+  bench_timed_reset(comm);
+  const double t0 = tpd_now_ms();
+  TPD_TRY(tpd_engine_step(x->e, items, B, tok, NULL));
+  o->ms = tpd_now_ms() - t0;
+  bench_timed_get(comm, &o->comm_ms, &o->comm_bytes, NULL);
+  o->allreduces = bench_timed_allreduces(comm);
+  return TPD_OK;
+}
+
+/* Fresh sequences at the configuration's context: every block of steps
+ * then attends to the same positions. */
+static tpd_status reopen(tpd_engine *e, int *slots, tpd_step_item *items, int B, int ctx) {
+  for (int b = 0; b < B; b++) {
+    if (slots[b] >= 0) tpd_engine_seq_close(e, slots[b]);
+    slots[b] = -1;
+  }
+  for (int b = 0; b < B; b++) {
+    TPD_TRY(tpd_engine_seq_open(e, &slots[b]));
+    TPD_TRY(tpd_engine_seq_skip(e, slots[b], ctx));
+    items[b].slot = slots[b];
+  }
+  return TPD_OK;
+}
+
+/* A block as the main one runs: fresh sequences, warmup untimed steps (the
+ * first after an option change may capture a device graph), n timed; the
+ * median step time, and the best probe pass into *best. */
+static tpd_status time_block(bctx *x, int *slots, tpd_step_item *items, int B, int32_t *tok, int ctx, int warmup,
+                             int n, double *ms, double *best, double *median) {
+  TPD_TRY(reopen(x->e, slots, items, B, ctx));
+  for (int s = 0; s < warmup + n; s++) {
+    step_sample ss;
+    TPD_TRY(one_step(x, items, B, tok, &ss));
+    if (ss.probe_gbs > *best) *best = ss.probe_gbs;
+    if (s >= warmup) ms[s - warmup] = ss.ms;
   }
   *median = tpd_percentile(ms, n, 50);
   return TPD_OK;
 }
 
-/* Exposed communication: the same steps without the all-reduces (wrong
- * results, right timing of everything else), then with overlap flipped. */
-static tpd_status measure_exposed(tpd_engine *e, tpd_comm *comm, tpd_step_item *items, int B, int32_t *tok, int n,
-                                  double *ms, brow *row) {
-  const int ov = tpd_engine_get_option(e, TPD_OPT_OVERLAP);
+/* Exposed communication (TP > 1): the same block without the all-reduces
+ * (wrong results, the right timing of everything else), then with overlap
+ * flipped; exposed = step time - step time without all-reduces.  Both
+ * blocks run as the main one did (fresh sequences at the same context,
+ * the same warm-up, a probe pass before each step), so the difference is
+ * the all-reduces' and nothing else's. */
+static tpd_status measure_exposed(bctx *x, const bopts *o, int *slots, tpd_step_item *items, int B, int32_t *tok,
+                                  int ctx, double *ms, double *best, brow *row) {
+  tpd_engine *e = x->e;
+  const int ov = tpd_engine_get_option(e, TPD_OPT_OVERLAP), n = (int)o->steps, w = (int)o->warmup;
   double other = 0;
   TPD_TRY(tpd_engine_set_option(e, TPD_OPT_SKIP_ALLREDUCE, 1));
-  tpd_status st = time_steps(e, comm, items, B, tok, n, ms, &row->nocomm_ms);
+  tpd_status st = time_block(x, slots, items, B, tok, ctx, w > 0 ? w : 1, n, ms, best, &row->nocomm_ms);
   TPD_TRY(tpd_engine_set_option(e, TPD_OPT_SKIP_ALLREDUCE, 0));
   TPD_TRY(st);
   TPD_TRY(tpd_engine_set_option(e, TPD_OPT_OVERLAP, !ov));
-  st = time_steps(e, comm, items, B, tok, n, ms, &other);
+  st = time_block(x, slots, items, B, tok, ctx, w > 0 ? w : 1, n, ms, best, &other);
   TPD_TRY(tpd_engine_set_option(e, TPD_OPT_OVERLAP, ov));
   TPD_TRY(st);
   row->have_exposed = 1;
   row->overlap = ov;
+  row->exposed_ms = row->ms_med - row->nocomm_ms;
   row->exposed_on_ms = (ov ? row->ms_med : other) - row->nocomm_ms;
   row->exposed_off_ms = (ov ? other : row->ms_med) - row->nocomm_ms;
   return TPD_OK;
@@ -414,7 +530,7 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   const tpd_model_config *c = tpd_engine_config(e);
   tpd_engine_info info;
   tpd_engine_get_info(e, &info);
-  const int n = (int)(o->warmup + o->steps);
+  const int n = (int)(o->warmup + o->steps), ns = (int)o->steps;
   int *slots = malloc(sizeof(int) * (size_t)B);
   tpd_step_item *items = calloc((size_t)B, sizeof *items);
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)B);
@@ -422,41 +538,30 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   double *probe_gbs = malloc(sizeof(double) * (size_t)n);
   double *comm_ms = malloc(sizeof(double) * (size_t)n);
   tpd_status st = TPD_OK;
-  int opened = 0;
   if (!slots || !items || !tok || !ms || !probe_gbs || !comm_ms) {
     st = TPD_FAIL(TPD_ERR_OOM, "out of memory");
     goto done;
   }
   for (int b = 0; b < B; b++) {
-    TPD_TRY_GOTO(tpd_engine_seq_open(e, &slots[b]), st, done);
-    opened++;
-    TPD_TRY_GOTO(tpd_engine_seq_skip(e, slots[b], ctx), st, done);
+    slots[b] = -1;
+    items[b].n_tokens = 1;
+    items[b].stream = (uint64_t)b;
     tok[b] = (int32_t)((7919u * (unsigned)(b + 1)) % (unsigned)c->vocab);
   }
-  double kv_tokens = 0, comm_bytes = 0;
+  TPD_TRY_GOTO(reopen(e, slots, items, B, ctx), st, done);
+  double kv_tokens = 0, comm_bytes = 0, best = 0;
+  long graph_steps = 0; /* TP > 1 steps whose all-reduces bypassed the host calls */
   for (int s = 0; s < n; s++) {
-    for (int b = 0; b < B; b++) {
-      items[b].slot = slots[b];
-      items[b].n_tokens = 1;
-      items[b].tokens = &tok[b];
-      items[b].stream = (uint64_t)b;
-    }
-    /* the probe makes one pass before each step, so floor and step sample
-     * the machine alike (this VM's bandwidth drifts over minutes) */
-    probe_gbs[s] = x->probe ? tpd_membw_pass(x->probe) : 0;
-    TPD_TRY_GOTO(comm->ops->barrier(comm), st, done);
-    bench_timed_reset(comm);
-    const double t0 = tpd_now_ms();
-    TPD_TRY_GOTO(tpd_engine_step(e, items, B, tok, NULL), st, done);
-    ms[s] = tpd_now_ms() - t0;
-    double bytes = 0;
-    bench_timed_get(comm, &comm_ms[s], &bytes, NULL);
+    step_sample ss;
+    TPD_TRY_GOTO(one_step(x, items, B, tok, &ss), st, done);
+    ms[s] = ss.ms, comm_ms[s] = ss.comm_ms, probe_gbs[s] = ss.probe_gbs;
+    if (ss.probe_gbs > best) best = ss.probe_gbs;
     if (s >= o->warmup) {
-      comm_bytes += bytes;
+      comm_bytes += ss.comm_bytes;
+      graph_steps += info.tp > 1 && ss.allreduces == 0;
       for (int b = 0; b < B; b++) kv_tokens += tpd_engine_seq_len(e, slots[b]); /* positions read, new one included */
     }
   }
-  const int ns = (int)o->steps;
   row->backend = info.backend;
   row->tp = info.tp;
   row->threads = info.n_threads;
@@ -469,18 +574,34 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   row->tok_s_user = 1e3 / row->ms_med;
   row->tok_s_sys = B * row->tok_s_user;
   row->tok_s_rank = row->tok_s_sys / info.tp;
-  row->comm_ms = tpd_percentile(comm_ms + o->warmup, ns, 50);
-  row->comm_frac = row->comm_ms / row->ms_med;
-  row->comm_bytes = comm_bytes / ns;
+  if (graph_steps) {
+    snprintf(row->host_comm_reason, sizeof row->host_comm_reason,
+             "graph replay: the step's all-reduces run inside a captured device graph, not through host calls "
+             "(%ld of %d steps)", graph_steps, ns);
+  } else {
+    row->have_host_comm = 1;
+    row->host_comm_ms = tpd_percentile(comm_ms + o->warmup, ns, 50);
+    row->host_comm_frac = row->host_comm_ms / row->ms_med;
+    row->comm_bytes = comm_bytes / ns;
+  }
   row->bytes_step = info.weight_bytes + kv_tokens / ns * info.kv_bytes_per_token + B * info.embed_row_bytes;
   row->gbs = row->bytes_step / (row->ms_med * 1e-3) / 1e9;
-  row->read_gbs = x->probe ? tpd_percentile(probe_gbs + o->warmup, ns, 50) : 0;
+  if (x->probe) row->read_med_gbs = tpd_percentile(probe_gbs, n, 50);
+  if (info.tp > 1) TPD_TRY_GOTO(measure_exposed(x, o, slots, items, B, tok, ctx, ms, &best, row), st, done);
+  else snprintf(row->exposed_reason, sizeof row->exposed_reason, "TP 1: no all-reduces");
+  /* the floor's bandwidth: every rank's best pass over all its blocks, the
+   * slowest rank's (a probe reading low on a busy moment cannot drag the
+   * floor below what the machine showed it can do) */
+  TPD_TRY_GOTO(min_over_ranks(comm, &best), st, done);
+  row->read_gbs = x->probe ? best : 0;
   row->frac = row->read_gbs > 0 ? row->gbs / row->read_gbs : 0;
-  if (info.tp > 1) TPD_TRY_GOTO(measure_exposed(e, comm, items, B, tok, ns, ms, row), st, done);
 
   /* energy: the same number of steps again, back to back, probe-free */
   if (x->energy && x->energy->available) {
     double j0 = 0, j1 = 0;
+    TPD_TRY_GOTO(reopen(e, slots, items, B, ctx), st, done);
+    for (int s = 0; s < (info.tp > 1 ? 1 : 0); s++) /* the options were changed back: recapture untimed */
+      TPD_TRY_GOTO(tpd_engine_step(e, items, B, tok, NULL), st, done);
     TPD_TRY_GOTO(comm->ops->barrier(comm), st, done);
     TPD_TRY_GOTO(energy_read(comm, x->energy, &j0), st, done);
     const double t0 = tpd_now_ms();
@@ -497,7 +618,8 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
     }
   }
 done:
-  for (int b = 0; b < opened; b++) tpd_engine_seq_close(e, slots[b]);
+  for (int b = 0; slots && b < B; b++)
+    if (slots[b] >= 0) tpd_engine_seq_close(e, slots[b]);
   free(slots);
   free(items);
   free(tok);
@@ -529,7 +651,7 @@ static int max_of(const int *v, int n) {
 /* Fills the floor of a row from the machine description. */
 static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
   tpd_sol_hw hw = mc->hw;
-  if (!strcmp(mc->hw.source, "measured")) hw.mem_bw = r->read_gbs * 1e9; /* this row's interleaved probe */
+  if (!strcmp(mc->hw.source, "measured")) hw.mem_bw = r->read_gbs * 1e9; /* this row's best interleaved probe pass */
   if (!(hw.mem_bw > 0) || !(hw.peak_flops > 0)) {
     snprintf(r->floor_reason, sizeof r->floor_reason, "%s",
              mc->hw.name[0] ? "floor hardware incomplete" : "no floor for a GPU backend without --hw h100|h200");
@@ -541,7 +663,7 @@ static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
     return;
   }
   r->have_floor = 1;
-  r->ratio = r->ms_med / (r->sol.t_step * 1e3);
+  r->ratio = tpd_sol_check(&hw, &r->sol, r->ms_med * 1e-3, r->fault, sizeof r->fault);
 }
 
 static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, const char *backend, bresults *res,
@@ -555,9 +677,10 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
   tpd_comm *timed = NULL;
   TPD_TRY(bench_timed_comm_create(use, &timed));
   const int max_b = max_of(o->batches, o->n_batches), max_c = max_of(o->ctxs, o->n_ctxs);
-  const int energy_steps = (int)o->steps; /* run only when a counter exists, but reserve room anyway */
+  /* every block of steps starts from fresh sequences at the context: the
+   * longest is the context, the warm-up (at least 1) and the timed steps */
   tpd_engine_opts eo = {.model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,
-                        .max_ctx = (int)(max_c + o->warmup + 3 * o->steps + energy_steps + 1), .device = -1};
+                        .max_ctx = (int)(max_c + o->warmup + o->steps + 2), .device = -1};
   tpd_engine *e = NULL;
   tpd_status st = tpd_engine_create(&eo, timed, &e);
   int bad = -1;
@@ -630,16 +753,21 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
       goto out;
     }
     tpd_membw_pass(probe); /* warm-up */
-    mc->hw.mem_bw = tpd_membw_pass(probe) * 1e9;
+    double best = 0;
+    for (int k = 0; k < 3; k++) best = fmax(best, tpd_membw_pass(probe));
+    TPD_TRY_GOTO(min_over_ranks(comm, &best), st, out);
+    mc->hw.mem_bw = best * 1e9; /* raised below to the best of the rows' interleaved passes */
   }
   TPD_TRY_GOTO(energy_open(comm, gpu, &je, mc), st, out);
 
-  /* the model's byte count against the engine's own (both per rank) */
+  /* the model's byte count against the engine's own (the slowest rank's: the most any rank holds) */
   tpd_sol_result chk;
+  double neg_wb = -info.weight_bytes;
+  TPD_TRY_GOTO(min_over_ranks(comm, &neg_wb), st, out);
   if (comm->rank == 0 && mc->hw.mem_bw > 0 && tpd_sol_eval(&sm, &mc->hw, info.tp, 1, 1, &chk) == TPD_OK &&
-      fabs(chk.weight_bytes - info.weight_bytes) > 1e-3 * info.weight_bytes)
-    fprintf(stderr, "%s: note: the floor counts %.0f weight bytes per rank, the engine holds %.0f\n", PROG,
-            chk.weight_bytes, info.weight_bytes);
+      fabs(chk.weight_bytes + neg_wb) > 1e-3 * -neg_wb)
+    fprintf(stderr, "%s: note: the floor counts %.0f weight bytes on the largest rank, the engine holds %.0f\n", PROG,
+            chk.weight_bytes, -neg_wb);
   tpd_clear_error();
 
   bctx x = {e, timed, probe, &je};
@@ -652,14 +780,10 @@ static tpd_status run_backend(const bopts *o, tpd_comm *comm, const char *dir, c
       floor_row(&sm, mc, r);
       res->n_rows++;
     }
-  if (probe) { /* the machine's bandwidth: the median of the rows' probes (each row uses its own) */
-    double *g = malloc(sizeof(double) * (size_t)(res->n_rows > 0 ? res->n_rows : 1));
-    int k = 0;
-    for (int i = 0; g && i < res->n_rows; i++)
-      if (res->rows[i].backend == info.backend && res->rows[i].read_gbs > 0) g[k++] = res->rows[i].read_gbs;
-    if (k) mc->hw.mem_bw = tpd_percentile(g, k, 50) * 1e9;
-    free(g);
-  }
+  if (probe) /* the machine's bandwidth: the best of the rows' (each row's floor uses its own) */
+    for (int i = 0; i < res->n_rows; i++)
+      if (res->rows[i].backend == info.backend && res->rows[i].read_gbs * 1e9 > mc->hw.mem_bw)
+        mc->hw.mem_bw = res->rows[i].read_gbs * 1e9;
 out:
   tpd_energy_close(je.m);
   tpd_membw_close(probe);
@@ -728,7 +852,7 @@ static void predict(const bopts *o, bpredict *p) {
 /* output                                                               */
 
 static const char *null_if(int cond, char *buf, size_t cap, const char *fmt, double v) {
-  if (!cond) return "-";
+  if (!cond) return "n/a";
   snprintf(buf, cap, fmt, v);
   return buf;
 }
@@ -739,9 +863,10 @@ static void print_machine(const bopts *o, const bmachine *mc) {
          tpd_dtype_name(mc->weight_dtype), mc->tp, mc->backend, mc->kernels, mc->threads,
          mc->threads == 1 ? "" : "s", mc->tp > 1 ? ", comm " : "", mc->tp > 1 ? mc->comm_name : "");
   if (!strcmp(mc->hw.source, "measured")) {
-    printf("floor: memory read bandwidth, %ld MB read by %d thread%s, one pass before each timed step (median)\n",
+    printf("floor: memory read bandwidth, %ld MB read by %d thread%s, one pass before each step; each row's floor\n"
+           "       uses the best pass of its steps (slowest rank's best)\n",
            o->membw_mb, mc->threads, mc->threads == 1 ? "" : "s");
-    printf("this machine (measured, per rank): read %.2f GB/s, copy %.2f GB/s, peak %.1f GFLOP/s (%s)",
+    printf("this machine (measured, per rank): read %.2f GB/s (best pass), copy %.2f GB/s, peak %.1f GFLOP/s (%s)",
            mc->hw.mem_bw / 1e9, mc->copy_gbs, mc->hw.peak_flops / 1e9, mc->peak_what);
     if (mc->tp > 1)
       printf(", all-reduce %.2f us per hop + %.2f GB/s", mc->hw.link_alpha * 1e6, mc->hw.link_bw / 1e9);
@@ -758,23 +883,34 @@ static void print_table(const bopts *o, const bresults *res) {
   for (int m = 0; m < res->n_mach; m++) {
     const bmachine *mc = &res->mach[m];
     print_machine(o, mc);
-    printf("%3s %6s %6s %9s %9s %10s %10s %10s %8s %8s %8s %8s %7s %9s %4s %9s %8s %8s\n", "tp", "batch", "ctx",
-           "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "comm ms", "MB/tok", "GB/s", "read GB/s",
-           "of read", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W");
+    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %9s %4s %9s %8s %8s\n", "tp", "batch", "ctx",
+           "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok", "GB/s",
+           "read GB/s", "of read", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W");
     if (o->sweep) printf("(* on the Pareto frontier of its context)\n");
+    int faults = 0, graph = 0;
     for (int i = 0; i < res->n_rows; i++) {
       const brow *r = &res->rows[i];
       if (r->backend != mc->backend) continue;
-      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
-      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %8.3f %8.2f %8.2f %8s %7s %9s %4s %9s %8s %8s%s\n", r->tp,
-             r->batch, r->ctx, r->ms_med, r->ms_p90, r->tok_s_user, r->tok_s_sys, r->tok_s_rank, r->comm_ms,
-             r->bytes_step / r->batch / 1e6, r->gbs, null_if(r->read_gbs > 0, b1, 32, "%.2f", r->read_gbs),
-             null_if(r->read_gbs > 0, b2, 32, "%.3f", r->frac),
+      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
+      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %9s %4s %9s %8s %8s%s%s%s\n",
+             r->tp, r->batch, r->ctx, r->ms_med, r->ms_p90, r->tok_s_user, r->tok_s_sys, r->tok_s_rank,
+             null_if(r->have_host_comm, b7, 32, "%.3f", r->host_comm_ms),
+             null_if(r->have_exposed, b8, 32, "%.3f", r->exposed_ms), r->bytes_step / r->batch / 1e6, r->gbs,
+             null_if(r->read_gbs > 0, b1, 32, "%.2f", r->read_gbs), null_if(r->read_gbs > 0, b2, 32, "%.3f", r->frac),
              null_if(r->have_floor, b3, 32, "%.3f", r->sol.t_step * 1e3),
-             r->have_floor ? (r->sol.compute_bound ? "flop" : "mem") : "-",
+             r->have_floor ? (r->sol.compute_bound ? "flop" : "mem") : "n/a",
              null_if(r->have_floor, b4, 32, "%.2f", r->ratio), null_if(r->have_energy, b5, 32, "%.4f", r->j_per_tok),
-             null_if(r->have_energy, b6, 32, "%.2f", r->tok_s_w), r->on_frontier ? " *" : "");
+             null_if(r->have_energy, b6, 32, "%.2f", r->tok_s_w), r->on_frontier ? " *" : "",
+             r->fault[0] ? "  FAULT: " : "", r->fault);
+      faults += r->fault[0] != 0;
+      graph += !r->have_host_comm;
     }
+    if (faults)
+      printf("FAULT: %d row%s measured faster than the speed-of-light floor: the floor's inputs read too low in this\n"
+             "run, so those rows' floor, meas/flr and of-read figures are not valid measurements\n",
+             faults, faults == 1 ? "" : "s");
+    printf("host comm: host time inside the communicator's calls per step; exposed: step time minus the same steps\n"
+           "without all-reduces (n/a at TP 1%s)\n", graph ? "; host comm n/a: all-reduces inside a replayed graph" : "");
     /* batch B / batch 1, per context */
     for (int ci = 0; ci < o->n_ctxs; ci++) {
       const brow *first = NULL, *last = NULL;
@@ -829,22 +965,29 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   cJSON_AddNumberToObject(j, "tokens_per_s_user", r->tok_s_user);
   cJSON_AddNumberToObject(j, "tokens_per_s_system", r->tok_s_sys);
   cJSON_AddNumberToObject(j, "tokens_per_s_rank", r->tok_s_rank);
-  cJSON_AddNumberToObject(j, "comm_ms_per_token", r->comm_ms);
-  cJSON_AddNumberToObject(j, "comm_fraction", r->comm_frac);
-  cJSON_AddNumberToObject(j, "comm_bytes_per_step", r->comm_bytes);
+  json_num_or_null(j, "host_comm_ms", r->have_host_comm, r->host_comm_ms);
+  json_num_or_null(j, "host_comm_fraction", r->have_host_comm, r->host_comm_frac);
+  json_num_or_null(j, "comm_bytes_per_step", r->have_host_comm, r->comm_bytes);
+  if (!r->have_host_comm) cJSON_AddStringToObject(j, "host_comm_reason", r->host_comm_reason);
+  json_num_or_null(j, "exposed_comm_ms", r->have_exposed, r->exposed_ms);
   if (r->have_exposed) {
     cJSON_AddBoolToObject(j, "overlap", r->overlap);
     cJSON_AddNumberToObject(j, "ms_per_token_without_comm", r->nocomm_ms);
     cJSON_AddNumberToObject(j, "exposed_comm_ms_overlap_on", r->exposed_on_ms);
     cJSON_AddNumberToObject(j, "exposed_comm_ms_overlap_off", r->exposed_off_ms);
+  } else {
+    cJSON_AddStringToObject(j, "exposed_comm_reason", r->exposed_reason);
   }
   cJSON_AddNumberToObject(j, "bytes_per_step", r->bytes_step);
   cJSON_AddNumberToObject(j, "bytes_per_token", r->bytes_step / r->batch);
   cJSON_AddNumberToObject(j, "achieved_gbs", r->gbs);
   json_num_or_null(j, "read_bw_gbs", r->read_gbs > 0, r->read_gbs);
+  json_num_or_null(j, "read_bw_median_gbs", r->read_med_gbs > 0, r->read_med_gbs);
   json_num_or_null(j, "fraction_of_read_bw", r->read_gbs > 0, r->frac);
   json_num_or_null(j, "floor_ms_per_token", r->have_floor, r->sol.t_step * 1e3);
   json_num_or_null(j, "measured_over_floor", r->have_floor, r->ratio);
+  if (r->fault[0]) cJSON_AddStringToObject(j, "fault", r->fault);
+  else cJSON_AddNullToObject(j, "fault");
   if (r->have_floor) {
     cJSON_AddStringToObject(j, "floor_bound", r->sol.compute_bound ? "compute" : "memory");
     cJSON_AddStringToObject(j, "floor_hw", mc->hw.name);
@@ -926,8 +1069,9 @@ static cJSON *comm_json(const char *backend, const bench_comm_row *r, int n_rank
   cJSON_AddNumberToObject(j, "count", (double)r->count);
   cJSON_AddStringToObject(j, "type", r->dtype == TPD_F32 ? "float" : "bf16");
   cJSON_AddNumberToObject(j, "time_us", r->us);
-  cJSON_AddNumberToObject(j, "algbw_gbs", r->algbw);
-  cJSON_AddNumberToObject(j, "busbw_gbs", r->busbw);
+  json_num_or_null(j, "algbw_gbs", r->have_bw, r->algbw);
+  json_num_or_null(j, "busbw_gbs", r->have_bw, r->busbw);
+  if (!r->have_bw) cJSON_AddStringToObject(j, "bw_reason", ONE_RANK_BW);
   cJSON_AddNumberToObject(j, "wrong", (double)r->wrong);
   return j;
 }
@@ -942,18 +1086,21 @@ static void print_json_line(cJSON *j) {
 static const char CSV_HEADER[] =
     "batch,ctx,tp,ms_per_step_median,ms_per_step_p90,tokens_per_s_user,tokens_per_s_system,bytes_per_step,"
     "achieved_gbs,read_bw_gbs,fraction_of_read_bw,backend,steps,threads_per_rank,ctx_attended,tokens_per_s_rank,"
-    "comm_ms_per_token,comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
+    "host_comm_ms,host_comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
     "measured_over_floor,floor_t_mem_ms,floor_t_compute_ms,floor_t_comm_ms,energy_j_per_token,tokens_per_s_per_w,"
-    "on_frontier,ms_per_token_without_comm,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off\n";
+    "on_frontier,ms_per_token_without_comm,exposed_comm_ms,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off,"
+    "fault\n";
 
-/* One CSV line; empty fields where JSON has null. */
+/* One CSV line; empty fields where JSON has null (the fault text has no commas). */
 static void csv_row(FILE *f, const brow *r, int sweep) {
   fprintf(f, "%d,%d,%d,%.4f,%.4f,%.3f,%.3f,%.0f,%.3f,", r->batch, r->ctx, r->tp, r->ms_med, r->ms_p90, r->tok_s_user,
           r->tok_s_sys, r->bytes_step, r->gbs);
   if (r->read_gbs > 0) fprintf(f, "%.3f,%.4f,", r->read_gbs, r->frac);
   else fprintf(f, ",,");
-  fprintf(f, "%s,%d,%d,%.2f,%.3f,%.4f,%.4f,%.0f,%.0f,", r->backend, r->steps, r->threads, r->ctx_attended,
-          r->tok_s_rank, r->comm_ms, r->comm_frac, r->comm_bytes, r->bytes_step / r->batch);
+  fprintf(f, "%s,%d,%d,%.2f,%.3f,", r->backend, r->steps, r->threads, r->ctx_attended, r->tok_s_rank);
+  if (r->have_host_comm) fprintf(f, "%.4f,%.4f,%.0f,", r->host_comm_ms, r->host_comm_frac, r->comm_bytes);
+  else fprintf(f, ",,,");
+  fprintf(f, "%.0f,", r->bytes_step / r->batch);
   if (r->have_floor)
     fprintf(f, "%.4f,%s,%.4f,%.4f,%.4f,%.4f,", r->sol.t_step * 1e3, r->sol.compute_bound ? "compute" : "memory",
             r->ratio, r->sol.t_mem * 1e3, r->sol.t_compute * 1e3, r->sol.t_comm * 1e3);
@@ -961,8 +1108,10 @@ static void csv_row(FILE *f, const brow *r, int sweep) {
   if (r->have_energy) fprintf(f, "%.6f,%.4f,", r->j_per_tok, r->tok_s_w);
   else fprintf(f, ",,");
   fprintf(f, "%s,", sweep ? (r->on_frontier ? "1" : "0") : "");
-  if (r->have_exposed) fprintf(f, "%.4f,%.4f,%.4f\n", r->nocomm_ms, r->exposed_on_ms, r->exposed_off_ms);
-  else fprintf(f, ",,\n");
+  if (r->have_exposed) fprintf(f, "%.4f,%.4f,%.4f,%.4f,", r->nocomm_ms, r->exposed_ms, r->exposed_on_ms, r->exposed_off_ms);
+  else fprintf(f, ",,,,");
+  for (const char *p = r->fault; *p; p++) fputc(*p == ',' ? ';' : *p, f);
+  fputc('\n', f);
 }
 
 static const bmachine *machine_of(const bresults *res, const brow *r) {
@@ -1030,10 +1179,87 @@ static tpd_status write_text(const char *dir, const char *name, const char *text
   return tpd_write_file(path, text, strlen(text));
 }
 
+/* "host (CPU model)" of this machine, as far as Linux tells */
+static void machine_desc(char *out, size_t cap) {
+  char host[128] = "this machine", cpu[160] = "";
+  if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "this machine");
+  host[sizeof host - 1] = 0;
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[512];
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "model name", 10)) {
+      const char *v = strchr(line, ':');
+      if (v) {
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        snprintf(cpu, sizeof cpu, "%s", v);
+        cpu[strcspn(cpu, "\n")] = 0;
+      }
+      break;
+    }
+  if (f) fclose(f);
+  snprintf(out, cap, "%s%s%s%s", host, cpu[0] ? " (" : "", cpu, cpu[0] ? ")" : "");
+}
+
+/* The plot's subtitle and caption: which points are measured (which model,
+ * which machine, when) and which are predicted (which shape, which
+ * hardware, from what). */
+static void plot_caption(const bopts *o, const bresults *res, const bpareto *pp, const bpredict *pr, char *sub,
+                         size_t sub_cap, char *cap, size_t cap_cap) {
+  size_t at = 0;
+  cap[0] = 0;
+  char ctxs[160] = "";
+  for (int i = 0, n = 0; i < o->n_ctxs; i++)
+    n += snprintf(ctxs + n, sizeof ctxs - (size_t)n, "%s%d", i ? ", " : "", o->ctxs[i]);
+  if (res->n_rows) {
+    const bmachine *mc = &res->mach[0];
+    char where[400], date[32] = "";
+    machine_desc(where, sizeof where);
+    const time_t now = time(NULL);
+    struct tm tmv;
+    if (localtime_r(&now, &tmv)) strftime(date, sizeof date, "%Y-%m-%d", &tmv);
+    char pred[200] = "";
+    if (pr && pr->n)
+      snprintf(pred, sizeof pred, "; predicted (not measured): the %s shape's speed-of-light floor on %s", pr->model.name,
+               pr->hw.name);
+    snprintf(sub, sub_cap, "measured: %s preset on %s, TP %d%s", mc->model_name,
+             strcmp(mc->backend, "cpu") ? mc->backend : "CPU", mc->tp, pred);
+    for (int m = 0; m < res->n_mach; m++) {
+      const bmachine *k = &res->mach[m];
+      at += (size_t)snprintf(cap + at, cap_cap - at,
+                             "%sMeasured (solid markers and lines): the %s preset (%.3g %s parameters, %s weights) "
+                             "decoding on %s, %s backend (%s kernels), TP %d = %d rank%s x %d thread%s, context %s, "
+                             "%s; each marker one (batch, TP) configuration.",
+                             at ? "\n" : "", k->model_name, k->n_params >= 1e9 ? k->n_params / 1e9 : k->n_params / 1e6,
+                             k->n_params >= 1e9 ? "B" : "M", tpd_dtype_name(k->weight_dtype), where, k->backend,
+                             k->kernels, k->tp, k->tp, k->tp == 1 ? "" : "s", k->threads, k->threads == 1 ? "" : "s",
+                             ctxs, date);
+      if (at >= cap_cap) at = cap_cap - 1;
+    }
+    if (!pp->use_energy && at < cap_cap)
+      at += (size_t)snprintf(cap + at, cap_cap - at, " y is tokens/s per rank: %s.", mc->energy_reason);
+  } else {
+    snprintf(sub, sub_cap, "PREDICTED, not measured: speed-of-light floor at %.0f W per GPU (TDP, assumed)",
+             pr ? pr->hw.power_w : 0.0);
+  }
+  if (at >= cap_cap) at = cap_cap - 1;
+  if (pr && pr->n && at < cap_cap)
+    at += (size_t)snprintf(cap + at, cap_cap - at,
+                           "%sPredicted, not measured (dashed curves, grey band: their frontier): the speed-of-light "
+                           "floor of the %s shape (bf16) on up to %dx %s from %s figures, context %ld, at %.0f W per "
+                           "GPU; no GPU ran.%s",
+                           at ? "\n" : "", pr->model.name, pr->hw.max_tp, pr->hw.name, pr->hw.source, o->predict_ctx,
+                           pr->hw.power_w,
+                           res->n_rows ? " Measured and predicted are different models on different hardware: the "
+                                         "plot shows the shape of the trade, not a comparison."
+                                       : "");
+}
+
 static tpd_status write_plot(const bopts *o, const bresults *res, const bpareto *pp, const bpredict *pr,
                              const char *dir) {
-  static const char *colors[] = {"#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"};
-  static const char *pcolors[] = {"#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"};
+  /* measured and predicted never share a colour; every curve has its own legend entry */
+  static const char *colors[] = {"#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#7f7f7f", "#393b79"};
+  static const char *pcolors[] = {"#d62728", "#ff7f0e", "#e377c2", "#bcbd22", "#8c564b", "#843c39"};
   tpd_plot_series se[64];
   int ns = 0;
   /* storage for labels and coordinates */
@@ -1079,10 +1305,12 @@ static tpd_status write_plot(const bopts *o, const bresults *res, const bpareto 
     for (int t = 0, c = 0; t < o->n_predict_tp && ns < 62; t++) {
       const double *px = xs + used, *py = ys + used;
       const char **pl = labp + used_lab;
-      int k = 0;
+      int k = 0, b_first = 0, b_last = 0;
       for (int i = 0; i < pr->n; i++) {
         const tpd_sol_result *r = &pr->pts[i];
         if (r->tp != o->predict_tp[t]) continue;
+        if (!k) b_first = r->batch;
+        b_last = r->batch;
         xs[used + k] = r->tok_s_user, ys[used + k] = y_energy ? r->tok_s_per_w : r->tok_s_rank;
         if (k == 0) snprintf(lab[used_lab + k], sizeof lab[0], "TP%d b%d", r->tp, r->batch);
         else snprintf(lab[used_lab + k], sizeof lab[0], "b%d", r->batch);
@@ -1091,13 +1319,9 @@ static tpd_status write_plot(const bopts *o, const bresults *res, const bpareto 
       }
       if (!k) continue;
       used += k, used_lab += k;
-      if (c == 0)
-        snprintf(names[ns], sizeof names[0],
-                 "predicted (speed-of-light, %dx %s, %s bf16, ctx %ld; TP 1..%d, batch %d..%d along each curve)",
-                 pr->hw.max_tp, pr->hw.name, pr->model.name, o->predict_ctx, o->predict_tp[o->n_predict_tp - 1],
-                 o->predict_batch[0], o->predict_batch[o->n_predict_batch - 1]);
-      se[ns] = (tpd_plot_series){c == 0 ? names[ns] : NULL, px, py, pl, k, TPD_PLOT_DASHED, TPD_MARK_CIRCLE,
-                                 pcolors[c % 6]};
+      snprintf(names[ns], sizeof names[0], "predicted (speed-of-light), %s %s on %s, TP %d: batch %d..%d along the curve",
+               pr->model.name, "bf16", pr->hw.name, o->predict_tp[t], b_first, b_last);
+      se[ns] = (tpd_plot_series){names[ns], px, py, pl, k, TPD_PLOT_DASHED, TPD_MARK_CIRCLE, pcolors[c % 6]};
       ns++, c++;
     }
     if (pr->n_front > 1) {
@@ -1112,21 +1336,12 @@ static tpd_status write_plot(const bopts *o, const bresults *res, const bpareto 
       ns++;
     }
   }
-  char title[200], sub[900], xl[120], yl[200];
+  char title[200], sub[900], xl[120], yl[200], cap[2400];
   snprintf(title, sizeof title, "tpdecode decode: latency vs efficiency");
-  if (res->n_rows) {
-    const bmachine *mc = &res->mach[0];
-    snprintf(sub, sizeof sub, "%s preset on %s (%d rank%s x %d thread%s)%s%s", mc->model_name,
-             strcmp(mc->backend, "cpu") ? mc->backend : "CPU", mc->tp, mc->tp == 1 ? "" : "s", mc->threads,
-             mc->threads == 1 ? "" : "s", pp->use_energy ? "" : "; y is tokens/s per rank: ",
-             pp->use_energy ? "" : mc->energy_reason);
-  } else {
-    snprintf(sub, sizeof sub, "PREDICTED, not measured: speed-of-light floor at %.0f W per GPU (TDP, assumed)",
-             pr ? pr->hw.power_w : 0.0);
-  }
+  plot_caption(o, res, pp, pr, sub, sizeof sub, cap, sizeof cap);
   snprintf(xl, sizeof xl, "tokens/s per user (1 / time per output token)");
   snprintf(yl, sizeof yl, "%s", y_energy ? "system tokens/s per W" : "system tokens/s per rank (GPU for predicted)");
-  tpd_plot_opts po = {title, sub, xl, yl, 1, 1, 960, 620};
+  tpd_plot_opts po = {title, sub, xl, yl, 1, 1, 960, 620, cap};
   char *svg = NULL;
   TPD_TRY(tpd_plot_svg(&po, se, ns, &svg));
   const tpd_status s = write_text(dir, "pareto.svg", svg);
@@ -1180,15 +1395,19 @@ static void print_comm(const bcomm *cb, int n_cb, int n_ranks) {
            "#wrong");
     long wrong = 0;
     double bus = 0;
+    int n_bw = 0;
     for (int i = 0; i < c->n; i++) {
       const bench_comm_row *r = &c->rows[i];
-      printf("%12zu %12zu %6s %10.2f %10.3f %10.3f %8ld\n", r->n_bytes, r->count, r->dtype == TPD_F32 ? "float" : "bf16",
-             r->us, r->algbw, r->busbw, r->wrong);
+      char b1[32], b2[32];
+      printf("%12zu %12zu %6s %10.2f %10s %10s %8ld\n", r->n_bytes, r->count, r->dtype == TPD_F32 ? "float" : "bf16",
+             r->us, null_if(r->have_bw, b1, 32, "%.3f", r->algbw), null_if(r->have_bw, b2, 32, "%.3f", r->busbw),
+             r->wrong);
       wrong += r->wrong;
-      bus += r->busbw;
+      if (r->have_bw) bus += r->busbw, n_bw++;
     }
-    printf("# out of bounds values: %ld %s\n# average bus bandwidth: %.3f GB/s\n", wrong, wrong ? "FAILED" : "OK",
-           bus / c->n);
+    printf("# out of bounds values: %ld %s\n", wrong, wrong ? "FAILED" : "OK");
+    if (n_bw) printf("# average bus bandwidth: %.3f GB/s\n", bus / n_bw);
+    else printf("# average bus bandwidth: n/a (%s)\n", ONE_RANK_BW);
   }
 }
 
@@ -1200,10 +1419,16 @@ int main(int argc, char **argv) {
   if (st != TPD_OK) tpd_cli_die(PROG, NULL, st, 1);
   bopts o;
   st = parse(argc, argv, &o);
-  if (st != TPD_OK) {
-    if (comm->rank == 0) usage(stderr);
-    tpd_cli_die(PROG, comm, st, 1);
+  if (st != TPD_OK) tpd_cli_die(PROG, comm, st, 1);
+  if (o.help || o.version) {
+    if (comm->rank == 0) {
+      if (o.help) usage(stdout);
+      else tpd_cli_version(PROG);
+    }
+    tpd_comm_destroy(comm);
+    return 0;
   }
+  if (o.model || o.preset) o.threads = tpd_cli_threads(PROG, comm, o.threads);
   bresults *res = calloc(1, sizeof *res);
   bcomm *cb = calloc(2, sizeof *cb);
   bpredict *pr = o.predict ? calloc(1, sizeof *pr) : NULL;
@@ -1322,8 +1547,10 @@ int main(int argc, char **argv) {
             for (int k = 0; k < n_cb; k++)
               for (int i = 0; i < cb[k].n; i++) {
                 const bench_comm_row *r = &cb[k].rows[i];
-                fprintf(f, "%s,%d,%zu,%zu,%s,%.3f,%.4f,%.4f,%ld\n", cb[k].name, comm->size, r->n_bytes, r->count,
-                        r->dtype == TPD_F32 ? "float" : "bf16", r->us, r->algbw, r->busbw, r->wrong);
+                char b1[32] = "", b2[32] = "";
+                if (r->have_bw) snprintf(b1, sizeof b1, "%.4f", r->algbw), snprintf(b2, sizeof b2, "%.4f", r->busbw);
+                fprintf(f, "%s,%d,%zu,%zu,%s,%.3f,%s,%s,%ld\n", cb[k].name, comm->size, r->n_bytes, r->count,
+                        r->dtype == TPD_F32 ? "float" : "bf16", r->us, b1, b2, r->wrong);
               }
             if (fclose(f) != 0) st = TPD_FAIL(TPD_ERR_IO, "cannot write %s", path);
           }

@@ -17,12 +17,18 @@
 tpd_status bench_timed_comm_create(tpd_comm *inner, tpd_comm **out);
 void bench_timed_reset(tpd_comm *timed);
 void bench_timed_get(const tpd_comm *timed, double *ms, double *msg_bytes, long *calls);
+/* All-reduces (blocking or started) that went through the wrapper since the
+ * last reset.  Zero during a TP > 1 step means the step's all-reduces did not
+ * pass through host calls (a replayed device graph holds them), so the host
+ * time above says nothing about them. */
+long bench_timed_allreduces(const tpd_comm *timed);
 
 /* ---- all-reduce micro-benchmark (nccl-tests style) ---- */
 typedef struct {
   size_t n_bytes, count;
   tpd_dtype dtype;
   double us;     /* mean time per all-reduce, slowest rank */
+  int have_bw;   /* 0 with one rank: nothing crosses a link, algbw and busbw are NaN */
   double algbw;  /* GB/s: n_bytes / time */
   double busbw;  /* GB/s: algbw * 2 (n - 1) / n */
   long wrong;    /* elements differing from the exact sum, all ranks, two checks */

@@ -1,4 +1,5 @@
 /* tpdecode-bench: the timed communicator and the all-reduce micro-benchmark. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ typedef struct {
   tpd_comm_ops ops; /* this wrapper's table (data_on_device copied from inner) */
   tpd_comm *inner;
   double ms, bytes;
-  long calls;
+  long calls, allreduces;
 } timed_impl;
 
 static timed_impl *T(tpd_comm *c) { return c->impl; }
@@ -38,6 +39,7 @@ static tpd_status t_allreduce(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, vo
   tpd_comm *in = T(c)->inner;
   const tpd_status s = in->ops->allreduce(in, buf, n, dt, stream);
   add(c, t0, n * tpd_dtype_size(dt));
+  T(c)->allreduces++;
   return s;
 }
 
@@ -46,6 +48,7 @@ static tpd_status t_allreduce_start(tpd_comm *c, void *buf, size_t n, tpd_dtype 
   tpd_comm *in = T(c)->inner;
   const tpd_status s = in->ops->allreduce_start(in, buf, n, dt, stream, req);
   add(c, t0, n * tpd_dtype_size(dt));
+  T(c)->allreduces++;
   return s;
 }
 
@@ -130,8 +133,10 @@ tpd_status bench_timed_comm_create(tpd_comm *inner, tpd_comm **out) {
 
 void bench_timed_reset(tpd_comm *c) {
   T(c)->ms = T(c)->bytes = 0;
-  T(c)->calls = 0;
+  T(c)->calls = T(c)->allreduces = 0;
 }
+
+long bench_timed_allreduces(const tpd_comm *c) { return ((const timed_impl *)c->impl)->allreduces; }
 
 void bench_timed_get(const tpd_comm *c, double *ms, double *bytes, long *calls) {
   const timed_impl *t = c->impl;
@@ -235,8 +240,11 @@ static tpd_status time_size(loop_ctx *x, size_t n_bytes, const bench_comm_opts *
   TPD_TRY(reduce_stats(x->c, &us, &wrong));
   const int n = x->c->size;
   row->us = us;
-  row->algbw = (double)row->n_bytes / (us * 1e-6) / 1e9;
-  row->busbw = row->algbw * 2.0 * (n - 1) / n;
+  /* one rank sums nothing with anyone: the call moves no bytes, and a
+   * bandwidth from its (near-zero) time would be a fiction */
+  row->have_bw = n > 1;
+  row->algbw = n > 1 ? (double)row->n_bytes / (us * 1e-6) / 1e9 : NAN;
+  row->busbw = n > 1 ? row->algbw * 2.0 * (n - 1) / n : NAN;
   row->wrong = wrong;
   return TPD_OK;
 }

@@ -1,10 +1,14 @@
 #include "launch/cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "kernels/backend.h"
 
 int tpd_cli_int(const char *s, long lo, long hi, long *out) {
   if (!s || !*s) return 0;
@@ -64,6 +68,46 @@ int tpd_cli_ids(const char *s, int32_t **out, const char **err) {
   }
   *out = ids;
   return n;
+}
+
+tpd_status tpd_cli_int_opt(const char *opt, const char *v, long lo, long hi, long *out) {
+  if (tpd_cli_int(v, lo, hi, out)) return TPD_OK;
+  if (hi == LONG_MAX) return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected an integer >= %ld", opt, v, lo);
+  return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected an integer in [%ld, %ld]", opt, v, lo, hi);
+}
+
+long tpd_cli_cpu_share(const tpd_comm *comm) {
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const long ranks = comm && comm->local_size > 0 ? comm->local_size : 1;
+  const long share = cores > 0 ? cores / ranks : 1;
+  return share > 0 ? share : 1;
+}
+
+int tpd_cli_threads(const char *prog, const tpd_comm *comm, long requested) {
+  const long share = tpd_cli_cpu_share(comm);
+  if (requested <= share) return (int)requested;
+  if (!comm || comm->local_rank == 0) {
+    const long ranks = comm && comm->local_size > 0 ? comm->local_size : 1;
+    fprintf(stderr, "%s: warning: --threads %ld is more than the %ld online CPU%s per rank on this node (%ld rank%s); using %ld\n",
+            prog, requested, share, share == 1 ? "" : "s", ranks, ranks == 1 ? "" : "s", share);
+    fflush(stderr);
+  }
+  return (int)share;
+}
+
+void tpd_cli_version(const char *prog) {
+  printf("%s %s (backends: cpu%s; MPI: %s; NCCL: %s)\n", prog, TPD_VERSION, tpd_backend_available("cuda") ? ", cuda" : "",
+#ifdef TPD_HAVE_MPI
+         "yes",
+#else
+         "no",
+#endif
+#ifdef TPD_HAVE_NCCL
+         "yes"
+#else
+         "no"
+#endif
+  );
 }
 
 tpd_status tpd_cli_engine_comm(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,

@@ -14,6 +14,21 @@ int tpd_cli_float(const char *s, double lo, double hi, double *out);
 /* "1,2,3" -> malloc'd ids; returns count, or -1 with a message in *err. */
 int tpd_cli_ids(const char *s, int32_t **out, const char **err);
 
+/* As tpd_cli_int, for the value v of option opt: on failure records
+ * "OPT 'V': expected an integer in [LO, HI]" (">= LO" when hi is LONG_MAX). */
+tpd_status tpd_cli_int_opt(const char *opt, const char *v, long lo, long hi, long *out);
+
+/* A rank's share of its node's CPUs: sysconf online CPUs / ranks on the node
+ * (at least 1).  The default CPU thread count and the cap on --threads. */
+long tpd_cli_cpu_share(const tpd_comm *comm);
+/* The thread count to pass to the engine for --threads `requested` (0: the
+ * engine's default, which is the share): more than the share is capped to
+ * it, with one warning line from the node's first rank. */
+int tpd_cli_threads(const char *prog, const tpd_comm *comm, long requested);
+
+/* --version: "PROG VERSION (backends: ...; MPI: yes|no; NCCL: yes|no)". */
+void tpd_cli_version(const char *prog);
+
 /* The communicator the engine should use for a backend: for "cuda" with
  * more than one rank, NCCL over `comm` when the build has it (every rank or
  * none, agreed collectively); otherwise `comm` itself (a device backend then

@@ -1,9 +1,12 @@
 /* tpdecode: tensor-parallel decode from a Hugging Face checkpoint.
  *   mpirun -np N tpdecode -m DIR --prompt-ids 1,2,3 [-n 32] [--json] ... */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "launch/cli.h"
 #include "runtime/fileio.h"
@@ -12,34 +15,44 @@
 
 static const char *PROG = "tpdecode";
 
+#define MAX_N (1L << 24)
+#define MAX_CTX (1L << 24)
+#define MAX_TOP_K (1L << 30)
+#define MAX_THREADS (1L << 20)
+#define MAX_TEMP 1e6
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: [mpirun -np N] tpdecode -m DIR --prompt-ids IDS [options]\n"
-          "  -m, --model DIR        Hugging Face checkpoint (config.json + safetensors)\n"
-          "  --prompt-ids 1,2,3     prompt token ids; repeat for a batch of prompts\n"
-          "  -n N                   tokens to generate per prompt (default 16)\n"
-          "  --temp T               sampling temperature (default 0: greedy)\n"
+          "  -m, --model DIR        Hugging Face checkpoint (config.json + safetensors); required\n"
+          "  --prompt-ids 1,2,3     prompt token ids; repeat for a batch of prompts; required\n"
+          "  -n N                   tokens to generate per prompt, 1..%ld (default 16)\n"
+          "  --temp T               sampling temperature, 0..%g (default 0: greedy)\n"
           "  --top-k K              keep the K most likely tokens (default 0: off)\n"
-          "  --top-p P              nucleus sampling mass (default 1: off)\n"
+          "  --top-p P              nucleus sampling mass, (0, 1] (default 1: off)\n"
           "  --seed S               random seed (default 0)\n"
-          "  --ignore-eos           keep generating after an end-of-sequence token\n"
-          "  --threads N            CPU threads per rank (default: cores / ranks on the node)\n"
+          "  --ignore-eos           keep generating after an end-of-sequence token (default: stop)\n"
+          "  --threads N            CPU threads per rank (default and maximum: online CPUs / ranks on the node)\n"
           "  --backend cpu|cuda     kernel backend (default cpu)\n"
-          "  --ctx N                context per sequence (default: prompt + n, at most the model's)\n"
-          "  --logits-out FILE      write the last step's float32 logits [batch, vocab] (rank 0)\n"
-          "  --json                 print one JSON object (rank 0)\n"
-          "  -h, --help             this text\n");
+          "  --activations f32|bf16 activation dtype (default: the backend's, cpu f32, cuda bf16; cuda f32\n"
+          "                         reproduces the f32 reference ids, see docs/cuda.md)\n"
+          "  --ctx N                context per sequence (default: longest prompt + n - 1, at most the model's)\n"
+          "  --logits-out FILE      write the last step's float32 logits [batch, vocab] (rank 0; default: none)\n"
+          "  --json                 print one JSON object (rank 0; default: plain text)\n"
+          "  --version              print the version and the build's backends\n"
+          "  -h, --help             this text\n",
+          MAX_N, MAX_TEMP);
 }
 
 typedef struct {
-  const char *model, *backend, *logits_out;
+  const char *model, *backend, *logits_out, *activations;
   int32_t **prompts;
   int *lens;
   int n_prompts;
   long n, top_k, threads, ctx;
   double temp, top_p;
   long long seed;
-  int json, ignore_eos;
+  int json, ignore_eos, help, version;
 } opts;
 
 /* Parses argv; on error records a message and returns a status (identical on every rank). */
@@ -56,9 +69,13 @@ static tpd_status parse(int argc, char **argv, opts *o) {
 #define NEED_VALUE() \
   if (!v) return TPD_FAIL(TPD_ERR_ARG, "option %s needs a value", a); \
   i++
+#define INT_VALUE(lo, hi) TPD_TRY(tpd_cli_int_opt(a, v, lo, hi, &iv))
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      exit(0);
+      o->help = 1;
+      return TPD_OK;
+    } else if (!strcmp(a, "--version")) {
+      o->version = 1;
+      return TPD_OK;
     } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
       NEED_VALUE();
       o->model = v;
@@ -77,15 +94,16 @@ static tpd_status parse(int argc, char **argv, opts *o) {
       o->lens[o->n_prompts++] = n;
     } else if (!strcmp(a, "-n")) {
       NEED_VALUE();
-      if (!tpd_cli_int(v, 1, 1 << 24, &iv)) return TPD_FAIL(TPD_ERR_ARG, "-n '%s': expected a positive integer", v);
+      INT_VALUE(1, MAX_N);
       o->n = iv;
     } else if (!strcmp(a, "--temp")) {
       NEED_VALUE();
-      if (!tpd_cli_float(v, 0.0, 1e6, &fv)) return TPD_FAIL(TPD_ERR_ARG, "--temp '%s': expected a number >= 0", v);
+      if (!tpd_cli_float(v, 0.0, MAX_TEMP, &fv))
+        return TPD_FAIL(TPD_ERR_ARG, "--temp '%s': expected a number in [0, %g]", v, MAX_TEMP);
       o->temp = fv;
     } else if (!strcmp(a, "--top-k")) {
       NEED_VALUE();
-      if (!tpd_cli_int(v, 0, 1L << 30, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--top-k '%s': expected an integer >= 0", v);
+      INT_VALUE(0, MAX_TOP_K);
       o->top_k = iv;
     } else if (!strcmp(a, "--top-p")) {
       NEED_VALUE();
@@ -94,19 +112,22 @@ static tpd_status parse(int argc, char **argv, opts *o) {
       o->top_p = fv;
     } else if (!strcmp(a, "--seed")) {
       NEED_VALUE();
-      if (!tpd_cli_int(v, 0, 0x7fffffffffffffffL, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--seed '%s': expected an integer >= 0", v);
+      INT_VALUE(0, LONG_MAX);
       o->seed = iv;
     } else if (!strcmp(a, "--threads")) {
       NEED_VALUE();
-      if (!tpd_cli_int(v, 1, 4096, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--threads '%s': expected a positive integer", v);
+      INT_VALUE(1, MAX_THREADS);
       o->threads = iv;
     } else if (!strcmp(a, "--ctx")) {
       NEED_VALUE();
-      if (!tpd_cli_int(v, 1, 1 << 24, &iv)) return TPD_FAIL(TPD_ERR_ARG, "--ctx '%s': expected a positive integer", v);
+      INT_VALUE(1, MAX_CTX);
       o->ctx = iv;
     } else if (!strcmp(a, "--backend")) {
       NEED_VALUE();
       o->backend = v;
+    } else if (!strcmp(a, "--activations")) {
+      NEED_VALUE();
+      o->activations = v;
     } else if (!strcmp(a, "--logits-out")) {
       NEED_VALUE();
       o->logits_out = v;
@@ -114,15 +135,20 @@ static tpd_status parse(int argc, char **argv, opts *o) {
       o->json = 1;
     } else if (!strcmp(a, "--ignore-eos")) {
       o->ignore_eos = 1;
+    } else if (a[0] != '-') {
+      return TPD_FAIL(TPD_ERR_ARG, "unexpected argument '%s' (options start with '-'; see --help)", a);
     } else {
       return TPD_FAIL(TPD_ERR_ARG, "unknown option '%s' (see --help)", a);
     }
+#undef INT_VALUE
 #undef NEED_VALUE
   }
   if (!o->model) return TPD_FAIL(TPD_ERR_ARG, "no model: pass -m DIR");
   if (!o->n_prompts) return TPD_FAIL(TPD_ERR_ARG, "no prompt: pass --prompt-ids 1,2,3");
   if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
     return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu or cuda", o->backend);
+  if (o->activations && strcmp(o->activations, "f32") && strcmp(o->activations, "bf16"))
+    return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected f32 or bf16", o->activations);
   return TPD_OK;
 }
 
@@ -148,6 +174,13 @@ static void print_json(const opts *o, const tpd_gen_result *r, double med, doubl
   cJSON_Delete(root);
 }
 
+/* --logits-out is opened before any work, so a path that cannot be written
+ * fails at once; a run that fails after that removes the file (at exit). */
+static const char *g_unfinished_logits;
+static void remove_unfinished_logits(void) {
+  if (g_unfinished_logits) unlink(g_unfinished_logits);
+}
+
 int main(int argc, char **argv) {
   tpd_comm *comm = NULL;
   tpd_status st = tpd_comm_create_default(&argc, &argv, &comm);
@@ -155,14 +188,36 @@ int main(int argc, char **argv) {
   opts o;
   st = parse(argc, argv, &o);
   if (st != TPD_OK) tpd_cli_die(PROG, comm, st, 1);
-  tpd_engine_opts eo = {.model_dir = o.model, .backend = o.backend, .n_threads = (int)o.threads,
-                        .max_seqs = o.n_prompts, .device = -1};
+  if (o.help || o.version) {
+    if (comm->rank == 0) {
+      if (o.help) usage(stdout);
+      else tpd_cli_version(PROG);
+    }
+    tpd_comm_destroy(comm);
+    return 0;
+  }
+  tpd_engine_opts eo = {.model_dir = o.model, .backend = o.backend, .n_threads = tpd_cli_threads(PROG, comm, o.threads),
+                        .max_seqs = o.n_prompts, .device = -1, .activations = o.activations};
+  int ok = 1, bad = -1;
+  FILE *logits_f = NULL;
+  if (o.logits_out && comm->rank == 0) {
+    logits_f = fopen(o.logits_out, "wb");
+    if (!logits_f) {
+      st = TPD_FAIL(TPD_ERR_IO, "--logits-out %s: cannot open for writing: %s", o.logits_out, strerror(errno));
+      ok = 0;
+    } else {
+      g_unfinished_logits = o.logits_out;
+      atexit(remove_unfinished_logits);
+    }
+  }
   /* context: what the prompts need unless --ctx says otherwise; the model's
    * limit is checked against the request in tpd_generate */
   tpd_model_config cfg;
-  st = tpd_is_dir(o.model) ? tpd_config_load(o.model, &cfg)
-                           : TPD_FAIL(TPD_ERR_IO, "model directory %s does not exist", o.model);
-  int ok = st == TPD_OK, bad = -1;
+  if (ok) {
+    st = tpd_is_dir(o.model) ? tpd_config_load(o.model, &cfg)
+                             : TPD_FAIL(TPD_ERR_IO, "model directory %s does not exist", o.model);
+    ok = st == TPD_OK;
+  }
   if (ok) {
     long need = 0;
     for (int i = 0; i < o.n_prompts; i++)
@@ -219,9 +274,17 @@ int main(int argc, char **argv) {
              r.prefill_ms, med, p90, tps, info.tp, info.backend, info.kernels, info.n_threads,
              info.n_threads == 1 ? "" : "s");
     }
-    if (o.logits_out) {
-      st = tpd_write_file(o.logits_out, r.last_logits, sizeof(float) * (size_t)r.n_seqs * cfg.vocab);
-      if (st != TPD_OK) fprintf(stderr, "%s: error: %s\n", PROG, tpd_last_error());
+    if (logits_f) {
+      const size_t n_elems = (size_t)r.n_seqs * (size_t)cfg.vocab;
+      const int put = fwrite(r.last_logits, sizeof(float), n_elems, logits_f) == n_elems;
+      const int err = errno;
+      if (fclose(logits_f) != 0 || !put) {
+        st = TPD_FAIL(TPD_ERR_IO, "--logits-out %s: cannot write: %s", o.logits_out, strerror(put ? errno : err));
+        fprintf(stderr, "%s: error: %s\n", PROG, tpd_last_error());
+      } else {
+        g_unfinished_logits = NULL;
+      }
+      logits_f = NULL;
     }
     fflush(stdout);
   }

@@ -1,5 +1,9 @@
-/* Model configuration read from a Hugging Face config.json.
- * Supported: Llama 2/3/3.1 (rope_scaling type llama3), Mistral, Qwen2. */
+/* Model configuration read from a Hugging Face config.json, as written by
+ * transformers 4 (rope_theta + rope_scaling) or 5 (rope_parameters).
+ * Supported: Llama 2/3/3.1, Mistral, Qwen2; RoPE types default, linear and
+ * llama3.  A field that changes the computation and is not implemented
+ * (another rope_type, partial_rotary_factor != 1, softcapping, quantization,
+ * sliding layers in Qwen2, ...) is an error naming the field. */
 #ifndef TPD_CONFIG_H
 #define TPD_CONFIG_H
 
@@ -23,7 +27,8 @@ typedef struct {
   int max_pos;          /* max_position_embeddings */
   double norm_eps;
   double rope_theta;
-  int rope_llama3;      /* rope_scaling.rope_type == "llama3" */
+  int rope_llama3;      /* rope_type "llama3" (rope_scaling or rope_parameters) */
+  int rope_linear;      /* rope_type "linear": every frequency divided by rope_factor */
   double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
   int rope_orig_max_pos;
   int tie_embeddings;
@@ -41,7 +46,7 @@ tpd_status tpd_config_load(const char *dir, tpd_model_config *cfg);
 /* Parses config text (path only names the source in messages). */
 tpd_status tpd_config_parse(const char *json_text, const char *path, tpd_model_config *cfg);
 
-/* Rotary inverse frequencies, Hugging Face semantics, llama3 scaling applied:
+/* Rotary inverse frequencies, Hugging Face semantics, linear or llama3 scaling applied:
  * out[i] for i < head_dim/2. */
 void tpd_rope_inv_freq(const tpd_model_config *cfg, double *out);
 

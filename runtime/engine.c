@@ -41,6 +41,10 @@ struct tpd_engine {
   int skip_allreduce; /* benchmarks only: leave out communication (wrong results) */
   int event_ring;
   void **graphs;      /* [max_seqs + 1] captured decode step per batch size */
+  struct sched_key {  /* what the captured graphs were recorded with (see sched_key_of) */
+    int overlap, ar_chunks, skip_allreduce, act_dtype;
+    const void *be, *comm, *x;
+  } graph_key;
   int q_w, qkv_w, ffn_l, V_l; /* local widths */
   double weight_bytes;
 
@@ -153,7 +157,15 @@ static tpd_status validate_tensors(tpd_engine *e) {
   char n[256];
   TPD_TRY(tpd_st_expect(e->st, "model.embed_tokens.weight", 2, V, D, &e->embed));
   TPD_TRY(tpd_st_expect(e->st, "model.norm.weight", 1, D, 0, NULL));
+  /* tie_word_embeddings against the files: untied needs lm_head.weight;
+   * tied ignores one that is there, as transformers does, and says so */
+  if (!c->tie_embeddings && !tpd_st_find(e->st, "lm_head.weight"))
+    return TPD_FAIL(TPD_ERR_FORMAT,
+                    "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings=false or does not set it)");
   if (!c->tie_embeddings) TPD_TRY(tpd_st_expect(e->st, "lm_head.weight", 2, V, D, NULL));
+  if (c->tie_embeddings && tpd_st_find(e->st, "lm_head.weight") && tpd_log_rank() <= 0)
+    TPD_WARN("config.json has tie_word_embeddings=true: lm_head.weight in the checkpoint is ignored and "
+             "model.embed_tokens.weight is the output projection (as in transformers)");
   for (int l = 0; l < c->n_layers; l++) {
     const struct { const char *fmt; int ndim; int64_t d0, d1; int present; } want[] = {
         {"model.layers.%d.input_layernorm.weight", 1, D, 0, 1},
@@ -318,7 +330,8 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
   TPD_TRY_GOTO(validate_tensors(e), s, fail);
 
   e->n_threads = o->n_threads > 0 ? o->n_threads : default_threads(comm);
-  tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank};
+  tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank,
+                         .activations = o->activations};
   TPD_TRY_GOTO(tpd_backend_create(o->backend ? o->backend : "cpu", &bo, &e->be), s, fail);
 
   const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
@@ -355,10 +368,12 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
     goto fail;
   }
-  /* overlap pays where communication runs beside compute (a device with a
-   * comm stream); MPI on host buffers progresses only inside MPI calls */
-  e->overlap = (int)tpd_param_int("OVERLAP", device_comm(e) ? 1 : 0) != 0;
-  e->ar_chunks = (int)tpd_param_int("AR_CHUNKS", 4);
+  /* Overlap and chunking are off by default everywhere, NCCL included, until
+   * a GPU measures that they pay: 4 chunks turn 2 all-reduces per layer into
+   * 8, each hiding only a 1-3 us GEMV chunk, and at batch >= 2 the
+   * micro-batch ping-pong reads every weight twice (docs/cuda.md). */
+  e->overlap = (int)tpd_param_int("OVERLAP", 0) != 0;
+  e->ar_chunks = (int)tpd_param_int("AR_CHUNKS", 1);
   if (e->ar_chunks < 1) e->ar_chunks = 1;
   e->use_graphs = (int)tpd_param_int("GRAPHS", 1) != 0;
   TPD_INFO("rank %d/%d: %.1f MB of weights, %d q heads, %d kv heads, ffn [%d, %d), vocab [%d, %d)", comm->rank,
@@ -426,15 +441,31 @@ const tpd_model_config *tpd_engine_config(const tpd_engine *e) { return &e->cfg;
 tpd_comm *tpd_engine_comm(const tpd_engine *e) { return e->comm; }
 int tpd_engine_max_ctx(const tpd_engine *e) { return e->kv.max_ctx; }
 
+/* Destroys every captured decode graph; the next decode step captures anew. */
+static void drop_graphs(tpd_engine *e) {
+  if (!e->graphs) return;
+  for (int i = 0; i <= e->kv.max_slots; i++) {
+    if (e->graphs[i] && e->be->ops->graph_destroy) e->be->ops->graph_destroy(e->be, e->graphs[i]);
+    e->graphs[i] = NULL;
+  }
+}
+
+/* An option that changes what a step launches: graphs captured before it
+ * would replay the old schedule (forward() also compares sched_key_of). */
+static tpd_status schedule_changed(tpd_engine *e) {
+  drop_graphs(e);
+  return TPD_OK;
+}
+
 tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value) {
   switch (opt) {
-    case TPD_OPT_OVERLAP: e->overlap = value != 0; return TPD_OK;
+    case TPD_OPT_OVERLAP: e->overlap = value != 0; return schedule_changed(e);
     case TPD_OPT_AR_CHUNKS:
       if (value < 1) return TPD_FAIL(TPD_ERR_ARG, "all-reduce chunks must be >= 1, got %d", value);
       e->ar_chunks = value;
-      return TPD_OK;
-    case TPD_OPT_GRAPHS: e->use_graphs = value != 0; return TPD_OK;
-    case TPD_OPT_SKIP_ALLREDUCE: e->skip_allreduce = value != 0; return TPD_OK;
+      return schedule_changed(e);
+    case TPD_OPT_GRAPHS: e->use_graphs = value != 0; return TPD_OK; /* captured graphs stay valid */
+    case TPD_OPT_SKIP_ALLREDUCE: e->skip_allreduce = value != 0; return schedule_changed(e);
   }
   return TPD_FAIL(TPD_ERR_ARG, "unknown engine option %d", (int)opt);
 }
@@ -466,7 +497,14 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
 tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot) { return tpd_kv_acquire(&e->kv, slot); }
 void tpd_engine_seq_close(tpd_engine *e, int slot) { tpd_kv_release(&e->kv, slot); }
 tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens) {
-  if (n_tokens < 0) return TPD_FAIL(TPD_ERR_ARG, "cannot skip %d tokens", n_tokens);
+  if (!e) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: engine is NULL");
+  if (slot < 0 || slot >= e->kv.max_slots || !e->kv.in_use[slot])
+    return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: slot %d is not open", slot);
+  if (n_tokens < 0) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: n_tokens = %d is negative", n_tokens);
+  if (n_tokens > e->kv.max_ctx - e->kv.n_tokens[slot]) /* 0 <= n_tokens[slot] <= max_ctx: no overflow */
+    return TPD_FAIL(TPD_ERR_ARG,
+                    "tpd_engine_seq_skip: n_tokens = %d would take slot %d from %d tokens past the context of %d",
+                    n_tokens, slot, e->kv.n_tokens[slot], e->kv.max_ctx);
   TPD_TRY(tpd_kv_reserve(&e->kv, slot, n_tokens));
   e->kv.n_tokens[slot] += n_tokens;
   return TPD_OK;
@@ -669,6 +707,31 @@ static int graphs_possible(const tpd_engine *e) {
          (e->plan.tp == 1 || device_comm(e) || e->skip_allreduce);
 }
 
+/* Everything a captured decode step bakes in besides its batch size: the
+ * schedule (micro-batches, all-reduce chunks, whether all-reduces run), the
+ * activation dtype, and the backend, communicator and buffer pointers its
+ * launches name.  What changes per step is read from device memory at
+ * replay: embeddings (x), positions, slots and the block table (uploaded
+ * into fixed buffers before the launch); the attention grid is sized from
+ * the engine's maximum context; gather_rows' row list is baked but is always
+ * 0..T-1 for a decode step.  A new field that changes what forward_body
+ * launches belongs here too. */
+static void sched_key_of(const tpd_engine *e, struct sched_key *k) {
+  memset(k, 0, sizeof *k);
+  k->overlap = e->overlap;
+  k->ar_chunks = e->ar_chunks;
+  k->skip_allreduce = e->skip_allreduce;
+  k->act_dtype = (int)e->be->ops->act_dtype;
+  k->be = e->be;
+  k->comm = e->comm;
+  k->x = e->x;
+}
+
+static int same_sched(const struct sched_key *a, const struct sched_key *b) {
+  return a->overlap == b->overlap && a->ar_chunks == b->ar_chunks && a->skip_allreduce == b->skip_allreduce &&
+         a->act_dtype == b->act_dtype && a->be == b->be && a->comm == b->comm && a->x == b->x;
+}
+
 static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, int max_ctx) {
   const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
@@ -702,7 +765,15 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
     meta.block_table = e->d_table;
   }
   if (!graph) return forward_body(e, &meta, n_last);
+  struct sched_key key;
+  sched_key_of(e, &key);
+  if (!same_sched(&key, &e->graph_key)) { /* captured under another schedule: capture anew */
+    drop_graphs(e);
+    e->graph_key = key;
+  }
   if (!e->graphs[T]) {
+    tpd_error_state saved; /* a failed capture is recovered from below: the caller's message stays */
+    tpd_error_save(&saved);
     tpd_status s = b->graph_begin(be);
     if (s == TPD_OK) {
       const tpd_status body = forward_body(e, &meta, n_last);
@@ -717,7 +788,7 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
     }
     if (s != TPD_OK) { /* fall back to eager launches for good */
       TPD_WARN("CUDA graph capture failed (%s); running kernels without graphs", tpd_last_error());
-      tpd_clear_error();
+      tpd_error_restore(&saved);
       e->use_graphs = 0;
       meta.max_ctx = max_ctx;
       return forward_body(e, &meta, n_last);

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char g_msg[1024];
-static _Thread_local char g_loc[256];
+static _Thread_local char g_msg[TPD_ERROR_MSG_CAP];
+static _Thread_local char g_loc[TPD_ERROR_LOC_CAP];
 static _Thread_local int g_has_error;
 static int g_rank = -1;
 
@@ -35,15 +35,16 @@ static const char *base_name(const char *file) {
 }
 
 tpd_status tpd_fail_at(tpd_status code, const char *file, int line, const char *fmt, ...) {
-  if (!g_has_error) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
-    va_end(ap);
-    snprintf(g_loc, sizeof g_loc, "%s:%d", base_name(file), line);
-    g_has_error = 1;
-  }
-  TPD_DEBUG("failure recorded at %s:%d (%s)", base_name(file), line, tpd_status_name(code));
+  /* format into a local buffer first: an argument may be tpd_last_error() */
+  char msg[sizeof g_msg];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  memcpy(g_msg, msg, sizeof g_msg);
+  snprintf(g_loc, sizeof g_loc, "%s:%d", base_name(file), line);
+  g_has_error = 1;
+  TPD_DEBUG("failure recorded at %s:%d (%s): %s", base_name(file), line, tpd_status_name(code), g_msg);
   return code;
 }
 
@@ -53,6 +54,18 @@ void tpd_clear_error(void) {
   g_has_error = 0;
   g_msg[0] = 0;
   g_loc[0] = 0;
+}
+
+void tpd_error_save(tpd_error_state *st) {
+  st->has_error = g_has_error;
+  memcpy(st->msg, g_msg, sizeof st->msg);
+  memcpy(st->loc, g_loc, sizeof st->loc);
+}
+
+void tpd_error_restore(const tpd_error_state *st) {
+  g_has_error = st->has_error;
+  memcpy(g_msg, st->msg, sizeof g_msg);
+  memcpy(g_loc, st->loc, sizeof g_loc);
 }
 
 static int log_level(void) {

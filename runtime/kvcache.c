@@ -1,25 +1,40 @@
 #include "runtime/kvcache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks) {
   memset(kv, 0, sizeof *kv);
-  if (max_slots < 1 || max_ctx < 1 || block_size < 1)
-    return TPD_FAIL(TPD_ERR_ARG, "KV cache: slots %d, context %d, block size %d", max_slots, max_ctx, block_size);
+  if (max_slots < 1) return TPD_FAIL(TPD_ERR_ARG, "KV cache: max_slots = %d (need >= 1)", max_slots);
+  if (max_ctx < 1) return TPD_FAIL(TPD_ERR_ARG, "KV cache: max_ctx = %d (need >= 1)", max_ctx);
+  if (block_size < 1) return TPD_FAIL(TPD_ERR_ARG, "KV cache: block_size = %d (need >= 1)", block_size);
+  if (n_blocks < 0)
+    return TPD_FAIL(TPD_ERR_ARG, "KV cache: n_blocks = %d (need >= 0; 0: enough for every slot)", n_blocks);
+  /* sizes in int64: each factor is below 2^31, so no product of two overflows */
+  const int64_t max_blocks = ((int64_t)max_ctx + block_size - 1) / block_size;
+  const int64_t table = (int64_t)max_slots * max_blocks;
+  /* block ids and per-slot counts are int32, and the table is indexed by them */
+  if (table > INT32_MAX)
+    return TPD_FAIL(TPD_ERR_ARG,
+                    "KV cache: max_slots = %d x ceil(max_ctx = %d / block_size = %d) = %lld block-table entries "
+                    "exceed %d",
+                    max_slots, max_ctx, block_size, (long long)table, INT32_MAX);
   kv->block_size = block_size;
   kv->max_slots = max_slots;
   kv->max_ctx = max_ctx;
-  kv->max_blocks = (max_ctx + block_size - 1) / block_size;
-  kv->n_blocks = n_blocks > 0 ? n_blocks : max_slots * kv->max_blocks;
-  kv->table = calloc((size_t)max_slots * kv->max_blocks, sizeof *kv->table);
+  kv->max_blocks = (int)max_blocks;
+  kv->n_blocks = n_blocks > 0 ? n_blocks : (int)table;
+  kv->table = calloc((size_t)table, sizeof *kv->table);
   kv->n_tokens = calloc((size_t)max_slots, sizeof *kv->n_tokens);
   kv->n_alloc = calloc((size_t)max_slots, sizeof *kv->n_alloc);
   kv->in_use = calloc((size_t)max_slots, 1);
-  kv->free_blocks = malloc(sizeof *kv->free_blocks * (size_t)kv->n_blocks);
+  kv->free_blocks = calloc((size_t)kv->n_blocks, sizeof *kv->free_blocks);
   if (!kv->table || !kv->n_tokens || !kv->n_alloc || !kv->in_use || !kv->free_blocks) {
+    const int64_t n = kv->n_blocks;
     tpd_kv_free(kv);
-    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the KV block table");
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the KV block table (%lld entries) and free list (%lld blocks)",
+                    (long long)table, (long long)n);
   }
   /* hand out low block ids first */
   for (int i = 0; i < kv->n_blocks; i++) kv->free_blocks[i] = kv->n_blocks - 1 - i;
@@ -60,10 +75,13 @@ void tpd_kv_release(tpd_kv_pool *kv, int slot) {
 tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new) {
   if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot])
     return TPD_FAIL(TPD_ERR_ARG, "sequence slot %d is not active", slot);
-  const int want = kv->n_tokens[slot] + n_new;
+  if (n_new < 0) return TPD_FAIL(TPD_ERR_ARG, "KV cache: n_new = %d tokens is negative", n_new);
+  const int64_t want = (int64_t)kv->n_tokens[slot] + n_new; /* both in [0, 2^31): no overflow */
   if (want > kv->max_ctx)
-    return TPD_FAIL(TPD_ERR_ARG, "sequence needs %d tokens but the context holds %d", want, kv->max_ctx);
-  const int blocks = (want + kv->block_size - 1) / kv->block_size;
+    return TPD_FAIL(TPD_ERR_ARG, "sequence needs %lld tokens (%d held + n_new = %d) but the context holds %d",
+                    (long long)want, kv->n_tokens[slot], n_new, kv->max_ctx);
+  /* want <= max_ctx, so blocks <= max_blocks: the row has room */
+  const int blocks = (int)((want + kv->block_size - 1) / kv->block_size);
   if (blocks - kv->n_alloc[slot] > kv->n_free)
     return TPD_FAIL(TPD_ERR_OOM, "KV cache pool exhausted: %d free blocks, %d needed", kv->n_free,
                     blocks - kv->n_alloc[slot]);

@@ -25,13 +25,18 @@ typedef struct {
   int n_free;
 } tpd_kv_pool;
 
+/* max_slots, max_ctx, block_size >= 1; n_blocks >= 0 (0: max_slots full
+ * contexts).  The block table (max_slots x ceil(max_ctx / block_size)
+ * entries) must fit int32 ids; anything else is TPD_ERR_ARG naming it. */
 tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks);
 void tpd_kv_free(tpd_kv_pool *kv);
 /* Claims a free slot. */
 tpd_status tpd_kv_acquire(tpd_kv_pool *kv, int *slot);
 /* Returns the slot and its blocks to the pool. */
 void tpd_kv_release(tpd_kv_pool *kv, int slot);
-/* Ensures room for n_new more tokens in the slot (allocating blocks). */
+/* Ensures room for n_new more tokens in the slot (allocating blocks); a
+ * negative n_new, or one taking the slot past max_ctx, is TPD_ERR_ARG and
+ * changes nothing.  The caller advances n_tokens[slot] afterwards. */
 tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new);
 
 #endif

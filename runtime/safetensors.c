@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,9 @@
 #include <unistd.h>
 
 #include "runtime/fileio.h"
+
+/* 2^53: the largest range in which cJSON's doubles hold every integer */
+#define MAX_EXACT 9007199254740992.0
 
 typedef struct {
   char *path;
@@ -116,19 +120,38 @@ static tpd_status parse_header(tpd_st *st, int file_idx) {
       status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': %d dimensions", f->path, e->string, t->ndim);
       break;
     }
+    /* each dim a non-negative integer that a double holds exactly; the
+     * element count, the byte count and the offsets checked for overflow */
     uint64_t n_elems = 1;
-    int d = 0;
+    int d = 0, zero = 0, overflow = 0;
     const cJSON *s;
     cJSON_ArrayForEach(s, shape) {
-      if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15) {
-        status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': bad shape", f->path, e->string);
+      if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble != floor(s->valuedouble) ||
+          s->valuedouble > MAX_EXACT) {
+        status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': shape[%d] is not a non-negative integer below 2^53",
+                          f->path, e->string, d);
         break;
       }
-      t->shape[d++] = (int64_t)s->valuedouble;
-      n_elems *= (uint64_t)s->valuedouble;
+      const uint64_t dim = (uint64_t)s->valuedouble;
+      t->shape[d++] = (int64_t)dim;
+      if (dim == 0) zero = 1;
+      else if (n_elems > UINT64_MAX / dim) overflow = 1;
+      else n_elems *= dim;
     }
     if (status != TPD_OK) break;
-    const double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    if (zero) n_elems = 0, overflow = 0;
+    if (overflow || n_elems > UINT64_MAX / elem) {
+      status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': shape x %s overflows 64 bits (header corrupt)", f->path,
+                        e->string, t->dtype_name);
+      break;
+    }
+    const cJSON *ob = cJSON_GetArrayItem(offs, 0), *oe = cJSON_GetArrayItem(offs, 1);
+    if (!cJSON_IsNumber(ob) || !cJSON_IsNumber(oe) || ob->valuedouble != floor(ob->valuedouble) ||
+        oe->valuedouble != floor(oe->valuedouble) || ob->valuedouble > MAX_EXACT || oe->valuedouble > MAX_EXACT) {
+      status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': data_offsets are not integers below 2^53", f->path, e->string);
+      break;
+    }
+    const double b = ob->valuedouble, en = oe->valuedouble;
     if (b < 0 || en < b) {
       status = TPD_FAIL(TPD_ERR_FORMAT, "%s: tensor '%s': bad data_offsets", f->path, e->string);
       break;
@@ -140,6 +163,7 @@ static tpd_status parse_header(tpd_st *st, int file_idx) {
                         f->path, e->string, b, en, (unsigned long long)data_size);
       break;
     }
+    /* en <= data_size, so neither the size nor data_start + b can overflow */
     t->offset = data_start + (uint64_t)b;
     t->n_bytes = (uint64_t)en - (uint64_t)b;
     if (t->n_bytes != n_elems * elem) {
@@ -262,13 +286,19 @@ done:
 tpd_status tpd_st_open(const char *dir, tpd_st **out) {
   *out = NULL;
   if (!tpd_is_dir(dir)) return TPD_FAIL(TPD_ERR_IO, "model directory %s does not exist", dir);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-  if (tpd_path_exists(path)) return open_index(dir, path, out);
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  if (!tpd_path_exists(path))
-    return TPD_FAIL(TPD_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json exists", dir);
-  return tpd_st_open_file(path, out);
+  /* transformers' order: the single file first, then the index */
+  char single[4096], index[4096];
+  snprintf(single, sizeof single, "%s/model.safetensors", dir);
+  snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+  const int has_single = tpd_path_exists(single), has_index = tpd_path_exists(index);
+  if (has_single) {
+    if (has_index && tpd_log_rank() <= 0) /* one line, not one per rank */
+      TPD_WARN("%s holds both model.safetensors and model.safetensors.index.json; using model.safetensors "
+               "(as transformers does) and ignoring the index and its shards", dir);
+    return tpd_st_open_file(single, out);
+  }
+  if (has_index) return open_index(dir, index, out);
+  return TPD_FAIL(TPD_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json exists", dir);
 }
 
 void tpd_st_close(tpd_st *st) {

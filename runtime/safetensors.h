@@ -3,7 +3,8 @@
  * Files are mapped read-only; nothing is read until a caller touches a
  * tensor's bytes, so a rank that copies only its slice reads only that slice.
  * Every header is validated at open: JSON shape, dtype names, data_offsets
- * inside the file, byte counts matching shape x dtype. */
+ * inside the file, byte counts matching shape x dtype, with the element and
+ * byte counts checked for 64-bit overflow. */
 #ifndef TPD_SAFETENSORS_H
 #define TPD_SAFETENSORS_H
 

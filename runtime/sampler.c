@@ -1,7 +1,11 @@
 #include "runtime/sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
+
+/* exponent bins of the top-p pre-filter; smaller probabilities share the last */
+#define TPD_SAMPLER_BINS 96
 
 static uint64_t mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
@@ -70,78 +74,113 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
   const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
   const double px = prob[x], py = prob[y];
   if (px != py) return px > py ? -1 : 1;
-  return x < y ? -1 : x > y; /* ties: lower token id first */
+  return x < y ? -1 : x > y; /* equal probabilities: lower token id first */
+}
+
+/* Inverse CDF over idx[0..n) with weights prob[idx[i]] summing (in this
+ * order) to `mass`.  u < 1, so r < mass and some token is found; should
+ * rounding leave r at the end, the last token of nonzero weight is taken,
+ * never one that has probability zero. */
+static int32_t draw(const int32_t *idx, const double *prob, int n, double mass, double u) {
+  const double r = u * mass;
+  double acc = 0.0;
+  int last = 0;
+  for (int i = 0; i < n; i++) {
+    const double w = prob[idx[i]];
+    if (w > 0) last = i;
+    acc += w;
+    if (r < acc) return idx[i];
+  }
+  return idx[last];
 }
 
 tpd_status tpd_sample(const float *logits, int V, const tpd_sampling *s, uint64_t stream, uint64_t counter,
                       tpd_sampler_scratch *sc, int32_t *token) {
-  if (tpd_sampling_is_greedy(s)) {
+  if (!logits || !token || V < 1) return TPD_FAIL(TPD_ERR_ARG, "sampler: no logits (V = %d)", V);
+  if (s && isnan(s->temperature)) return TPD_FAIL(TPD_ERR_ARG, "sampler: temperature is NaN");
+  if (s && !(s->top_p >= 0.0f)) return TPD_FAIL(TPD_ERR_ARG, "sampler: top_p = %g is not >= 0", (double)s->top_p);
+  /* a NaN or +inf logit means the forward went wrong: refuse to pick from it */
+  for (int v = 0; v < V; v++)
+    if (isnan(logits[v]) || logits[v] == INFINITY)
+      return TPD_FAIL(TPD_ERR_INTERNAL, "sampler: logit of token %d is %s", v, isnan(logits[v]) ? "NaN" : "+inf");
+  if (tpd_sampling_is_greedy(s)) { /* first maximum: the lowest id among equal logits */
     int best = 0;
     for (int v = 1; v < V; v++)
       if (logits[v] > logits[best]) best = v;
+    if (logits[best] == -INFINITY) return TPD_FAIL(TPD_ERR_ARG, "sampler: every logit is -inf");
     *token = best;
     return TPD_OK;
   }
   TPD_TRY(reserve(sc, V));
-  /* 1. top-k threshold on raw logits (temperature does not change the order) */
+  /* 1. top-k on raw logits (temperature > 0 keeps their order): every token
+   *    whose logit is at least the k-th largest survives, so equal logits at
+   *    the boundary are all kept */
   float thresh = -INFINITY;
-  if (s->top_k > 0 && s->top_k < V) {
-    thresh = kth_largest(logits, V, s->top_k, sc->tmp);
-  }
-  /* 2. softmax(logits / T) over the survivors */
+  if (s->top_k > 0 && s->top_k < V) thresh = kth_largest(logits, V, s->top_k, sc->tmp);
+  /* 2. softmax(logits / T) over the survivors; -inf logits are never candidates */
   float mx = -INFINITY;
   for (int v = 0; v < V; v++)
     if (logits[v] >= thresh && logits[v] > mx) mx = logits[v];
+  if (mx == -INFINITY) return TPD_FAIL(TPD_ERR_ARG, "sampler: every logit is -inf");
   const double invT = 1.0 / s->temperature;
   double total = 0.0;
   int n = 0;
   for (int v = 0; v < V; v++) {
-    if (logits[v] >= thresh && !isnan(logits[v])) {
-      sc->prob[v] = exp(((double)logits[v] - mx) * invT);
+    if (logits[v] >= thresh && logits[v] > -INFINITY) {
+      sc->prob[v] = exp(((double)logits[v] - mx) * invT); /* the maximum gives exactly 1 */
       total += sc->prob[v];
       sc->idx[n++] = v;
     } else {
       sc->prob[v] = 0.0;
     }
   }
-  if (n == 0 || !(total > 0)) return TPD_FAIL(TPD_ERR_INTERNAL, "sampler: no finite logits");
   const double u = tpd_rng_uniform(s->seed, stream, counter);
-  /* 3. top-p: the smallest high-probability set whose mass reaches p */
-  if (s->top_p > 0.0f && s->top_p < 1.0f) {
-    /* a token below (1-p)/(n-1) of the mass can never be inside the nucleus */
-    const double cut = (1.0 - s->top_p) / (n > 1 ? n - 1 : 1) * total;
-    int m = 0;
-    for (int i = 0; i < n; i++)
-      if (sc->prob[sc->idx[i]] >= cut) sc->idx[m++] = sc->idx[i];
-    qsort_r(sc->idx, (size_t)m, sizeof *sc->idx, cmp_desc, sc->prob);
-    double cum = 0.0;
-    int keep = 0;
-    while (keep < m && cum < s->top_p * total) cum += sc->prob[sc->idx[keep++]];
-    if (keep == 0) keep = 1;
-    double mass = 0.0;
-    for (int i = 0; i < keep; i++) mass += sc->prob[sc->idx[i]];
-    const double r = u * mass;
-    double acc = 0.0;
-    for (int i = 0; i < keep; i++) {
-      acc += sc->prob[sc->idx[i]];
-      if (r < acc) {
-        *token = sc->idx[i];
-        return TPD_OK;
-      }
-    }
-    *token = sc->idx[keep - 1];
+  if (!(s->top_p > 0.0f && s->top_p < 1.0f)) {
+    /* 3a. no top-p (0 or >= 1): inverse CDF in token order */
+    *token = draw(sc->idx, sc->prob, n, total, u);
     return TPD_OK;
   }
-  /* 4. inverse CDF in token order */
-  const double r = u * total;
-  double acc = 0.0;
+  /* 3b. top-p.  Candidates in descending probability (equal: lower id
+   * first); token i is in the nucleus when the mass before it is below
+   * p * total, so the most likely token always is, and every token tied
+   * with the last one taken is taken too (the set does not depend on ids).
+   *
+   * Only plausible candidates are sorted.  If the tokens of probability >= c
+   * hold at least p * total, a token below c comes after all of them, with
+   * that much mass before it: it is not in the nucleus.  So the
+   * probabilities (the maximum is exactly 1) are binned by binary exponent,
+   * bin b = [2^-b, 2^(1-b)), and c is the lower edge of the first bin at
+   * which the mass from the top reaches p * total plus 4 n eps * total (a
+   * bound on the rounding of sums of n positive terms, so that rounding
+   * cannot drop a member).  The dropped tokens all rank below every kept
+   * one, so the prefix sums over the kept tokens are those over all. */
+  const double target = (double)s->top_p * total;
+  const double slack = 4.0 * (double)n * DBL_EPSILON * total;
+  double bin_mass[TPD_SAMPLER_BINS + 1] = {0};
   for (int i = 0; i < n; i++) {
-    acc += sc->prob[sc->idx[i]];
-    if (r < acc) {
-      *token = sc->idx[i];
-      return TPD_OK;
+    const double q = sc->prob[sc->idx[i]];
+    const int b = q > 0 ? -ilogb(q) : TPD_SAMPLER_BINS; /* q in [2^-b, 2^(1-b)) */
+    bin_mass[b < TPD_SAMPLER_BINS ? b : TPD_SAMPLER_BINS] += q;
+  }
+  double cut = 0.0, above = 0.0;
+  for (int b = 0; b < TPD_SAMPLER_BINS; b++) {
+    above += bin_mass[b];
+    if (above >= target + slack) {
+      cut = ldexp(1.0, -b);
+      break;
     }
   }
-  *token = sc->idx[n - 1];
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (sc->prob[sc->idx[i]] >= cut) sc->idx[m++] = sc->idx[i];
+  if (m == 0) return TPD_FAIL(TPD_ERR_INTERNAL, "sampler: top-p pre-filter kept no token");
+  qsort_r(sc->idx, (size_t)m, sizeof *sc->idx, cmp_desc, sc->prob);
+  double cum = 0.0;
+  int keep = 0;
+  while (keep < m && cum < target) cum += sc->prob[sc->idx[keep++]];
+  while (keep < m && sc->prob[sc->idx[keep]] == sc->prob[sc->idx[keep - 1]]) keep++; /* ties at the edge */
+  double mass = 0.0;
+  for (int i = 0; i < keep; i++) mass += sc->prob[sc->idx[i]];
+  *token = draw(sc->idx, sc->prob, keep, mass, u);
   return TPD_OK;
 }

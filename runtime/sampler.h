@@ -1,7 +1,18 @@
 /* Token sampling: greedy, temperature, top-k, top-p (applied in that order,
  * as Hugging Face does), with a counter-based random stream so a token
  * depends only on (seed, sequence index, position) and the logits: the same
- * seed gives the same tokens at every TP degree and in any batch. */
+ * seed gives the same tokens at every TP degree and in any batch.
+ *
+ * Exactly what is drawn from, with P = softmax(logits / T):
+ *   greedy   the first maximum (the lowest id among equal logits);
+ *   top-k    every token whose logit is at least the k-th largest (equal
+ *            logits at the boundary are all kept, so more than k may remain);
+ *   top-p    over the top-k survivors in descending P, a token belongs to the
+ *            nucleus when the mass of the tokens before it is below p: the
+ *            most likely token always does, and tokens tied with the last
+ *            member are members too;
+ * then one token from the renormalised P over what remains.  A NaN or +inf
+ * logit is an error; -inf logits are never drawn (all -inf is an error). */
 #ifndef TPD_SAMPLER_H
 #define TPD_SAMPLER_H
 
@@ -14,9 +25,9 @@ extern "C" {
 #endif
 
 typedef struct {
-  float temperature; /* <= 0: greedy */
-  int top_k;         /* <= 0: off */
-  float top_p;       /* >= 1: off */
+  float temperature; /* <= 0: greedy; NaN: error */
+  int top_k;         /* <= 0 or >= V: off; 1: greedy */
+  float top_p;       /* 0 (the zero default) or >= 1: off; NaN or < 0: error */
   uint64_t seed;
 } tpd_sampling;
 

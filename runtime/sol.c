@@ -81,16 +81,27 @@ tpd_status tpd_sol_eval(const tpd_sol_model *m, const tpd_sol_hw *hw, int tp, in
     return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: %d KV heads and TP %d: one must divide the other", m->n_kv_heads, tp);
   if (m->ffn_dim < tp || m->vocab < tp)
     return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: FFN %d or vocab %d smaller than TP %d", m->ffn_dim, m->vocab, tp);
+  const int v_chunk = ceil_div(m->vocab, tp);
+  if ((long)(tp - 1) * v_chunk >= m->vocab)
+    return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: vocab %d leaves the last of %d ranks no rows", m->vocab, tp);
 
   const double B = batch, C = ctx, D = m->dim, L = m->n_layers, Dh = m->head_dim;
   r->tp = tp, r->batch = batch, r->ctx = ctx;
   r->q_heads_r = m->n_heads / tp;
   r->kv_heads_r = m->n_kv_heads >= tp ? m->n_kv_heads / tp : 1;
-  r->ffn_r = ceil_div(m->ffn_dim, tp);
-  r->vocab_r = ceil_div(m->vocab, tp);
-  const double Hq = r->q_heads_r, Hkv = r->kv_heads_r, F = r->ffn_r, V = r->vocab_r;
-
-  r->weight_elems = L * (D * (Hq + 2 * Hkv) * Dh + Hq * Dh * D + 3 * D * F) + V * D;
+  const double Hq = r->q_heads_r, Hkv = r->kv_heads_r;
+  /* the slowest rank: the one holding the most weight elements under the
+   * shard plan's split (runtime/shard.c): FFN columns [F k / tp, F (k+1) / tp),
+   * vocab rows in chunks of ceil(V / tp), the last rank's shorter.  The rank
+   * with the widest FFN shard need not hold the widest vocab shard, so the
+   * largest of each is not added up. */
+  r->weight_elems = -1;
+  for (int k = 0; k < tp; k++) {
+    const int f = (int)((long)m->ffn_dim * (k + 1) / tp - (long)m->ffn_dim * k / tp);
+    const int v0 = k * v_chunk, v1 = (k + 1) * v_chunk < m->vocab ? (k + 1) * v_chunk : m->vocab;
+    const double e = L * (D * (Hq + 2 * Hkv) * Dh + Hq * Dh * D + 3 * D * f) + (double)(v1 - v0) * D;
+    if (e > r->weight_elems) r->weight_elems = e, r->ffn_r = f, r->vocab_r = v1 - v0;
+  }
   r->weight_bytes = r->weight_elems * m->w_elem + (2 * L + 1) * D * m->norm_elem;
   r->kv_bytes = B * C * 2 * L * Hkv * Dh * m->kv_elem;
   r->act_bytes = B * D * m->emb_elem;
@@ -124,4 +135,25 @@ tpd_status tpd_sol_eval(const tpd_sol_model *m, const tpd_sol_hw *hw, int tp, in
   const double held = r->weight_bytes + (double)m->vocab * D * m->emb_elem + r->kv_bytes;
   r->fits = !(hw->mem_bytes > 0) || held <= hw->mem_bytes;
   return TPD_OK;
+}
+
+double tpd_sol_check(const tpd_sol_hw *hw, const tpd_sol_result *r, double measured_s, char *fault, size_t cap) {
+  if (fault && cap) fault[0] = 0;
+  if (!(measured_s > 0) || !isfinite(measured_s)) {
+    if (fault && cap) snprintf(fault, cap, "measured time %g s is not a positive number", measured_s);
+    return NAN;
+  }
+  if (!r || !(r->t_step > 0) || !isfinite(r->t_step)) {
+    if (fault && cap) snprintf(fault, cap, "floor is not a positive time");
+    return NAN;
+  }
+  const double ratio = measured_s / r->t_step;
+  if (ratio < 1 && fault && cap) {
+    const int measured = hw && !strcmp(hw->source, "measured");
+    const char *what = r->compute_bound ? (measured ? "the compute probe" : "peak flop/s")
+                                        : (measured ? "the memory read probe" : "memory bandwidth");
+    snprintf(fault, cap, "measured faster than floor: %s too low (%s; measured / floor %.3f)",
+             measured ? "probe" : "hardware figures", what, ratio);
+  }
+  return ratio;
 }

@@ -6,11 +6,13 @@
  * Glossary: B batch (sequences, one new token each), C context (positions
  * each sequence attends to in this step, the new one included), D model dim,
  * L layers, Hq / Hkv query / KV heads, Dh head dim, F FFN width, V vocab,
- * tp the TP degree.  Per rank (the shard plan of runtime/shard.h):
+ * tp the TP degree.  Per rank k (the shard plan of runtime/shard.h):
  *   Hq_r = Hq / tp      Hkv_r = Hkv / tp, or 1 when tp > Hkv (replicated)
- *   F_r = ceil(F / tp)  V_r = ceil(V / tp)      (the largest shard: the slowest rank)
- * Weight elements per rank (projections + lm_head):
- *   P_r = L (D (Hq_r + 2 Hkv_r) Dh + Hq_r Dh D + 3 D F_r) + V_r D
+ *   F_k = floor(F (k+1) / tp) - floor(F k / tp)
+ *   V_k = rows of [k ceil(V / tp), (k+1) ceil(V / tp)) inside [0, V)
+ * Weight elements (projections + lm_head) of the slowest rank, the one with the most:
+ *   P_r = max over k of  L (D (Hq_r + 2 Hkv_r) Dh + Hq_r Dh D + 3 D F_k) + V_k D
+ *   (F_r, V_r: that rank's shares)
  * Bytes per step per rank:
  *   weights  = P_r w + (2L + 1) D n            w, n: weight / norm element bytes
  *   KV       = B C 2 L Hkv_r Dh k              k: KV element bytes
@@ -94,6 +96,15 @@ tpd_status tpd_sol_hw_preset(const char *name, tpd_sol_hw *out);
  * tp ways (the same rules as the shard plan) or an input is out of range. */
 tpd_status tpd_sol_eval(const tpd_sol_model *m, const tpd_sol_hw *hw, int tp, int batch, double ctx,
                         tpd_sol_result *out);
+
+/* Compares a measured step time (seconds) with its floor r->t_step.
+ * Returns measured / floor, or NaN when either is not a positive finite
+ * number.  fault (cap bytes) receives "" when the comparison is sound, else
+ * one line saying why the row is a measurement fault: a ratio below 1 means
+ * the step ran faster than the speed of light, so an input of the floor was
+ * too low ("measured faster than floor: probe too low (...)" when
+ * hw->source is "measured", "... hardware figures too low (...)" otherwise). */
+double tpd_sol_check(const tpd_sol_hw *hw, const tpd_sol_result *r, double measured_s, char *fault, size_t cap);
 
 #ifdef __cplusplus
 }

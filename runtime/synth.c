@@ -1,6 +1,7 @@
 #include "runtime/synth.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "runtime/fileio.h"
 
@@ -57,6 +59,7 @@ typedef struct {
   int ndim;
   int64_t shape[2];
   double center, spread; /* values uniform in center +- spread */
+  int alternate;         /* negate every second value */
   uint64_t offset;       /* within its file's data section */
   int shard;
 } synth_tensor;
@@ -78,12 +81,25 @@ static int add(synth_tensor *ts, int n, const char *name, int64_t d0, int64_t d1
 }
 
 /* The tensor list with init scales chosen so a random model decodes varied
- * greedy text: unit-scale embeddings, 1/sqrt(fan_in) projections, norms
- * near 1, a sharper LM head. */
+ * greedy text: unit-scale embeddings (the current token stays a large part
+ * of the residual stream), 1/sqrt(fan_in) projections, norms near 1, and an
+ * LM head of std head_std = 3/sqrt(D), so that the logits of the unit-RMS
+ * final hidden state have std about 3.
+ *
+ * Tied embeddings are the LM head too.  The final hidden state holds the
+ * input token's own embedding e, so with positive final-norm weights w the
+ * input token's logit gains sum_i w_i e_i^2 > 0: about D times the weight
+ * scale, against a spread of about sqrt(D) times it for the other tokens,
+ * and the model repeats its input ("42 42 42 ...") at any temperature.  So a
+ * tied model's final-norm weights alternate in sign, +-head_std (10% jitter):
+ * the self-score then has mean zero, and the logits still have std about 3.
+ * (A small embedding instead would silence the self-score but also the
+ * current token in the residual stream, and greedy text would loop.) */
 static int list_tensors(const tpd_synth_spec *s, synth_tensor *ts) {
   const int D = s->dim, Dh = s->head_dim ? s->head_dim : s->dim / s->n_heads;
   const int64_t Q = (int64_t)s->n_heads * Dh, KV = (int64_t)s->n_kv_heads * Dh, F = s->ffn_dim;
   const int qwen2 = !strcmp(s->arch, "qwen2");
+  const double head_std = 3.0 / sqrt(D);
   int n = 0;
   char b[128];
   n = add(ts, n, "model.embed_tokens.weight", s->vocab, D, 0.0, 1.0);
@@ -106,8 +122,13 @@ static int list_tensors(const tpd_synth_spec *s, synth_tensor *ts) {
     n = add(ts, n, NAME("mlp.down_proj.weight"), D, F, 0.0, 1.0 / sqrt((double)F));
 #undef NAME
   }
-  n = add(ts, n, "model.norm.weight", D, 0, 1.0, 0.1);
-  if (!s->tie) n = add(ts, n, "lm_head.weight", s->vocab, D, 0.0, 3.0 / sqrt(D));
+  if (s->tie) { /* +-head_std, alternating: see above */
+    n = add(ts, n, "model.norm.weight", D, 0, head_std, 0.1 * head_std);
+    ts[n - 1].alternate = 1;
+  } else {
+    n = add(ts, n, "model.norm.weight", D, 0, 1.0, 0.1);
+  }
+  if (!s->tie) n = add(ts, n, "lm_head.weight", s->vocab, D, 0.0, head_std);
   return n;
 }
 
@@ -166,7 +187,8 @@ static tpd_status write_values(FILE *f, const char *path, const synth_tensor *t,
     const size_t m = n - i < CHUNK ? (size_t)(n - i) : CHUNK;
     for (size_t j = 0; j < m; j++) {
       const double u = (double)(splitmix(&state) >> 11) * (1.0 / 9007199254740992.0);
-      buf[j] = (float)(t->center + t->spread * (2.0 * u - 1.0));
+      const double x = t->center + t->spread * (2.0 * u - 1.0);
+      buf[j] = (float)(t->alternate && ((i + j) & 1) ? -x : x);
     }
     size_t put;
     if (dt == TPD_F32) {
@@ -180,7 +202,8 @@ static tpd_status write_values(FILE *f, const char *path, const synth_tensor *t,
   return TPD_OK;
 }
 
-static tpd_status write_shard(const tpd_synth_spec *s, const char *path, synth_tensor *ts, int n, int shard) {
+static tpd_status write_shard(const tpd_synth_spec *s, const char *path, synth_tensor *ts, int n, int shard,
+                              unsigned long long *n_bytes) {
   const size_t esz = tpd_dtype_size(s->dtype);
   cJSON *h = cJSON_CreateObject();
   cJSON *meta = cJSON_AddObjectToObject(h, "__metadata__");
@@ -217,6 +240,7 @@ static tpd_status write_shard(const tpd_synth_spec *s, const char *path, synth_t
   for (int i = 0; st == TPD_OK && i < n; i++)
     if (ts[i].shard == shard) st = write_values(f, path, &ts[i], s->dtype, s->seed);
   if (fclose(f) != 0 && st == TPD_OK) st = TPD_FAIL(TPD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+  *n_bytes = 8 + padded + off;
   return st;
 }
 
@@ -234,25 +258,88 @@ static tpd_status make_dirs(const char *dir) {
   return TPD_OK;
 }
 
-tpd_status tpd_synth_write(const tpd_synth_spec *s, const char *dir) {
+/* The names of the files a checkpoint in this layout consists of. */
+static int checkpoint_file(const char *name) {
+  if (!strcmp(name, "config.json") || !strcmp(name, "model.safetensors") || !strcmp(name, "model.safetensors.index.json"))
+    return 1;
+  int k = 0, of = 0, len = 0;
+  if (sscanf(name, "model-%5d-of-%5d.safetensors%n", &k, &of, &len) != 2 || len != (int)strlen(name)) return 0;
+  char canon[64];
+  snprintf(canon, sizeof canon, "model-%05d-of-%05d.safetensors", k, of);
+  return !strcmp(canon, name);
+}
+
+/* Whether a checkpoint of `shards` files writes a file of this name. */
+static int rewritten(const char *name, int shards) {
+  if (!strcmp(name, "config.json")) return 1;
+  if (shards == 1) return !strcmp(name, "model.safetensors");
+  if (!strcmp(name, "model.safetensors.index.json")) return 1;
+  int k = 0, of = 0;
+  return sscanf(name, "model-%5d-of-%5d", &k, &of) == 2 && of == shards && k >= 1 && k <= shards;
+}
+
+/* Removes the checkpoint files in dir (see checkpoint_file); keeps all else. */
+static tpd_status remove_checkpoint(const char *dir, int shards, tpd_synth_note_fn note, void *ctx) {
+  DIR *d = opendir(dir);
+  if (!d) return TPD_FAIL(TPD_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
+  tpd_status st = TPD_OK;
+  char path[4096];
+  for (struct dirent *de; st == TPD_OK && (de = readdir(d)) != NULL;) {
+    if (!checkpoint_file(de->d_name)) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    struct stat sb;
+    if (lstat(path, &sb) != 0) continue;
+    if (S_ISDIR(sb.st_mode))
+      st = TPD_FAIL(TPD_ERR_IO, "%s is a directory; a checkpoint file of that name cannot be written", path);
+    else if (unlink(path) != 0)
+      st = TPD_FAIL(TPD_ERR_IO, "cannot remove the earlier %s: %s", path, strerror(errno));
+    else if (note && !rewritten(de->d_name, shards))
+      note(ctx, "removed", path, (unsigned long long)sb.st_size);
+  }
+  closedir(d);
+  return st;
+}
+
+static tpd_status write_text(const char *path, const char *text, tpd_synth_note_fn note, void *ctx) {
+  if (!text) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  TPD_TRY(tpd_write_file(path, text, strlen(text)));
+  if (note) note(ctx, "wrote", path, (unsigned long long)strlen(text));
+  return TPD_OK;
+}
+
+tpd_status tpd_synth_write(const tpd_synth_spec *s, const char *dir) { return tpd_synth_write_ex(s, dir, NULL, NULL); }
+
+tpd_status tpd_synth_write_ex(const tpd_synth_spec *s, const char *dir, tpd_synth_note_fn note, void *ctx) {
   if (s->dim <= 0 || s->n_layers <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || s->ffn_dim <= 0 || s->vocab <= 0)
     return TPD_FAIL(TPD_ERR_ARG, "synthetic model: all sizes must be positive");
   if (s->n_heads % s->n_kv_heads) return TPD_FAIL(TPD_ERR_ARG, "synthetic model: kv heads must divide heads");
   if (!s->head_dim && s->dim % s->n_heads) return TPD_FAIL(TPD_ERR_ARG, "synthetic model: heads must divide dim");
-  TPD_TRY(make_dirs(dir));
+  if (s->n_layers > 1000000) return TPD_FAIL(TPD_ERR_ARG, "synthetic model: %d layers is too many", s->n_layers);
+  if (s->n_shards < 0 || s->n_shards > 99999)
+    return TPD_FAIL(TPD_ERR_ARG, "synthetic model: %d shards (1 to 99999)", s->n_shards);
+  if (strlen(dir) > 3900) return TPD_FAIL(TPD_ERR_ARG, "synthetic model: output path too long (%zu bytes)", strlen(dir));
   const int max_tensors = 16 * s->n_layers + 4;
   synth_tensor *ts = calloc((size_t)max_tensors, sizeof *ts);
   if (!ts) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
   const int n = list_tensors(s, ts);
   const int shards = s->n_shards > 1 ? s->n_shards : 1;
+  if (shards > n) {
+    free(ts);
+    return TPD_FAIL(TPD_ERR_ARG, "synthetic model: %d shards for %d tensors (at most one shard per tensor)", shards, n);
+  }
   for (int i = 0; i < n; i++) ts[i].shard = (int)((long)i * shards / n);
+  tpd_status st = make_dirs(dir);
+  if (st == TPD_OK) st = remove_checkpoint(dir, shards, note, ctx);
+  if (st != TPD_OK) {
+    free(ts);
+    return st;
+  }
   char path[4096];
-  tpd_status st = TPD_OK;
   cJSON *cfg = config_json(s);
   char *text = cJSON_Print(cfg);
   cJSON_Delete(cfg);
   snprintf(path, sizeof path, "%s/config.json", dir);
-  st = text ? tpd_write_file(path, text, strlen(text)) : TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  st = write_text(path, text, note, ctx);
   free(text);
   cJSON *index = shards > 1 ? cJSON_CreateObject() : NULL;
   cJSON *wm = index ? cJSON_AddObjectToObject(index, "weight_map") : NULL;
@@ -261,14 +348,16 @@ tpd_status tpd_synth_write(const tpd_synth_spec *s, const char *dir) {
     if (shards > 1) snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", k + 1, shards);
     else snprintf(file, sizeof file, "model.safetensors");
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    st = write_shard(s, path, ts, n, k);
+    unsigned long long n_bytes = 0;
+    st = write_shard(s, path, ts, n, k, &n_bytes);
+    if (st == TPD_OK && note) note(ctx, "wrote", path, n_bytes);
     for (int i = 0; wm && i < n; i++)
       if (ts[i].shard == k) cJSON_AddStringToObject(wm, ts[i].name, file);
   }
   if (st == TPD_OK && index) {
     text = cJSON_Print(index);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    st = text ? tpd_write_file(path, text, strlen(text)) : TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    st = write_text(path, text, note, ctx);
     free(text);
   }
   cJSON_Delete(index);

@@ -28,8 +28,18 @@ typedef struct {
 
 /* Fills spec with a named preset ("tiny", "small", "1b", "8b"). */
 tpd_status tpd_synth_preset(const char *name, tpd_synth_spec *spec);
-/* Writes the checkpoint into dir (created if missing). */
+/* Writes the checkpoint into dir (created if missing).  First removes the
+ * files of any earlier checkpoint there: config.json, model.safetensors,
+ * model.safetensors.index.json and model-NNNNN-of-NNNNN.safetensors, so no
+ * stale shard or index can be loaded in place of the new model; any other
+ * file in dir is kept. */
 tpd_status tpd_synth_write(const tpd_synth_spec *spec, const char *dir);
+
+/* Told of each file tpd_synth_write_ex writes (what = "wrote") and of each
+ * earlier file it removes that the new model does not replace (what =
+ * "removed"), with the file's size. */
+typedef void (*tpd_synth_note_fn)(void *ctx, const char *what, const char *path, unsigned long long n_bytes);
+tpd_status tpd_synth_write_ex(const tpd_synth_spec *spec, const char *dir, tpd_synth_note_fn note, void *ctx);
 
 #ifdef __cplusplus
 }

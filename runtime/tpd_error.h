@@ -1,8 +1,24 @@
 /* Status codes, the one error-reporting path, logging and tunables.
  *
- * Library code never exits: it returns a tpd_status and records one message
- * (the first failure wins; callers up the stack may add context with
- * TPD_TRACE).  Only launch/ programs print and exit. */
+ * Library code never exits: it returns a tpd_status and records a one-line
+ * message.  Only launch/ programs print and exit.
+ *
+ * The message, per thread:
+ *   - tpd_last_error() is the message of the most recent failure recorded on
+ *     this thread, i.e. of the most recent call that returned a status other
+ *     than TPD_OK.  Read it right after such a status; it is "" before the
+ *     thread's first failure and after tpd_clear_error().
+ *   - A new failure replaces it.  A successful call leaves it alone: after
+ *     TPD_OK the message is an old one and says nothing about that call.
+ *   - The library never clears it.  Where the library recovers from a
+ *     failure of its own (a fallback), it restores the message the caller
+ *     had (tpd_error_save / tpd_error_restore), so a call that succeeds
+ *     neither loses the caller's message nor leaves one of its own behind.
+ *   - tpd_clear_error() belongs to the caller (programs, tests): it empties
+ *     the message, e.g. to check that a call records one.
+ * Library code that goes on after a failure (cleanup, telling the other
+ * ranks) must not record a second failure over the first on the same path:
+ * test the status it holds (`if (st == TPD_OK) st = TPD_FAIL(...)`). */
 #ifndef TPD_ERROR_H
 #define TPD_ERROR_H
 
@@ -26,14 +42,28 @@ typedef enum {
 
 const char *tpd_status_name(tpd_status s);
 
-/* Records a failure (message formatted printf-style, location appended) and
- * returns `code`.  Only the first failure after tpd_clear_error() is kept. */
+/* Records a failure (message formatted printf-style; the location is kept
+ * apart, see tpd_last_error_loc), replacing the previous one, and returns
+ * `code`.  An argument may be tpd_last_error() itself. */
 tpd_status tpd_fail_at(tpd_status code, const char *file, int line,
                        const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-const char *tpd_last_error(void);      /* "" when none */
-const char *tpd_last_error_loc(void);  /* "file:line" of the first failure */
-void tpd_clear_error(void);
+const char *tpd_last_error(void);      /* "" when there is none */
+const char *tpd_last_error_loc(void);  /* "file:line" where it was recorded */
+void tpd_clear_error(void);            /* callers only; see above */
+
+/* A copy of this thread's message, for a fallback inside the library:
+ *   tpd_error_state saved;  tpd_error_save(&saved);
+ *   if (try_fast() != TPD_OK) { TPD_WARN(..., tpd_last_error()); tpd_error_restore(&saved); slow(); } */
+#define TPD_ERROR_MSG_CAP 1024
+#define TPD_ERROR_LOC_CAP 256
+typedef struct {
+  int has_error;
+  char msg[TPD_ERROR_MSG_CAP];
+  char loc[TPD_ERROR_LOC_CAP];
+} tpd_error_state;
+void tpd_error_save(tpd_error_state *st);
+void tpd_error_restore(const tpd_error_state *st);
 
 #define TPD_FAIL(code, ...) tpd_fail_at((code), __FILE__, __LINE__, __VA_ARGS__)
 

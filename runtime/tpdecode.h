@@ -39,6 +39,9 @@ typedef struct {
   int kv_block_size;      /* tokens per KV block; 0: 16 */
   int kv_blocks;          /* KV pool size in blocks; 0: enough for max_seqs full contexts */
   int device;             /* CUDA device; -1: node-local rank */
+  const char *activations; /* NULL/"auto": backend default (cpu f32, cuda bf16); "f32"; "bf16".  f32 on
+                            * cuda reproduces the f32 reference (docs/cuda.md, "Numerics policy"); an
+                            * unknown value, or bf16 on cpu, is an error naming it */
 } tpd_engine_opts;
 
 typedef struct {
@@ -79,13 +82,16 @@ int tpd_engine_max_ctx(const tpd_engine *e);
 
 /* Tunables of a running engine (same value on every rank).
  *   OVERLAP         micro-batch ping-pong (batch >= 2) and chunked all-reduce
- *                   (batch 1); default on with NCCL + a device, off otherwise
- *                   (env TPD_OVERLAP)
- *   AR_CHUNKS       chunks of a single row's row-parallel output (TPD_AR_CHUNKS, 4)
+ *                   (batch 1); default off, NCCL included, until a GPU measures
+ *                   that it pays (env TPD_OVERLAP)
+ *   AR_CHUNKS       chunks of a single row's row-parallel output, used only
+ *                   with OVERLAP (TPD_AR_CHUNKS, default 1)
  *   GRAPHS          capture decode steps as device graphs (TPD_GRAPHS, 1)
  *   SKIP_ALLREDUCE  benchmarks only: leave out the all-reduces, so that the
  *                   time they add (exposed communication) can be measured;
- *                   the results are then wrong */
+ *                   the results are then wrong
+ * Changing OVERLAP, AR_CHUNKS or SKIP_ALLREDUCE drops the captured decode
+ * graphs; the next decode step captures them again. */
 typedef enum { TPD_OPT_OVERLAP = 1, TPD_OPT_AR_CHUNKS, TPD_OPT_GRAPHS, TPD_OPT_SKIP_ALLREDUCE } tpd_engine_option;
 tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value);
 int tpd_engine_get_option(const tpd_engine *e, tpd_engine_option opt);

@@ -78,6 +78,6 @@ extern "C" tpd_status tpd_cuda_argmax(tpd_backend *be, const tpd_argmax_args *a)
   if (a->M == 0) return TPD_OK;
   const int vec = a->N % 4 == 0 && tpd_aligned16(a->logits);
   argmax_kernel<<<(unsigned)a->M, AM_THREADS, 0, c->stream>>>(a->logits, a->N, a->val, a->idx, a->idx_offset, vec);
-  TPD_CUDA_CHECK_LAUNCH("argmax_kernel");
+  TPD_CUDA_CHECK_LAUNCH(c, "argmax_kernel");
   return TPD_OK;
 }

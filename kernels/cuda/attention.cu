@@ -1,94 +1,118 @@
 /* attention: flash-decoding over the paged KV cache, decode and prefill.
  *
  * Each token t (at position pos[t] of sequence slot[t]) attends to its own
- * sequence's positions [max(0, pos - window + 1), pos] (window 0: all).
- * The context axis is cut into n_splits chunks of `chunk` positions:
+ * sequence's positions [start, pos], start = max(0, pos - window + 1)
+ * (window 0: start = 0).  That live range is cut into splits as
+ * attention_split.h describes: n_live = min(slots, ceil(n_pos / 256)) splits
+ * of `share` positions each, computed on the device from pos, so one launch
+ * (grid sized from the step's shape, never from device data) serves every
+ * live length and can be captured in a graph.
  *
- *   attn_kernel  grid (n_splits, Hkv * n_hblocks, T), 128 threads (4 warps).
- *                A block takes one chunk, one KV head g and up to GB of the
- *                query heads that share it (GQA: the group's K/V rows are
- *                read once for all of them).  Each warp walks positions
- *                warp, warp + 4, ... (two per iteration, so four row loads
- *                are in flight), each lane holding EPL = Dh/32 (rounded up
- *                to 2, 4, 8 or 16) elements of q, K, V and the fp32 output
- *                accumulator; scores are reduced with shuffles and folded
- *                in with an online softmax (running max m, sum l).  The 4
- *                warps merge through shared memory.  With one split the
- *                block writes the normalised bf16 output; otherwise it
- *                writes (acc, m, l) partials.
- *   attn_combine grid (Hq, T): merges the partials of each (t, head).
+ *   attn_kernel  grid (slots, Hkv * n_hblocks, T), 128 threads (4 warps).
+ *                A block takes one split of one token, one KV head g and up
+ *                to GB of the query heads that share it (GQA: the group's
+ *                K/V rows are read once for all of them); a block whose
+ *                split index is >= n_live returns at once.  Each warp walks
+ *                positions warp, warp + 4, ... (two per iteration, so four
+ *                row loads are in flight), each lane holding EPL = Dh/32
+ *                (rounded up to 2, 4, 8 or 16) elements of q, K, V and the
+ *                fp32 output accumulator; scores are reduced with shuffles
+ *                and folded in with an online softmax (running max m, sum
+ *                l).  The 4 warps merge through shared memory.  With one
+ *                live split the block writes the normalised output;
+ *                otherwise it writes (acc, m, l) partials.
+ *   attn_combine grid (Hq, T): merges the n_live partials of each (t, head)
+ *                (nothing to do when n_live is 1).
  *
- * The grid depends only on (meta->max_ctx, T, heads, SM count), never on
- * device data, so the launch can be captured in a CUDA graph: blocks whose
- * chunk lies outside their token's range write an empty partial.  The caller
- * must keep meta->max_ctx >= pos + 1 of every token (as for the CPU twin).
- * Scores, softmax and accumulation are fp32; q, K, V and out are bf16. */
+ * The caller must keep meta->max_ctx >= pos + 1 of every token (as for the
+ * CPU twin).  Scores, softmax and accumulation are fp32; q, K, V and out are
+ * in the activation dtype T (bf16, or f32 in the float32-activation mode). */
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/cuda/attention_split.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
 
 #define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
-#define ATT_ACC 32     /* GB * EPL: accumulator floats per lane, every variant */
+#define ATT_ACC 32     /* GB * EPL: accumulator floats per lane, every bf16 variant (f32: half, see below) */
 #define ATT_MAX_EPL 16 /* Dh <= 512 */
 #define ATT_MAX_GB 16
-#define ATT_MIN_CHUNK 64
 
 typedef struct {
-  const uint16_t *q; /* [T, ldq] */
+  const void *q; /* [T, ldq] */
   int ldq;
-  const uint16_t *k_cache, *v_cache; /* [n_blocks, Hkv, block_size, Dh] */
-  uint16_t *out;                     /* [T, Hq Dh] */
+  const void *k_cache, *v_cache; /* [n_blocks, Hkv, block_size, Dh] */
+  void *out;                     /* [T, Hq Dh] */
   const int32_t *pos, *slot, *block_table;
   int max_blocks, block_size;
   int Hq, Hkv, Dh, group;
   int heads_per_block, n_hblocks;
   int window;
   float scale;
-  int chunk, n_splits;
-  float *part; /* [T][Hq][n_splits][Dh + 2]: acc[Dh], m, l */
+  int slots;   /* split blocks per (token, head block); 1: no partials */
+  float *part; /* [T][Hq][slots][Dh + 2]: acc[Dh], m, l */
   int kv_vec;  /* each lane's K/V elements can be loaded as one vector */
 } attn_params;
 
-/* A lane's EPL elements [lane * EPL, lane * EPL + EPL) of a bf16 row, two per
- * word; zeros past Dh. */
-static __device__ __forceinline__ void att_load(const uint16_t *src, int lane, int Dh, int vec, const int EPL,
+/* A token's live range [start, pos] and its splits (attention_split.h). */
+static __device__ __forceinline__ void att_range(const attn_params &p, int t, int *start, int *pos, int *n_live,
+                                                 int *share) {
+  *pos = p.pos[t];
+  *start = p.window > 0 && *pos - p.window + 1 > 0 ? *pos - p.window + 1 : 0;
+  const int n_pos = *pos - *start + 1;
+  *n_live = tpd_att_live(n_pos, p.slots);
+  *share = tpd_att_share(n_pos, *n_live);
+}
+
+/* A lane's EPL elements [lane * EPL, lane * EPL + EPL) of a row of T, as
+ * raw words (bf16: two per word, EPL / 2 words; f32: one per word); zeros
+ * past Dh. */
+template <typename T>
+static __device__ __forceinline__ void att_load(const T *src, int lane, int Dh, int vec, const int EPL,
                                                 uint32_t *out) {
+  const int WORDS = EPL * (int)sizeof(T) / 4;
   const int e0 = lane * EPL;
   if (vec && e0 + EPL <= Dh) {
-    if (EPL == 2) {
+    if (WORDS == 1) {
       out[0] = *(const uint32_t *)(src + e0);
-    } else if (EPL == 4) {
+    } else if (WORDS == 2) {
       const uint2 t = *(const uint2 *)(src + e0);
       out[0] = t.x;
       out[1] = t.y;
     } else {
 #pragma unroll
-      for (int c = 0; c < EPL / 8; c++) {
-        const uint4 t = *(const uint4 *)(src + e0 + 8 * c);
+      for (int c = 0; c < WORDS / 4; c++) {
+        const uint4 t = *(const uint4 *)((const char *)(src + e0) + 16 * c);
         out[4 * c + 0] = t.x;
         out[4 * c + 1] = t.y;
         out[4 * c + 2] = t.z;
         out[4 * c + 3] = t.w;
       }
     }
-  } else {
+  } else if (sizeof(T) == 2) {
 #pragma unroll
     for (int e = 0; e < EPL / 2; e++) {
-      const uint32_t lo = e0 + 2 * e < Dh ? (uint32_t)src[e0 + 2 * e] : 0u;
-      const uint32_t hi = e0 + 2 * e + 1 < Dh ? (uint32_t)src[e0 + 2 * e + 1] : 0u;
+      const uint32_t lo = e0 + 2 * e < Dh ? tpd_act<T>::bits(src[e0 + 2 * e]) : 0u;
+      const uint32_t hi = e0 + 2 * e + 1 < Dh ? tpd_act<T>::bits(src[e0 + 2 * e + 1]) : 0u;
       out[e] = lo | (hi << 16);
     }
+  } else {
+#pragma unroll
+    for (int e = 0; e < EPL; e++) out[e] = e0 + e < Dh ? tpd_act<T>::bits(src[e0 + e]) : 0u;
   }
 }
 
+/* Element e of the words att_load produced. */
+template <typename T>
 static __device__ __forceinline__ float att_elem(const uint32_t *w, const int e) {
+  if (sizeof(T) == 4) return __uint_as_float(w[e]);
   return (e & 1) ? tpd_bf16_hi(w[e / 2]) : tpd_bf16_lo(w[e / 2]);
 }
 
 /* Folds one position (its K and V words) into every head's running state. */
+template <typename T>
 static __device__ __forceinline__ void att_update(const uint32_t *kr, const uint32_t *vr,
                                                   float (*q)[ATT_MAX_EPL], float *m, float *l,
                                                   float (*acc)[ATT_MAX_EPL], int gb, float scale, const int EPL,
@@ -98,44 +122,48 @@ static __device__ __forceinline__ void att_update(const uint32_t *kr, const uint
     if (j < gb) {
       float d = 0.0f;
 #pragma unroll
-      for (int e = 0; e < EPL; e++) d = fmaf(q[j][e], att_elem(kr, e), d);
+      for (int e = 0; e < EPL; e++) d = fmaf(q[j][e], att_elem<T>(kr, e), d);
       d = tpd_warp_sum(d) * scale;
       const float mn = fmaxf(m[j], d);
       const float corr = __expf(m[j] - mn), pe = __expf(d - mn);
       l[j] = l[j] * corr + pe;
 #pragma unroll
-      for (int e = 0; e < EPL; e++) acc[j][e] = fmaf(pe, att_elem(vr, e), acc[j][e] * corr);
+      for (int e = 0; e < EPL; e++) acc[j][e] = fmaf(pe, att_elem<T>(vr, e), acc[j][e] * corr);
       m[j] = mn;
     }
   }
 }
 
-static __device__ __forceinline__ void attn_body(const attn_params p, const int EPL, const int GB) {
+template <typename T, int EPL, int GB>
+static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
   __shared__ float sm_acc[ATT_WARPS][ATT_ACC * 32];
   __shared__ float sm_m[ATT_WARPS][ATT_MAX_GB], sm_l[ATT_WARPS][ATT_MAX_GB];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int split = blockIdx.x, g = blockIdx.y / p.n_hblocks, hb = blockIdx.y % p.n_hblocks, t = blockIdx.z;
+  int start, pos, n_live, share;
+  att_range(p, t, &start, &pos, &n_live, &share);
+  if (split >= n_live) return; /* block-uniform: beyond this token's live range */
   const int h_first = g * p.group + hb * p.heads_per_block;
   const int gb = min(p.heads_per_block, p.group - hb * p.heads_per_block);
-  const int pos = p.pos[t];
-  const int start = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
-  const int p_lo = max(start, split * p.chunk), p_hi = min(pos + 1, (split + 1) * p.chunk);
+  const int p_lo = start + split * share, p_hi = min(pos + 1, start + (split + 1) * share);
   const int32_t *table = p.block_table + (size_t)p.slot[t] * p.max_blocks;
   const int Dh = p.Dh, bs = p.block_size;
+  const T *qrow = (const T *)p.q + (size_t)t * p.ldq;
+  const T *kc = (const T *)p.k_cache, *vc = (const T *)p.v_cache;
 
   float q[ATT_MAX_GB][ATT_MAX_EPL], acc[ATT_MAX_GB][ATT_MAX_EPL], m[ATT_MAX_GB], l[ATT_MAX_GB];
 #pragma unroll
   for (int j = 0; j < GB; j++) {
-    uint32_t qr[ATT_MAX_EPL / 2];
+    uint32_t qr[ATT_MAX_EPL];
     if (j < gb) {
-      att_load(p.q + (size_t)t * p.ldq + (size_t)(h_first + j) * Dh, lane, Dh, 0, EPL, qr);
+      att_load<T>(qrow + (size_t)(h_first + j) * Dh, lane, Dh, 0, EPL, qr);
     } else {
 #pragma unroll
-      for (int e = 0; e < EPL / 2; e++) qr[e] = 0u;
+      for (int e = 0; e < EPL; e++) qr[e] = 0u;
     }
 #pragma unroll
     for (int e = 0; e < EPL; e++) {
-      q[j][e] = att_elem(qr, e);
+      q[j][e] = att_elem<T>(qr, e);
       acc[j][e] = 0.0f;
     }
     m[j] = -INFINITY;
@@ -145,20 +173,20 @@ static __device__ __forceinline__ void attn_body(const attn_params p, const int 
   for (int p0 = p_lo + warp; p0 < p_hi; p0 += 2 * ATT_WARPS) {
     const int p1 = p0 + ATT_WARPS;
     const bool two = p1 < p_hi;
-    uint32_t k0[ATT_MAX_EPL / 2], v0[ATT_MAX_EPL / 2], k1[ATT_MAX_EPL / 2], v1[ATT_MAX_EPL / 2];
+    uint32_t k0[ATT_MAX_EPL], v0[ATT_MAX_EPL], k1[ATT_MAX_EPL], v1[ATT_MAX_EPL];
     const size_t r0 = (((size_t)table[p0 / bs] * p.Hkv + g) * bs + p0 % bs) * Dh;
-    att_load(p.k_cache + r0, lane, Dh, p.kv_vec, EPL, k0);
-    att_load(p.v_cache + r0, lane, Dh, p.kv_vec, EPL, v0);
+    att_load<T>(kc + r0, lane, Dh, p.kv_vec, EPL, k0);
+    att_load<T>(vc + r0, lane, Dh, p.kv_vec, EPL, v0);
     if (two) {
       const size_t r1 = (((size_t)table[p1 / bs] * p.Hkv + g) * bs + p1 % bs) * Dh;
-      att_load(p.k_cache + r1, lane, Dh, p.kv_vec, EPL, k1);
-      att_load(p.v_cache + r1, lane, Dh, p.kv_vec, EPL, v1);
+      att_load<T>(kc + r1, lane, Dh, p.kv_vec, EPL, k1);
+      att_load<T>(vc + r1, lane, Dh, p.kv_vec, EPL, v1);
     } else {
 #pragma unroll
-      for (int e = 0; e < EPL / 2; e++) k1[e] = v1[e] = 0u;
+      for (int e = 0; e < EPL; e++) k1[e] = v1[e] = 0u;
     }
-    att_update(k0, v0, q, m, l, acc, gb, p.scale, EPL, GB);
-    if (two) att_update(k1, v1, q, m, l, acc, gb, p.scale, EPL, GB);
+    att_update<T>(k0, v0, q, m, l, acc, gb, p.scale, EPL, GB);
+    if (two) att_update<T>(k1, v1, q, m, l, acc, gb, p.scale, EPL, GB);
   }
 
   /* merge the four warps */
@@ -191,10 +219,10 @@ static __device__ __forceinline__ void attn_body(const attn_params p, const int 
         L = fmaf(sc, sm_l[w][j], L);
       }
     }
-    if (p.n_splits == 1) {
-      p.out[(size_t)t * p.Hq * Dh + (size_t)h * Dh + d] = tpd_f32_bf16(L > 0.0f ? A / L : 0.0f);
+    if (n_live == 1) {
+      ((T *)p.out)[(size_t)t * p.Hq * Dh + (size_t)h * Dh + d] = tpd_act<T>::put(L > 0.0f ? A / L : 0.0f);
     } else {
-      float *pp = p.part + (((size_t)t * p.Hq + h) * p.n_splits + split) * (size_t)(Dh + 2);
+      float *pp = p.part + (((size_t)t * p.Hq + h) * p.slots + split) * (size_t)(Dh + 2);
       pp[d] = A;
       if (d == 0) {
         pp[Dh] = M;
@@ -204,18 +232,14 @@ static __device__ __forceinline__ void attn_body(const attn_params p, const int 
   }
 }
 
-#define ATT_KERNEL(name, EPL, GB) \
-  static __global__ void __launch_bounds__(ATT_THREADS) name(const attn_params p) { attn_body(p, EPL, GB); }
-
-ATT_KERNEL(attn_dh64, 2, 16)
-ATT_KERNEL(attn_dh128, 4, 8)
-ATT_KERNEL(attn_dh256, 8, 4)
-ATT_KERNEL(attn_dh512, 16, 2)
-
-/* Merges the n_splits partials of one (token, head) into the bf16 output. */
+/* Merges the n_live partials of one (token, head) into the output. */
+template <typename T>
 static __global__ void __launch_bounds__(ATT_THREADS) attn_combine(const attn_params p) {
-  const int h = blockIdx.x, t = blockIdx.y, S = p.n_splits, stride = p.Dh + 2;
-  const float *pp = p.part + ((size_t)t * p.Hq + h) * (size_t)S * stride;
+  const int h = blockIdx.x, t = blockIdx.y, stride = p.Dh + 2;
+  int start, pos, S, share;
+  att_range(p, t, &start, &pos, &S, &share);
+  if (S == 1) return; /* attn_kernel wrote this token's output */
+  const float *pp = p.part + ((size_t)t * p.Hq + h) * (size_t)p.slots * stride;
   float M = -INFINITY;
   for (int s = 0; s < S; s++) M = fmaxf(M, pp[(size_t)s * stride + p.Dh]);
   float L = 0.0f;
@@ -225,11 +249,23 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_combine(const attn_pa
     float A = 0.0f;
     if (M != -INFINITY)
       for (int s = 0; s < S; s++) A = fmaf(__expf(pp[(size_t)s * stride + p.Dh] - M), pp[(size_t)s * stride + d], A);
-    p.out[(size_t)t * p.Hq * p.Dh + (size_t)h * p.Dh + d] = tpd_f32_bf16(L > 0.0f ? A / L : 0.0f);
+    ((T *)p.out)[(size_t)t * p.Hq * p.Dh + (size_t)h * p.Dh + d] = tpd_act<T>::put(L > 0.0f ? A / L : 0.0f);
   }
 }
 
 /* ------------------------------------------------------------------ */
+
+typedef void (*attn_fn)(const attn_params);
+
+/* [f32][epl index]: the kernels for Dh <= 64, 128, 256, 512.  f32 K/V rows
+ * take twice the registers of bf16 ones, so the f32 variants hold half the
+ * query heads (GB * EPL = ATT_ACC / 2): with the bf16 GB, Dh 256 spilled. */
+static const attn_fn attn_kernels[2][4] = {
+    {attn_kernel<uint16_t, 2, 16>, attn_kernel<uint16_t, 4, 8>, attn_kernel<uint16_t, 8, 4>, attn_kernel<uint16_t, 16, 2>},
+    {attn_kernel<float, 2, 8>, attn_kernel<float, 4, 4>, attn_kernel<float, 8, 2>, attn_kernel<float, 16, 1>}};
+static const char *const attn_names[2][4] = {
+    {"attn_kernel<bf16, dh64>", "attn_kernel<bf16, dh128>", "attn_kernel<bf16, dh256>", "attn_kernel<bf16, dh512>"},
+    {"attn_kernel<f32, dh64>", "attn_kernel<f32, dh128>", "attn_kernel<f32, dh256>", "attn_kernel<f32, dh512>"}};
 
 extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a) {
   tpd_cuda *c = (tpd_cuda *)be->impl;
@@ -244,14 +280,15 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
                     "max_ctx %d, ldq %d, window %d",
                     Dh, TPD_MAX_HEAD_DIM, Hq, Hkv, mt->block_size, mt->T, mt->max_ctx, a->ldq, a->window);
   if (mt->T == 0) return TPD_OK;
-  const int epl = Dh <= 64 ? 2 : Dh <= 128 ? 4 : Dh <= 256 ? 8 : 16;
-  const int gb_max = ATT_ACC / epl;
+  const int f32 = c->act == TPD_F32;
+  const int ei = Dh <= 64 ? 0 : Dh <= 128 ? 1 : Dh <= 256 ? 2 : 3, epl = 2 << ei;
+  const int gb_max = (f32 ? ATT_ACC / 2 : ATT_ACC) / epl; /* the kernel's GB */
   attn_params p;
-  p.q = (const uint16_t *)a->q;
+  p.q = a->q;
   p.ldq = a->ldq;
-  p.k_cache = (const uint16_t *)a->k_cache;
-  p.v_cache = (const uint16_t *)a->v_cache;
-  p.out = (uint16_t *)a->out;
+  p.k_cache = a->k_cache;
+  p.v_cache = a->v_cache;
+  p.out = a->out;
   p.pos = mt->pos;
   p.slot = mt->slot;
   p.block_table = mt->block_table;
@@ -265,35 +302,30 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
   p.n_hblocks = (p.group + p.heads_per_block - 1) / p.heads_per_block;
   p.window = a->window;
   p.scale = a->scale;
-  p.kv_vec = Dh % (epl < 8 ? epl : 8) == 0 && tpd_aligned16(a->k_cache) && tpd_aligned16(a->v_cache);
-  /* Enough blocks for ~4 per SM: split the context when tokens x heads alone
-   * are fewer; chunks of at least 64 positions. */
-  const long base = (long)mt->T * Hkv * p.n_hblocks, target = 4L * c->n_sm;
-  const long want = base >= target ? 1 : (target + base - 1) / base;
-  const int ctx = mt->max_ctx > 0 ? mt->max_ctx : 1;
-  long chunk = (ctx + want - 1) / want;
-  chunk = (chunk + ATT_MIN_CHUNK - 1) / ATT_MIN_CHUNK * ATT_MIN_CHUNK;
-  p.chunk = (int)chunk;
-  p.n_splits = (int)((ctx + chunk - 1) / chunk);
+  /* a lane's elements load as one vector when every row keeps them aligned */
+  const int vec_elems = f32 ? (epl < 4 ? epl : 4) : (epl < 8 ? epl : 8);
+  p.kv_vec = Dh % vec_elems == 0 && tpd_aligned16(a->k_cache) && tpd_aligned16(a->v_cache);
+  /* split slots from the shape and the SM count only (graph-safe); the live
+   * splits of each token are worked out on the device (attention_split.h) */
+  p.slots = tpd_att_slots(c->n_sm, (long)mt->T * Hkv * p.n_hblocks, mt->max_ctx);
   p.part = NULL;
-  if (p.n_splits > 1) {
-    const size_t need = (size_t)mt->T * Hq * p.n_splits * (size_t)(Dh + 2) * sizeof(float);
+  if (p.slots > 1) {
+    const size_t need = (size_t)mt->T * Hq * p.slots * (size_t)(Dh + 2) * sizeof(float);
     TPD_TRY(tpd_cuda_reserve(c, &c->att_ws, &c->att_ws_bytes, need, "attention partials"));
     p.part = (float *)c->att_ws;
   }
-  const dim3 grid((unsigned)p.n_splits, (unsigned)(Hkv * p.n_hblocks), (unsigned)mt->T);
-  TPD_DEBUG("attention T=%d Hq=%d Hkv=%d Dh=%d max_ctx=%d: grid %u x %u x %u, chunk %d, %d head(s) per block",
-            mt->T, Hq, Hkv, Dh, mt->max_ctx, grid.x, grid.y, grid.z, p.chunk, p.heads_per_block);
-  switch (epl) {
-    case 2: attn_dh64<<<grid, ATT_THREADS, 0, c->stream>>>(p); break;
-    case 4: attn_dh128<<<grid, ATT_THREADS, 0, c->stream>>>(p); break;
-    case 8: attn_dh256<<<grid, ATT_THREADS, 0, c->stream>>>(p); break;
-    default: attn_dh512<<<grid, ATT_THREADS, 0, c->stream>>>(p); break;
-  }
-  TPD_CUDA_CHECK_LAUNCH("attention kernel");
-  if (p.n_splits > 1) {
-    attn_combine<<<dim3((unsigned)Hq, (unsigned)mt->T), ATT_THREADS, 0, c->stream>>>(p);
-    TPD_CUDA_CHECK_LAUNCH("attn_combine");
+  const dim3 grid((unsigned)p.slots, (unsigned)(Hkv * p.n_hblocks), (unsigned)mt->T);
+  TPD_DEBUG("attention T=%d Hq=%d Hkv=%d Dh=%d max_ctx=%d (%s): grid %u x %u x %u, splits of >= %d positions, "
+            "%d head(s) per block",
+            mt->T, Hq, Hkv, Dh, mt->max_ctx, f32 ? "f32" : "bf16", grid.x, grid.y, grid.z, TPD_ATT_CHUNK,
+            p.heads_per_block);
+  const attn_fn k = attn_kernels[f32][ei];
+  k<<<grid, ATT_THREADS, 0, c->stream>>>(p);
+  TPD_CUDA_CHECK_LAUNCH(c, attn_names[f32][ei]);
+  if (p.slots > 1) {
+    const attn_fn comb = f32 ? attn_combine<float> : attn_combine<uint16_t>;
+    comb<<<dim3((unsigned)Hq, (unsigned)mt->T), ATT_THREADS, 0, c->stream>>>(p);
+    TPD_CUDA_CHECK_LAUNCH(c, f32 ? "attn_combine<f32>" : "attn_combine<bf16>");
   }
   return TPD_OK;
 }

@@ -15,7 +15,16 @@
  * (if the caller did not) before ending the capture, then instantiates.  Any
  * failure inside the capture (an op that cannot be captured, a workspace that
  * would have to grow) makes graph_end return TPD_ERR_DEVICE with the reason,
- * leaving the backend usable for eager launches. */
+ * leaving the backend usable for eager launches.
+ *
+ * Activations: bf16 by default, f32 when created with activations "f32"
+ * (tpd_backend_opts; the KV cache follows).  See docs/cuda.md, "Numerics
+ * policy".
+ *
+ * Errors inside kernels: TPD_CUDA_SYNC=1 (read once here, at creation) makes
+ * every launch synchronise and check its stream (tpd_cuda_after_launch), so
+ * a fault is reported naming the kernel and its launcher's file:line rather
+ * than by the next copy; graph replays are checked the same way. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +82,28 @@ extern "C" tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, siz
   *buf = nb;
   *cap = want;
   TPD_DEBUG("cuda: %s workspace grown to %zu bytes", what, want);
+  return TPD_OK;
+}
+
+/* "kernels/cuda/x.cu" out of a full __FILE__ path. */
+static const char *short_path(const char *file) {
+  const char *k = strstr(file, "kernels/");
+  return k ? k : file;
+}
+
+extern "C" tpd_status tpd_cuda_after_launch(struct tpd_cuda *c, const char *kernel_name, const char *file, int line) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    return tpd_fail_at(TPD_ERR_DEVICE, file, line, "launch of %s (%s:%d) failed: %s (device %d, rank %d)", kernel_name,
+                       short_path(file), line, cudaGetErrorString(e), c->device, tpd_log_rank());
+  if (!c->sync_launches || c->capturing) return TPD_OK;
+  e = cudaStreamSynchronize(c->stream);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return tpd_fail_at(TPD_ERR_DEVICE, file, line,
+                       "%s (launched at %s:%d) failed while running: %s (TPD_CUDA_SYNC=1; device %d, rank %d)",
+                       kernel_name, short_path(file), line, cudaGetErrorString(e), c->device, tpd_log_rank());
+  }
   return TPD_OK;
 }
 
@@ -247,6 +278,16 @@ static tpd_status cuda_graph_launch(tpd_backend *be, void *graph) {
   if (!graph) return TPD_FAIL(TPD_ERR_ARG, "cuda graph_launch: graph is required");
   if (c->capturing) return TPD_FAIL(TPD_ERR_ARG, "cuda graph_launch inside a capture");
   TPD_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+  if (c->sync_launches) {
+    const cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return TPD_FAIL(TPD_ERR_DEVICE,
+                      "a kernel of a graph replay failed: %s (TPD_CUDA_SYNC=1; run with TPD_GRAPHS=0 as well to name "
+                      "the kernel; device %d, rank %d)",
+                      cudaGetErrorString(e), c->device, tpd_log_rank());
+    }
+  }
   return TPD_OK;
 }
 
@@ -297,11 +338,11 @@ static tpd_status op_event_wait(tpd_backend *be, int event, int on_comm_stream) 
 
 /* ---- creation ---- */
 
-static void fill_ops(tpd_backend_ops *o) {
+static void fill_ops(tpd_backend_ops *o, tpd_dtype act) {
   memset(o, 0, sizeof *o);
   o->name = "cuda";
-  o->act_dtype = TPD_BF16;
-  o->kv_dtype = TPD_BF16;
+  o->act_dtype = act;
+  o->kv_dtype = act;
   o->host_memory = 0;
   o->destroy = cuda_destroy;
   o->alloc = cuda_alloc;
@@ -365,14 +406,20 @@ static tpd_status setup(tpd_cuda *c) {
     gm = gm < 0 ? 0 : TPD_GEMV_HARD_MAX_M;
   }
   c->gemv_max_m = (int)gm;
-  TPD_INFO("cuda backend: device %d (%s, cc %d.%d, %d SMs, %.1f GB), GEMV for M <= %d, cuBLASLt above", c->device,
-           prop.name, prop.major, prop.minor, c->n_sm, (double)prop.totalGlobalMem / 1e9, c->gemv_max_m);
+  c->sync_launches = tpd_param_int("CUDA_SYNC", 0) != 0;
+  TPD_INFO("cuda backend: device %d (%s, cc %d.%d, %d SMs, %.1f GB), %s activations, GEMV for M <= %d, cuBLASLt "
+           "above%s",
+           c->device, prop.name, prop.major, prop.minor, c->n_sm, (double)prop.totalGlobalMem / 1e9,
+           c->act == TPD_F32 ? "f32" : "bf16", c->gemv_max_m,
+           c->sync_launches ? "; TPD_CUDA_SYNC=1: every launch synchronises" : "");
   return st;
 }
 
 extern "C" tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_backend **out) {
   if (!out) return TPD_FAIL(TPD_ERR_ARG, "cuda backend: out is required");
   *out = NULL;
+  tpd_dtype act = TPD_BF16;
+  TPD_TRY(tpd_backend_activations("cuda", opts, &act));
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n <= 0) {
@@ -398,7 +445,8 @@ extern "C" tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_
     return TPD_FAIL(TPD_ERR_OOM, "out of memory");
   }
   c->device = dev;
-  fill_ops(&c->ops);
+  c->act = act;
+  fill_ops(&c->ops, act);
   be->ops = &c->ops;
   be->impl = c;
   const tpd_status st = setup(c);

@@ -7,7 +7,10 @@
  *   A = W as a column-major [K, N] matrix (ld = ldw), op(A) = A^T
  *   B = X as a column-major [K, M] matrix (ld = ldx), op(B) = B
  *   C = D = Y^T, column-major [N, M] (ld = ldy)
- * bf16 A and B, fp32 compute and scale, D bf16 or f32. */
+ * A and B both bf16 (D bf16 or f32) or both f32 (D f32: the float32-
+ * activation mode with F32 weights); fp32 compute and scale
+ * (CUBLAS_COMPUTE_32F: no TF32).  Any other mix (f32 X with bf16 W) is
+ * refused with TPD_ERR_UNSUPPORTED and runs on the GEMV kernels. */
 #include <string.h>
 
 #include "kernels/cuda/cuda_backend.h"
@@ -39,8 +42,9 @@ static tpd_status plan_build(tpd_cuda *c, tpd_lt_plan *pl) {
   TPD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&pl->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   TPD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
   TPD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
-  TPD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->lw, CUDA_R_16BF, (uint64_t)pl->K, (uint64_t)pl->N, pl->ldw));
-  TPD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->lx, CUDA_R_16BF, (uint64_t)pl->K, (uint64_t)pl->M, pl->ldx));
+  const cudaDataType_t in_t = pl->in_f32 ? CUDA_R_32F : CUDA_R_16BF;
+  TPD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->lw, in_t, (uint64_t)pl->K, (uint64_t)pl->N, pl->ldw));
+  TPD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->lx, in_t, (uint64_t)pl->K, (uint64_t)pl->M, pl->ldx));
   TPD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->ly, pl->y_f32 ? CUDA_R_32F : CUDA_R_16BF, (uint64_t)pl->N,
                                               (uint64_t)pl->M, pl->ldy));
   cublasLtMatmulPreference_t pref = NULL;
@@ -71,8 +75,9 @@ static tpd_status plan_build(tpd_cuda *c, tpd_lt_plan *pl) {
     pl->algo = res.algo;
     pl->ws_bytes = res.workspaceSize;
   } else {
-    TPD_INFO("cuBLASLt has no algorithm for M=%d N=%d K=%d (ldx %d, ldw %d, ldy %d, %s out); using the GEMV kernels",
-             pl->M, pl->N, pl->K, pl->ldx, pl->ldw, pl->ldy, pl->y_f32 ? "f32" : "bf16");
+    TPD_INFO("cuBLASLt has no algorithm for M=%d N=%d K=%d (ldx %d, ldw %d, ldy %d, %s in, %s out); using the GEMV "
+             "kernels",
+             pl->M, pl->N, pl->K, pl->ldx, pl->ldw, pl->ldy, pl->in_f32 ? "f32" : "bf16", pl->y_f32 ? "f32" : "bf16");
   }
   return TPD_OK;
 }
@@ -82,7 +87,7 @@ static tpd_status plan_get(tpd_cuda *c, const tpd_lt_plan *key, tpd_lt_plan **ou
   for (int i = 0; i < TPD_LT_CACHE; i++) {
     tpd_lt_plan *pl = &c->plans[i];
     if (pl->used && pl->M == key->M && pl->N == key->N && pl->K == key->K && pl->ldx == key->ldx &&
-        pl->ldw == key->ldw && pl->ldy == key->ldy && pl->y_f32 == key->y_f32 && pl->align_x == key->align_x &&
+        pl->ldw == key->ldw && pl->ldy == key->ldy && pl->y_f32 == key->y_f32 && pl->in_f32 == key->in_f32 && pl->align_x == key->align_x &&
         pl->align_w == key->align_w && pl->align_y == key->align_y) {
       pl->stamp = ++c->plan_clock;
       *out = pl;
@@ -107,8 +112,11 @@ static tpd_status plan_get(tpd_cuda *c, const tpd_lt_plan *key, tpd_lt_plan **ou
   return TPD_OK;
 }
 
-extern "C" tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const void *x, int ldx, const void *w,
-                                         int ldw, void *y, int ldy, int y_f32) {
+extern "C" tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const void *x, int ldx, tpd_dtype x_dt,
+                                         const void *w, int ldw, tpd_dtype w_dt, void *y, int ldy, int y_f32) {
+  const int in_f32 = x_dt == TPD_F32;
+  /* cuBLASLt's fp32-compute types: bf16 x bf16 -> bf16/f32, f32 x f32 -> f32 */
+  if (x_dt != w_dt || (x_dt != TPD_BF16 && x_dt != TPD_F32) || (in_f32 && !y_f32)) return TPD_ERR_UNSUPPORTED;
   tpd_lt_plan key;
   memset(&key, 0, sizeof key);
   key.M = M;
@@ -118,6 +126,7 @@ extern "C" tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const
   key.ldw = ldw;
   key.ldy = ldy;
   key.y_f32 = y_f32;
+  key.in_f32 = in_f32;
   key.align_x = (int)ptr_align(x);
   key.align_w = (int)ptr_align(w);
   key.align_y = (int)ptr_align(y);
@@ -127,5 +136,6 @@ extern "C" tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const
   const float alpha = 1.0f, beta = 0.0f;
   TPD_CUBLAS_CHECK(cublasLtMatmul(c->lt, pl->desc, &alpha, w, pl->lw, x, pl->lx, &beta, y, pl->ly, y, pl->ly,
                                   &pl->algo, c->lt_ws, c->lt_ws_bytes, c->stream));
+  TPD_CUDA_CHECK_LAUNCH(c, "cublasLtMatmul");
   return TPD_OK;
 }

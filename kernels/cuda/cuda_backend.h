@@ -1,10 +1,14 @@
 /* Internal state of the CUDA backend, shared by its .cu files (each op's
  * launcher lives in its own file; backend_cuda.cu fills the ops table).
  *
- * Memory: activations and the KV cache are bf16, weights are bf16 row-major
- * with the row stride padded to a multiple of 8 elements (16 bytes) so that
- * every row starts 16-byte aligned: W[N, K] is stored as [N, tpd_cuda_ldw(K)]
- * with zeros in the padding.  Norm weights, biases and logits are f32.
+ * Memory: activations and the KV cache share one dtype, chosen when the
+ * backend is created (tpd_backend_opts.activations): bf16 by default, f32 in
+ * the float32-activation mode (docs/cuda.md, "Numerics policy").  Weights
+ * are row-major with the row stride padded to a multiple of 8 elements so
+ * that every row starts 16-byte aligned: W[N, K] is stored as
+ * [N, tpd_cuda_ldw(K)] with zeros in the padding, in bf16 -- except in the
+ * f32 mode, where F32 and F16 checkpoints are stored as f32 (BF16 ones stay
+ * bf16).  Norm weights, biases and logits are f32.
  *
  * Workspaces that can grow (attention partials, the gate/up scratch of the
  * large-M fused SwiGLU) grow by allocating a larger buffer; the old one is
@@ -26,6 +30,7 @@
 #define TPD_LT_CACHE 64        /* cuBLASLt plans kept (least recently used is replaced) */
 #define TPD_GEMV_HARD_MAX_M 16 /* the GEMV kernels handle at most 16 rows of X per pass */
 #define TPD_GEMV_N_VARIANTS 5  /* rows of X per pass: 1, 2, 4, 8, 16 */
+#define TPD_GEMV_N_COMBOS 3    /* (X, W) dtypes: (bf16, bf16), (f32, bf16), (f32, f32) */
 
 /* Row stride (elements) of a stored weight with K columns. */
 static inline int tpd_cuda_ldw(int K) { return (K + 7) / 8 * 8; }
@@ -36,6 +41,7 @@ typedef struct {
   int used;
   unsigned long long stamp; /* last use, for replacement */
   int M, N, K, ldx, ldw, ldy, y_f32;
+  int in_f32; /* 0: bf16 X and W; 1: f32 X and W */
   int align_x, align_w, align_y;
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t lw, lx, ly;
@@ -47,6 +53,8 @@ typedef struct {
 typedef struct tpd_cuda {
   tpd_backend_ops ops;
   int device, n_sm;
+  tpd_dtype act;     /* activations and KV cache: TPD_BF16 or TPD_F32 (ops.act_dtype) */
+  int sync_launches; /* TPD_CUDA_SYNC=1: synchronise and check after every launch */
   cudaStream_t stream;      /* compute */
   cudaStream_t comm_stream; /* collectives */
   cudaEvent_t events[TPD_CUDA_N_EVENTS];
@@ -71,7 +79,7 @@ typedef struct tpd_cuda {
   size_t gu_scratch_bytes;
 
   int gemv_max_m;                                  /* M <= this: GEMV kernels; above: cuBLASLt */
-  int gemv_blocks_per_sm[2][TPD_GEMV_N_VARIANTS];  /* occupancy, [plain|swiglu][variant]; 0 = not asked yet */
+  int gemv_blocks_per_sm[2][TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS]; /* occupancy, [plain|swiglu][combo][variant]; 0 = not asked */
 } tpd_cuda;
 
 #ifdef __cplusplus
@@ -98,7 +106,10 @@ tpd_status tpd_cuda_load_weight(tpd_backend *be, const void *host, tpd_dtype dty
                                 tpd_weight *out);
 
 /* ---- shared launchers ---- */
-/* swiglu.cu: out[t, :F] (stride ld_out) = silu(gu[t, :F]) * gu[t, F:2F] (stride ld_gu). */
+/* matmul.cu: the GEMV kernel family for activations `act` and weights `w`
+ * (0: bf16/bf16, 1: f32/bf16, 2: f32/f32), or -1 when the pair is not one. */
+int tpd_cuda_gemv_combo(tpd_dtype act, tpd_dtype w);
+/* swiglu.cu: out[t, :F] (stride ld_out) = silu(gu[t, :F]) * gu[t, F:2F] (stride ld_gu), act dtype. */
 tpd_status tpd_cuda_swiglu_launch(tpd_cuda *c, int T, int F, const void *gu, int ld_gu, void *out, int ld_out);
 /* matmul.cu: y[m, n] += bias[n] for m < M, n < N (y bf16 or f32, row stride ldy). */
 tpd_status tpd_cuda_bias_add(tpd_cuda *c, void *y, int ldy, int y_f32, const float *bias, int M, int N);
@@ -106,11 +117,13 @@ tpd_status tpd_cuda_bias_add(tpd_cuda *c, void *y, int ldy, int y_f32, const flo
  * n_warps_needed warps for its rows, at blocks_per_sm resident blocks. */
 int tpd_cuda_gemv_split(const tpd_cuda *c, int blocks_per_sm, int n_warps_needed, int K, size_t partial_bytes_per_split,
                         int *k_per_split);
-/* cublaslt.cu: Y[M, N] (row stride ldy, bf16 or f32) = X[M, K] (bf16, stride ldx) . W[N, K]^T
- * (bf16, stride ldw).  Returns TPD_ERR_UNSUPPORTED, recording no error, when
- * cuBLASLt offers no algorithm for the shape (the caller falls back). */
-tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const void *x, int ldx, const void *w, int ldw, void *y,
-                              int ldy, int y_f32);
+/* cublaslt.cu: Y[M, N] (row stride ldy, bf16 or f32) = X[M, K] (stride ldx) . W[N, K]^T
+ * (stride ldw), X and W both bf16 or both f32 (in_f32; f32 inputs need an
+ * f32 Y).  Returns TPD_ERR_UNSUPPORTED, recording no error, for any other
+ * dtype mix or when cuBLASLt offers no algorithm for the shape (the caller
+ * falls back to the GEMV kernels). */
+tpd_status tpd_cuda_lt_matmul(tpd_cuda *c, int M, int N, int K, const void *x, int ldx, tpd_dtype x_dt, const void *w,
+                              int ldw, tpd_dtype w_dt, void *y, int ldy, int y_f32);
 void tpd_cuda_lt_destroy(tpd_cuda *c);
 
 #ifdef __cplusplus

@@ -5,7 +5,8 @@
  *
  *   TPD_CUDA_CHECK(call)              return on failure
  *   TPD_CUDA_CHECK_GOTO(call, st, l)  set st and jump to cleanup label l
- *   TPD_CUDA_CHECK_LAUNCH(name)       cudaGetLastError() after a kernel launch
+ *   TPD_CUDA_CHECK_LAUNCH(c, name)    after a kernel launch: cudaGetLastError(), and with
+ *                                     TPD_CUDA_SYNC=1 a synchronisation naming the kernel
  *   TPD_CUDA_WARN(call)               for void paths (free, destroy): log only
  *   TPD_CUBLAS_CHECK(call)            cublasStatus_t, same message shape
  * NCCL has the same shape in comm/comm_nccl.c (TPD_NCCL_CHECK). */
@@ -28,28 +29,46 @@ static inline int tpd_cuda_current_device(void) {
   tpd_fail_at(TPD_ERR_DEVICE, __FILE__, __LINE__, "%s failed: %s (device %d, rank %d)", (what), (msg), \
               tpd_cuda_current_device(), tpd_log_rank())
 
-#define TPD_CUDA_CHECK(call)                                                 \
-  do {                                                                       \
-    const cudaError_t tpd_ce_ = (call);                                      \
-    if (tpd_ce_ != cudaSuccess) return TPD_CUDA_FAIL_(#call, cudaGetErrorString(tpd_ce_)); \
+/* A failed call also leaves its error as the runtime's "last error"; it is
+ * taken here (cudaGetLastError) so that the next launch check does not
+ * report it again, blaming that kernel. */
+#define TPD_CUDA_CHECK(call)                                                                        \
+  do {                                                                                              \
+    const cudaError_t tpd_ce_ = (call);                                                             \
+    if (tpd_ce_ != cudaSuccess) {                                                                   \
+      (void)cudaGetLastError();                                                                     \
+      return TPD_CUDA_FAIL_(#call, cudaGetErrorString(tpd_ce_));                                    \
+    }                                                                                               \
   } while (0)
 
 #define TPD_CUDA_CHECK_GOTO(call, st, label)                     \
   do {                                                           \
     const cudaError_t tpd_ce_ = (call);                          \
     if (tpd_ce_ != cudaSuccess) {                                \
+      (void)cudaGetLastError();                                  \
       (st) = TPD_CUDA_FAIL_(#call, cudaGetErrorString(tpd_ce_)); \
       goto label;                                                \
     }                                                            \
   } while (0)
 
-/* After every launch: a bad configuration or a sticky error from an earlier
- * kernel shows here, named after the kernel that was being launched. */
-#define TPD_CUDA_CHECK_LAUNCH(kernel_name)                                          \
-  do {                                                                              \
-    const cudaError_t tpd_ce_ = cudaGetLastError();                                 \
-    if (tpd_ce_ != cudaSuccess) return TPD_CUDA_FAIL_("launch of " kernel_name, cudaGetErrorString(tpd_ce_)); \
-  } while (0)
+/* After every kernel launch (and cublasLtMatmul): a bad configuration or a
+ * sticky error from earlier work shows here, named after the kernel that was
+ * being launched and the launcher's file:line.  With TPD_CUDA_SYNC=1 (read
+ * once when the backend is created) the compute stream is also synchronised
+ * and checked, so a fault inside the kernel (an illegal address, a trap) is
+ * reported by this launch, not by whatever call happens to synchronise
+ * next.  No synchronisation inside a graph capture (graph_launch checks the
+ * replay instead).  `c` is the tpd_cuda * of the launch. */
+#define TPD_CUDA_CHECK_LAUNCH(c, kernel_name) TPD_TRY(tpd_cuda_after_launch((c), (kernel_name), __FILE__, __LINE__))
+
+struct tpd_cuda;
+#ifdef __cplusplus
+extern "C" {
+#endif
+tpd_status tpd_cuda_after_launch(struct tpd_cuda *c, const char *kernel_name, const char *file, int line);
+#ifdef __cplusplus
+}
+#endif
 
 #define TPD_CUDA_WARN(call)                                                                          \
   do {                                                                                               \

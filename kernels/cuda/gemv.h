@@ -5,12 +5,16 @@
  *
  * Launch: 256 threads = 8 warps per block; each warp owns GEMV_R = 4 weight
  * rows (swiglu: 2 gate rows and the 2 matching up rows) and walks its K
- * range 256 elements at a time, each lane loading 16 bytes (8 bf16) of each
- * of its rows (U such steps per iteration, so 4U independent 16-byte weight
- * loads are in flight per lane) and the matching 8 elements of each X row.
- * fp32 accumulators acc[r][m] live in registers (all indices are
- * compile-time after unrolling: MT, U and SWIGLU are literals at every call
- * site), reduced across the warp with shuffles at the end.
+ * range 256 elements at a time, each lane loading 8 elements of each of its
+ * rows (16 bytes of bf16 or 32 of f32; U such steps per iteration, so 4U
+ * independent weight loads are in flight per lane) and the matching 8
+ * elements of each X row.  fp32 accumulators acc[r][m] live in registers
+ * (all indices are compile-time after unrolling: MT, U and SWIGLU are
+ * template arguments), reduced across the warp with shuffles at the end.
+ *
+ * Element types: TX (X, and the swiglu output) and TW (W) are uint16_t
+ * (bf16) or float: (bf16, bf16) in the default mode, (f32, bf16) and
+ * (f32, f32) in the float32-activation mode.
  *
  * grid.x = ceil(rows / (8 warps * rows per warp)), grid.y = S K-splits.  With
  * S = 1 the warp writes Y (bias, dtype conversion, SwiGLU) directly; with
@@ -30,14 +34,15 @@
 #define GEMV_MAX_MT 16 /* rows of X per launch */
 
 typedef struct {
-  const uint16_t *x; /* [M, ldx] bf16 */
+  const uint16_t *x; /* [M, ldx] TX; typed bf16 even for f32 X (cast in the body): as `const void *` the
+                      * bf16 16-row variants took ~40 more registers */
   int ldx;
-  const uint16_t *w; /* [N, ldw] bf16, ldw % 8 == 0, zero padding */
+  const void *w; /* [N, ldw] TW, ldw % 8 == 0, zero padding */
   int ldw;
   int M, N, K; /* N: weight rows (swiglu: 2F) */
   int F;       /* swiglu: outputs per row of X */
   const float *bias; /* [N] or NULL */
-  void *y;           /* plain: [M, ldy] bf16 or f32; swiglu: [M, ldy] bf16 */
+  void *y;           /* plain: [M, ldy] bf16 or f32 (y_f32); swiglu: [M, ldy] TX */
   int ldy;
   int y_f32;
   float *partial;   /* [S][M][N] when S > 1, else NULL */
@@ -46,15 +51,22 @@ typedef struct {
 } tpd_gemv_params;
 
 /* Eight consecutive X elements k..k+7 of one row; zeros past K. */
-static __device__ __forceinline__ uint4 gemv_load_x8(const uint16_t *row, int k, int K, int vec) {
-  if (vec && k + 8 <= K) return __ldg((const uint4 *)(row + k));
-  uint32_t h[8];
-#pragma unroll
-  for (int e = 0; e < 8; e++) h[e] = k + e < K ? (uint32_t)__ldg(row + k + e) : 0u;
-  return make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+template <typename TX>
+static __device__ __forceinline__ tpd_v8<TX> gemv_load_x8(const TX *row, int k, int K, int vec) {
+  if (vec && k + 8 <= K) return tpd_v8<TX>::load_ldg(row + k);
+  return tpd_v8<TX>::load_tail(row + k, K - k);
 }
 
-static __device__ __forceinline__ float gemv_dot8(const uint4 w, const uint4 x, float acc) {
+template <typename TW, typename TX>
+static __device__ __forceinline__ float gemv_dot8(const tpd_v8<TW> &w, const tpd_v8<TX> &x, float acc) {
+#pragma unroll
+  for (int e = 0; e < 8; e++) acc = fmaf(w[e], x[e], acc);
+  return acc;
+}
+/* bf16 x bf16: the same products in the same order, written on the raw words
+ * (the generic form costs the 2- and 16-row swiglu variants 15-30 registers) */
+static __device__ __forceinline__ float gemv_dot8(const tpd_v8<uint16_t> &wv, const tpd_v8<uint16_t> &xv, float acc) {
+  const uint4 w = wv.a, x = xv.a;
   acc = fmaf(tpd_bf16_lo(w.x), tpd_bf16_lo(x.x), acc);
   acc = fmaf(tpd_bf16_hi(w.x), tpd_bf16_hi(x.x), acc);
   acc = fmaf(tpd_bf16_lo(w.y), tpd_bf16_lo(x.y), acc);
@@ -67,9 +79,9 @@ static __device__ __forceinline__ float gemv_dot8(const uint4 w, const uint4 x, 
 }
 
 /* MT: rows of X this variant handles (runtime M <= MT); U: unrolled K steps;
- * SWIGLU: 0 plain, 1 gate/up pairs.  All three are literals at the call. */
-static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const int MT, const int U,
-                                                 const int SWIGLU) {
+ * SWIGLU: 0 plain, 1 gate/up pairs. */
+template <typename TX, typename TW, int MT, int U, int SWIGLU>
+static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int wg = blockIdx.x * GEMV_WARPS + warp;
   const int split = blockIdx.y;
@@ -78,8 +90,8 @@ static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const 
   /* plain: rows row0 .. row0+3; swiglu: gate rows j0, j0+1 and up rows F+j0, F+j0+1 */
   const int row0 = SWIGLU ? wg * half_r : wg * GEMV_R;
   const int n_valid = (SWIGLU ? p.F : p.N) - row0; /* rows r < n_valid exist (swiglu: r % 2) */
-  const uint16_t *wg_base = p.w + (size_t)row0 * p.ldw;
-  const uint16_t *wu_base = SWIGLU ? p.w + ((size_t)p.F + row0) * p.ldw : wg_base;
+  const TW *wg_base = (const TW *)p.w + (size_t)row0 * p.ldw;
+  const TW *wu_base = SWIGLU ? (const TW *)p.w + ((size_t)p.F + row0) * p.ldw : wg_base;
   int row[GEMV_R];
   bool ok[GEMV_R];
   int roff[GEMV_R]; /* element offset of row r from its base */
@@ -101,15 +113,15 @@ static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const 
     for (int m = 0; m < GEMV_MAX_MT; m++) acc[r][m] = 0.0f;
 
   for (int kb = k0 + lane * 8; kb < k1; kb += GEMV_KSTEP * U) {
-    uint4 wv[GEMV_MAX_U][GEMV_R];
+    tpd_v8<TW> wv[U][GEMV_R];
     /* all weight loads of this iteration first: 4U in flight per lane */
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll
       for (int r = 0; r < GEMV_R; r++) {
         const int k = kb + u * GEMV_KSTEP;
-        const uint16_t *base = SWIGLU && r >= half_r ? wu_base : wg_base;
-        wv[u][r] = ok[r] && k < k1 ? tpd_ld_stream16(base + roff[r] + k) : make_uint4(0u, 0u, 0u, 0u);
+        const TW *base = SWIGLU && r >= half_r ? wu_base : wg_base;
+        wv[u][r] = ok[r] && k < k1 ? tpd_v8<TW>::load_stream(base + roff[r] + k) : tpd_v8<TW>::zero();
       }
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -118,7 +130,7 @@ static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const 
 #pragma unroll
         for (int m = 0; m < MT; m++) {
           if (m < p.M) {
-            const uint4 xv = gemv_load_x8(p.x + (size_t)m * (size_t)p.ldx, k, p.K, p.x_vec);
+            const tpd_v8<TX> xv = gemv_load_x8<TX>((const TX *)p.x + (size_t)m * (size_t)p.ldx, k, p.K, p.x_vec);
 #pragma unroll
             for (int r = 0; r < GEMV_R; r++) acc[r][m] = gemv_dot8(wv[u][r], xv, acc[r][m]);
           }
@@ -154,7 +166,7 @@ static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const 
             g += p.bias[row[r]];
             u += p.bias[row[r + half_r]];
           }
-          ((uint16_t *)p.y)[(size_t)m * p.ldy + row[r]] = tpd_f32_bf16(tpd_silu_mul(g, u));
+          ((TX *)p.y)[(size_t)m * p.ldy + row[r]] = tpd_act<TX>::put(tpd_silu_mul(g, u));
         }
   } else {
 #pragma unroll
@@ -170,6 +182,35 @@ static __device__ __forceinline__ void gemv_body(const tpd_gemv_params p, const 
         }
   }
 }
+
+template <typename TX, typename TW, int MT, int U, int SWIGLU>
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const tpd_gemv_params p) {
+  gemv_body<TX, TW, MT, U, SWIGLU>(p);
+}
+
+typedef void (*tpd_gemv_fn)(const tpd_gemv_params);
+
+/* The five row variants (1, 2, 4, 8, 16 rows of X) of one (TX, TW) pair.
+ * bf16 weights unroll two K steps for 1 and 2 rows (8 independent 16-byte
+ * weight loads per lane); f32 weights load 32 bytes per row and step, so one
+ * step already has 8 in flight. */
+#define TPD_GEMV_VARIANTS(TX, TW, SWIGLU)                                                              \
+  {                                                                                                    \
+    gemv_kernel<TX, TW, 1, sizeof(TW) == 2 ? 2 : 1, SWIGLU>, gemv_kernel<TX, TW, 2, sizeof(TW) == 2 ? 2 : 1, SWIGLU>, \
+        gemv_kernel<TX, TW, 4, 1, SWIGLU>, gemv_kernel<TX, TW, 8, 1, SWIGLU>, gemv_kernel<TX, TW, 16, 1, SWIGLU> \
+  }
+
+/* Element sizes of a combo (see tpd_cuda_gemv_combo): X, then W. */
+static inline int tpd_gemv_x_size(int combo) { return combo == 0 ? 2 : 4; }
+static inline int tpd_gemv_w_size(int combo) { return combo == 2 ? 4 : 2; }
+static const char *const tpd_gemv_combo_name[TPD_GEMV_N_COMBOS] = {"bf16 x, bf16 w", "f32 x, bf16 w", "f32 x, f32 w"};
+/* Kernel names for error messages: [combo][variant], with the prefix P. */
+#define TPD_GEMV_NAMES(P)                                                                                   \
+  {{P "_m1<bf16 x, bf16 w>", P "_m2<bf16 x, bf16 w>", P "_m4<bf16 x, bf16 w>", P "_m8<bf16 x, bf16 w>",      \
+    P "_m16<bf16 x, bf16 w>"},                                                                              \
+   {P "_m1<f32 x, bf16 w>", P "_m2<f32 x, bf16 w>", P "_m4<f32 x, bf16 w>", P "_m8<f32 x, bf16 w>",          \
+    P "_m16<f32 x, bf16 w>"},                                                                               \
+   {P "_m1<f32 x, f32 w>", P "_m2<f32 x, f32 w>", P "_m4<f32 x, f32 w>", P "_m8<f32 x, f32 w>", P "_m16<f32 x, f32 w>"}}
 
 /* Rows of X per launch for M rows: 1, 2, 4, 8 or 16, and its variant index. */
 static inline int tpd_gemv_variant(int M) { return M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : M <= 8 ? 3 : 4; }

@@ -1,25 +1,19 @@
-/* matmul: Y[M, N] = X[M, K] . W[N, K]^T (+ bias), bf16 X and W, fp32
- * accumulation, Y bf16 (activations) or f32 (logits).
+/* matmul: Y[M, N] = X[M, K] . W[N, K]^T (+ bias), fp32 accumulation, Y bf16
+ * or f32 (activations, or f32 logits).  X is the backend's activation dtype
+ * (bf16, or f32 in the float32-activation mode), W bf16 (or f32 in that
+ * mode, from an F32/F16 checkpoint).
  *
  * M <= gemv_max_m (TPD_GEMV_MAX_M, default 8; see backend_cuda.cu for why)
  * runs the GEMV kernels of gemv.h, split over K when the rows alone would
  * not fill the GPU; larger M goes to cuBLASLt (cublaslt.cu) followed by the
- * bias kernel here.  If cuBLASLt has no algorithm for a shape, the GEMV
- * kernels take it in passes of 16 rows. */
+ * bias kernel here.  If cuBLASLt has no algorithm for a shape (or for the
+ * dtype mix: f32 X with bf16 W), the GEMV kernels take it in passes of 16
+ * rows. */
 #include <math.h>
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/gemv.h"
-
-#define GEMV_PLAIN_KERNEL(name, MT, U) \
-  static __global__ void __launch_bounds__(GEMV_THREADS) name(const tpd_gemv_params p) { gemv_body(p, MT, U, 0); }
-
-GEMV_PLAIN_KERNEL(gemv_m1, 1, 2)
-GEMV_PLAIN_KERNEL(gemv_m2, 2, 2)
-GEMV_PLAIN_KERNEL(gemv_m4, 4, 1)
-GEMV_PLAIN_KERNEL(gemv_m8, 8, 1)
-GEMV_PLAIN_KERNEL(gemv_m16, 16, 1)
 
 /* Sums the S split-K partials in a fixed order (deterministic), adds the
  * bias and converts: one thread per output element. */
@@ -50,9 +44,15 @@ static __global__ void __launch_bounds__(256) bias_add_kernel(void *y, int ldy, 
 
 /* ------------------------------------------------------------------ */
 
-static const void *const plain_kernels[TPD_GEMV_N_VARIANTS] = {(const void *)gemv_m1, (const void *)gemv_m2,
-                                                               (const void *)gemv_m4, (const void *)gemv_m8,
-                                                               (const void *)gemv_m16};
+static const tpd_gemv_fn plain_kernels[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = {
+    TPD_GEMV_VARIANTS(uint16_t, uint16_t, 0), TPD_GEMV_VARIANTS(float, uint16_t, 0), TPD_GEMV_VARIANTS(float, float, 0)};
+
+extern "C" int tpd_cuda_gemv_combo(tpd_dtype act, tpd_dtype w) {
+  if (act == TPD_BF16 && w == TPD_BF16) return 0;
+  if (act == TPD_F32 && w == TPD_BF16) return 1;
+  if (act == TPD_F32 && w == TPD_F32) return 2;
+  return -1;
+}
 
 /* Grid-stride launches for elementwise kernels: enough blocks to fill the
  * GPU a few times over, no more. */
@@ -94,44 +94,40 @@ extern "C" int tpd_cuda_gemv_split(const tpd_cuda *c, int blocks_per_sm, int n_w
 }
 
 /* One GEMV launch (plus the reduce when split) for M <= 16 rows. */
-static tpd_status gemv_plain_launch(tpd_cuda *c, tpd_gemv_params p) {
+static tpd_status gemv_plain_launch(tpd_cuda *c, int combo, tpd_gemv_params p) {
   const int v = tpd_gemv_variant(p.M);
-  if (!c->gemv_blocks_per_sm[0][v]) {
+  const tpd_gemv_fn k = plain_kernels[combo][v];
+  if (!c->gemv_blocks_per_sm[0][combo][v]) {
     int n = 0;
-    TPD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, plain_kernels[v], GEMV_THREADS, 0));
-    c->gemv_blocks_per_sm[0][v] = n > 0 ? n : 1;
+    TPD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, (const void *)k, GEMV_THREADS, 0));
+    c->gemv_blocks_per_sm[0][combo][v] = n > 0 ? n : 1;
   }
   const int n_warps = (p.N + GEMV_R - 1) / GEMV_R;
-  const int S = tpd_cuda_gemv_split(c, c->gemv_blocks_per_sm[0][v], n_warps, p.K,
+  const int S = tpd_cuda_gemv_split(c, c->gemv_blocks_per_sm[0][combo][v], n_warps, p.K,
                                     (size_t)p.M * p.N * sizeof(float), &p.k_per_split);
   p.partial = S > 1 ? c->splitk : NULL;
   const dim3 grid((unsigned)((n_warps + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)S);
-  TPD_DEBUG("gemv M=%d N=%d K=%d: variant %d, grid %u x %u (%d K-splits of %d)", p.M, p.N, p.K, v, grid.x, grid.y, S,
-            p.k_per_split);
-  switch (v) {
-    case 0: gemv_m1<<<grid, GEMV_THREADS, 0, c->stream>>>(p); break;
-    case 1: gemv_m2<<<grid, GEMV_THREADS, 0, c->stream>>>(p); break;
-    case 2: gemv_m4<<<grid, GEMV_THREADS, 0, c->stream>>>(p); break;
-    case 3: gemv_m8<<<grid, GEMV_THREADS, 0, c->stream>>>(p); break;
-    default: gemv_m16<<<grid, GEMV_THREADS, 0, c->stream>>>(p); break;
-  }
-  TPD_CUDA_CHECK_LAUNCH("gemv");
+  TPD_DEBUG("gemv M=%d N=%d K=%d (%s): variant %d, grid %u x %u (%d K-splits of %d)", p.M, p.N, p.K,
+            tpd_gemv_combo_name[combo], v, grid.x, grid.y, S, p.k_per_split);
+  k<<<grid, GEMV_THREADS, 0, c->stream>>>(p);
+  static const char *const names[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = TPD_GEMV_NAMES("gemv");
+  TPD_CUDA_CHECK_LAUNCH(c, names[combo][v]);
   if (S > 1) {
     gemv_reduce<<<elementwise_blocks(c, (size_t)p.M * p.N), 256, 0, c->stream>>>(p, S);
-    TPD_CUDA_CHECK_LAUNCH("gemv_reduce");
+    TPD_CUDA_CHECK_LAUNCH(c, "gemv_reduce");
   }
   return TPD_OK;
 }
 
 /* All M rows through the GEMV kernels, 16 rows per pass. */
-static tpd_status gemv_plain(tpd_cuda *c, const tpd_matmul_args *a) {
+static tpd_status gemv_plain(tpd_cuda *c, int combo, const tpd_matmul_args *a) {
   const int K = a->w->n_cols, N = a->w->n_rows;
-  const size_t ysz = a->y_dtype == TPD_F32 ? 4 : 2;
+  const size_t ysz = a->y_dtype == TPD_F32 ? 4 : 2, xsz = (size_t)tpd_gemv_x_size(combo);
   for (int m0 = 0; m0 < a->M; m0 += GEMV_MAX_MT) {
     tpd_gemv_params p;
-    p.x = (const uint16_t *)a->x + (size_t)m0 * a->ldx;
+    p.x = (const uint16_t *)((const char *)a->x + (size_t)m0 * a->ldx * xsz); /* typed as bf16; cast back for f32 */
     p.ldx = a->ldx;
-    p.w = (const uint16_t *)a->w->data;
+    p.w = a->w->data;
     p.ldw = tpd_cuda_ldw(K);
     p.M = a->M - m0 < GEMV_MAX_MT ? a->M - m0 : GEMV_MAX_MT;
     p.N = N;
@@ -143,8 +139,8 @@ static tpd_status gemv_plain(tpd_cuda *c, const tpd_matmul_args *a) {
     p.y_f32 = a->y_dtype == TPD_F32;
     p.partial = NULL;
     p.k_per_split = K;
-    p.x_vec = tpd_aligned16(p.x) && a->ldx % 8 == 0;
-    TPD_TRY(gemv_plain_launch(c, p));
+    p.x_vec = tpd_aligned16(p.x) && ((size_t)a->ldx * xsz) % 16 == 0;
+    TPD_TRY(gemv_plain_launch(c, combo, p));
   }
   return TPD_OK;
 }
@@ -152,7 +148,7 @@ static tpd_status gemv_plain(tpd_cuda *c, const tpd_matmul_args *a) {
 extern "C" tpd_status tpd_cuda_bias_add(tpd_cuda *c, void *y, int ldy, int y_f32, const float *bias, int M, int N) {
   if (!bias || M <= 0 || N <= 0) return TPD_OK;
   bias_add_kernel<<<elementwise_blocks(c, (size_t)M * N), 256, 0, c->stream>>>(y, ldy, y_f32, bias, M, N);
-  TPD_CUDA_CHECK_LAUNCH("bias_add_kernel");
+  TPD_CUDA_CHECK_LAUNCH(c, "bias_add_kernel");
   return TPD_OK;
 }
 
@@ -160,18 +156,19 @@ extern "C" tpd_status tpd_cuda_matmul(tpd_backend *be, const tpd_matmul_args *a)
   tpd_cuda *c = (tpd_cuda *)be->impl;
   if (!a || !a->w) return TPD_FAIL(TPD_ERR_ARG, "cuda matmul: args and weight are required");
   const int N = a->w->n_rows, K = a->w->n_cols;
-  if (a->w->dtype != TPD_BF16)
-    return TPD_FAIL(TPD_ERR_ARG, "cuda matmul: weight dtype %s (load it with this backend's load_weight)",
-                    tpd_dtype_name(a->w->dtype));
+  const int combo = tpd_cuda_gemv_combo(c->act, a->w->dtype);
+  if (combo < 0)
+    return TPD_FAIL(TPD_ERR_ARG, "cuda matmul: weight dtype %s with %s activations (load it with this backend's load_weight)",
+                    tpd_dtype_name(a->w->dtype), tpd_dtype_name(c->act));
   if (a->y_dtype != TPD_BF16 && a->y_dtype != TPD_F32)
     return TPD_FAIL(TPD_ERR_ARG, "cuda matmul: y_dtype %s (expected BF16 or F32)", tpd_dtype_name(a->y_dtype));
   if (a->M < 0 || a->ldx < K || a->ldy < N)
     return TPD_FAIL(TPD_ERR_ARG, "cuda matmul: M=%d ldx=%d ldy=%d for a %d x %d weight", a->M, a->ldx, a->ldy, N, K);
   if (a->M == 0 || N == 0) return TPD_OK;
-  if (a->M <= c->gemv_max_m) return gemv_plain(c, a);
-  const tpd_status st = tpd_cuda_lt_matmul(c, a->M, N, K, a->x, a->ldx, a->w->data, tpd_cuda_ldw(K), a->y, a->ldy,
-                                           a->y_dtype == TPD_F32);
-  if (st == TPD_ERR_UNSUPPORTED) return gemv_plain(c, a);
+  if (a->M <= c->gemv_max_m) return gemv_plain(c, combo, a);
+  const tpd_status st = tpd_cuda_lt_matmul(c, a->M, N, K, a->x, a->ldx, c->act, a->w->data, tpd_cuda_ldw(K),
+                                           a->w->dtype, a->y, a->ldy, a->y_dtype == TPD_F32);
+  if (st == TPD_ERR_UNSUPPORTED) return gemv_plain(c, combo, a);
   TPD_TRY(st);
   return tpd_cuda_bias_add(c, a->y, a->ldy, a->y_dtype == TPD_F32, a->bias, a->M, N);
 }

@@ -1,7 +1,9 @@
 /* rope_kv: rotary embedding (rotate-half layout) of the q and k heads of
  * each token's qkv row, in place, then the KV-cache append: the rotated k
  * heads and the v heads go to [n_blocks, Hkv, block_size, Dh] at the
- * token's (block_table[slot][pos / block_size], pos % block_size).
+ * token's (block_table[slot][pos / block_size], pos % block_size).  qkv and
+ * the caches are in the activation dtype (bf16, or f32 in the float32-
+ * activation mode; the KV cache always has the activations' dtype).
  *
  * Angles and the rotation are computed in double, as in the CPU twin; the
  * cos/sin come from sincospi(pos * inv_freq / pi), whose range reduction is
@@ -18,14 +20,15 @@
 #define ROPE_HEADS 8
 
 typedef struct {
-  uint16_t *qkv; /* [T, (Hq + 2 Hkv) Dh] */
+  void *qkv; /* [T, (Hq + 2 Hkv) Dh] */
   const double *inv_freq;
-  uint16_t *k_cache, *v_cache;
+  void *k_cache, *v_cache;
   const int32_t *pos, *slot, *block_table;
   int max_blocks, block_size;
   int Hq, Hkv, Dh;
 } rope_params;
 
+template <typename T>
 static __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_kernel(const rope_params p) {
   __shared__ double cs[TPD_MAX_HEAD_DIM / 2], sn[TPD_MAX_HEAD_DIM / 2];
   const int t = blockIdx.x, h0 = blockIdx.y * ROPE_HEADS;
@@ -40,23 +43,23 @@ static __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_kernel(const rope
   __syncthreads();
   const int blk = p.block_table[(size_t)p.slot[t] * p.max_blocks + pos / p.block_size];
   const int off = pos % p.block_size;
-  uint16_t *row = p.qkv + (size_t)t * n_heads * p.Dh;
+  T *row = (T *)p.qkv + (size_t)t * n_heads * p.Dh;
   for (int j = threadIdx.x; j < nh * half; j += ROPE_THREADS) {
     const int h = h0 + j / half, i = j % half;
-    uint16_t *v = row + (size_t)h * p.Dh;
+    T *v = row + (size_t)h * p.Dh;
     if (h < p.Hq + p.Hkv) {
-      const double x0 = tpd_bf16_f32(v[i]), x1 = tpd_bf16_f32(v[i + half]);
-      const uint16_t y0 = tpd_f32_bf16((float)(x0 * cs[i] - x1 * sn[i]));
-      const uint16_t y1 = tpd_f32_bf16((float)(x1 * cs[i] + x0 * sn[i]));
+      const double x0 = tpd_act<T>::get(v[i]), x1 = tpd_act<T>::get(v[i + half]);
+      const T y0 = tpd_act<T>::put((float)(x0 * cs[i] - x1 * sn[i]));
+      const T y1 = tpd_act<T>::put((float)(x1 * cs[i] + x0 * sn[i]));
       v[i] = y0;
       v[i + half] = y1;
       if (h >= p.Hq) {
-        uint16_t *k = p.k_cache + (((size_t)blk * p.Hkv + (h - p.Hq)) * p.block_size + off) * p.Dh;
+        T *k = (T *)p.k_cache + (((size_t)blk * p.Hkv + (h - p.Hq)) * p.block_size + off) * p.Dh;
         k[i] = y0;
         k[i + half] = y1;
       }
     } else {
-      uint16_t *d = p.v_cache + (((size_t)blk * p.Hkv + (h - p.Hq - p.Hkv)) * p.block_size + off) * p.Dh;
+      T *d = (T *)p.v_cache + (((size_t)blk * p.Hkv + (h - p.Hq - p.Hkv)) * p.block_size + off) * p.Dh;
       d[i] = v[i];
       d[i + half] = v[i + half];
     }
@@ -74,10 +77,10 @@ extern "C" tpd_status tpd_cuda_rope_kv(tpd_backend *be, const tpd_rope_kv_args *
                     a->head_dim, TPD_MAX_HEAD_DIM, a->n_q_heads, a->n_kv_heads, mt->block_size, mt->T);
   if (mt->T == 0) return TPD_OK;
   rope_params p;
-  p.qkv = (uint16_t *)a->qkv;
+  p.qkv = a->qkv;
   p.inv_freq = a->inv_freq;
-  p.k_cache = (uint16_t *)a->k_cache;
-  p.v_cache = (uint16_t *)a->v_cache;
+  p.k_cache = a->k_cache;
+  p.v_cache = a->v_cache;
   p.pos = mt->pos;
   p.slot = mt->slot;
   p.block_table = mt->block_table;
@@ -88,7 +91,8 @@ extern "C" tpd_status tpd_cuda_rope_kv(tpd_backend *be, const tpd_rope_kv_args *
   p.Dh = a->head_dim;
   const int n_heads = p.Hq + 2 * p.Hkv;
   const dim3 grid((unsigned)mt->T, (unsigned)((n_heads + ROPE_HEADS - 1) / ROPE_HEADS));
-  rope_kv_kernel<<<grid, ROPE_THREADS, 0, c->stream>>>(p);
-  TPD_CUDA_CHECK_LAUNCH("rope_kv_kernel");
+  const auto k = c->act == TPD_F32 ? rope_kv_kernel<float> : rope_kv_kernel<uint16_t>;
+  k<<<grid, ROPE_THREADS, 0, c->stream>>>(p);
+  TPD_CUDA_CHECK_LAUNCH(c, c->act == TPD_F32 ? "rope_kv_kernel<f32>" : "rope_kv_kernel<bf16>");
   return TPD_OK;
 }

@@ -1,54 +1,58 @@
-/* swiglu: out[t, i] = silu(gu[t, i]) * gu[t, F + i] for t < T, i < F; bf16 in
- * and out, fp32 arithmetic in the CPU twin's order (g / (1 + e^-g) * u).
- * Grid-stride over 8-element chunks with 16-byte accesses when F % 8 == 0
- * and the rows are aligned, element accesses otherwise. */
+/* swiglu: out[t, i] = silu(gu[t, i]) * gu[t, F + i] for t < T, i < F; in and
+ * out in the activation dtype (bf16, or f32 in the float32-activation mode),
+ * fp32 arithmetic in the CPU twin's order (g / (1 + e^-g) * u).
+ * Grid-stride over 8-element chunks with vector accesses when F % 8 == 0
+ * and the rows are 16-byte aligned, element accesses otherwise. */
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
 
-static __global__ void __launch_bounds__(256) swiglu_vec_kernel(const uint16_t *gu, int ld_gu, uint16_t *out,
-                                                               int ld_out, int T, int F) {
+template <typename T>
+static __global__ void __launch_bounds__(256) swiglu_vec_kernel(const T *gu, int ld_gu, T *out, int ld_out, int T_,
+                                                               int F) {
   const int n8 = F / 8;
-  const size_t total = (size_t)T * n8;
+  const size_t total = (size_t)T_ * n8;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
     const int t = (int)(i / n8), c = (int)(i % n8);
-    const uint16_t *g = gu + (size_t)t * ld_gu + 8 * c;
-    const uint4 gv = *(const uint4 *)g, uv = *(const uint4 *)(g + F);
-    uint4 o;
-    o.x = tpd_pack_bf16x2(tpd_silu_mul(tpd_bf16_lo(gv.x), tpd_bf16_lo(uv.x)), tpd_silu_mul(tpd_bf16_hi(gv.x), tpd_bf16_hi(uv.x)));
-    o.y = tpd_pack_bf16x2(tpd_silu_mul(tpd_bf16_lo(gv.y), tpd_bf16_lo(uv.y)), tpd_silu_mul(tpd_bf16_hi(gv.y), tpd_bf16_hi(uv.y)));
-    o.z = tpd_pack_bf16x2(tpd_silu_mul(tpd_bf16_lo(gv.z), tpd_bf16_lo(uv.z)), tpd_silu_mul(tpd_bf16_hi(gv.z), tpd_bf16_hi(uv.z)));
-    o.w = tpd_pack_bf16x2(tpd_silu_mul(tpd_bf16_lo(gv.w), tpd_bf16_lo(uv.w)), tpd_silu_mul(tpd_bf16_hi(gv.w), tpd_bf16_hi(uv.w)));
-    *(uint4 *)(out + (size_t)t * ld_out + 8 * c) = o;
+    const T *g = gu + (size_t)t * ld_gu + 8 * c;
+    const tpd_v8<T> gv = tpd_v8<T>::load(g), uv = tpd_v8<T>::load(g + F);
+    float o[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) o[e] = tpd_silu_mul(gv[e], uv[e]);
+    tpd_v8<T>::pack(o).store(out + (size_t)t * ld_out + 8 * c);
   }
 }
 
-static __global__ void __launch_bounds__(256) swiglu_kernel(const uint16_t *gu, int ld_gu, uint16_t *out, int ld_out,
-                                                           int T, int F) {
-  const size_t total = (size_t)T * F;
+template <typename T>
+static __global__ void __launch_bounds__(256) swiglu_kernel(const T *gu, int ld_gu, T *out, int ld_out, int T_, int F) {
+  const size_t total = (size_t)T_ * F;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
     const int t = (int)(i / F), j = (int)(i % F);
-    const uint16_t *g = gu + (size_t)t * ld_gu;
-    out[(size_t)t * ld_out + j] = tpd_f32_bf16(tpd_silu_mul(tpd_bf16_f32(g[j]), tpd_bf16_f32(g[F + j])));
+    const T *g = gu + (size_t)t * ld_gu;
+    out[(size_t)t * ld_out + j] = tpd_act<T>::put(tpd_silu_mul(tpd_act<T>::get(g[j]), tpd_act<T>::get(g[F + j])));
   }
+}
+
+template <typename T>
+static tpd_status swiglu_launch(tpd_cuda *c, int T_, int F, const void *gu, int ld_gu, void *out, int ld_out,
+                                const char *vec_name, const char *name) {
+  const int vec = F % 8 == 0 && ld_gu % 8 == 0 && ld_out % 8 == 0 && tpd_aligned16(gu) && tpd_aligned16(out);
+  const size_t n = vec ? (size_t)T_ * (F / 8) : (size_t)T_ * F;
+  size_t blocks = (n + 255) / 256;
+  if (blocks > (size_t)c->n_sm * 8) blocks = (size_t)c->n_sm * 8;
+  const auto k = vec ? swiglu_vec_kernel<T> : swiglu_kernel<T>;
+  k<<<(unsigned)blocks, 256, 0, c->stream>>>((const T *)gu, ld_gu, (T *)out, ld_out, T_, F);
+  TPD_CUDA_CHECK_LAUNCH(c, vec ? vec_name : name);
+  return TPD_OK;
 }
 
 extern "C" tpd_status tpd_cuda_swiglu_launch(tpd_cuda *c, int T, int F, const void *gu, int ld_gu, void *out,
                                              int ld_out) {
   if (T <= 0 || F <= 0) return TPD_OK;
-  const int vec = F % 8 == 0 && ld_gu % 8 == 0 && ld_out % 8 == 0 && tpd_aligned16(gu) && tpd_aligned16(out);
-  const size_t n = vec ? (size_t)T * (F / 8) : (size_t)T * F;
-  size_t blocks = (n + 255) / 256;
-  if (blocks > (size_t)c->n_sm * 8) blocks = (size_t)c->n_sm * 8;
-  if (vec) {
-    swiglu_vec_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>((const uint16_t *)gu, ld_gu, (uint16_t *)out, ld_out, T, F);
-    TPD_CUDA_CHECK_LAUNCH("swiglu_vec_kernel");
-  } else {
-    swiglu_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>((const uint16_t *)gu, ld_gu, (uint16_t *)out, ld_out, T, F);
-    TPD_CUDA_CHECK_LAUNCH("swiglu_kernel");
-  }
-  return TPD_OK;
+  if (c->act == TPD_F32)
+    return swiglu_launch<float>(c, T, F, gu, ld_gu, out, ld_out, "swiglu_vec_kernel<f32>", "swiglu_kernel<f32>");
+  return swiglu_launch<uint16_t>(c, T, F, gu, ld_gu, out, ld_out, "swiglu_vec_kernel<bf16>", "swiglu_kernel<bf16>");
 }
 
 extern "C" tpd_status tpd_cuda_swiglu(tpd_backend *be, const tpd_swiglu_args *a) {

@@ -1,10 +1,18 @@
 /* Checks what tpdecode-bench wrote; exit status is the verdict.
  *   bench_check dir DIR [--configs N] [--predicted] [--comm]
  *       bench.json (parsed with cJSON, fields and their relations),
- *       bench.csv (same column count on every line), pareto.svg (well-formed,
- *       required elements), comm.json (no wrong values, busbw formula)
+ *       bench.csv (same column count on every line, the named columns),
+ *       pareto.svg (well-formed, required elements, no overlapping texts,
+ *       legend samples in the curves' colours, the caption naming what is
+ *       measured and what predicted), comm.json (no wrong values, busbw
+ *       formula; no bandwidth at one rank)
  *   bench_check jsonl FILE [--configs N]
- *       every line of --json output is a JSON object; N "decode" rows */
+ *       every line of --json output is a JSON object; N "decode" rows;
+ *       "allreduce" rows as in comm.json
+ * Relations every decode row must keep: a measured / floor ratio below 1 is
+ * flagged in "fault"; the floor's read bandwidth (best pass) is at least the
+ * median pass; host comm time and exposed comm are numbers or null with a
+ * reason, exposed = step - step without all-reduces. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +21,7 @@
 
 #include "testutil.h"
 #include "runtime/fileio.h"
+#include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
 
 static char *slurp(const char *dir, const char *name) {
@@ -53,9 +62,8 @@ static void check_config(const cJSON *c, int i) {
   const double tp = num(c, "tp", &ok), batch = num(c, "batch", &ok), ctx = num(c, "ctx", &ok);
   const double med = num(c, "ms_per_token_median", &ok), p90 = num(c, "ms_per_token_p90", &ok);
   const double user = num(c, "tokens_per_s_user", &ok), sys = num(c, "tokens_per_s_system", &ok);
-  const double rank = num(c, "tokens_per_s_rank", &ok), comm = num(c, "comm_ms_per_token", &ok);
+  const double rank = num(c, "tokens_per_s_rank", &ok);
   const double bpt = num(c, "bytes_per_token", &ok), gbs = num(c, "achieved_gbs", &ok);
-  num(c, "comm_bytes_per_step", &ok);
   CHECK(ok, "config %d: a required number is missing", i);
   if (!ok) return;
   CHECK(tp >= 1 && batch >= 1 && ctx >= 0, "config %d: tp/batch/ctx out of range", i);
@@ -63,8 +71,45 @@ static void check_config(const cJSON *c, int i) {
   CHECK(near(user, 1e3 / med, 1e-9), "config %d: tokens/s per user != 1000 / ms", i);
   CHECK(near(sys, batch * user, 1e-9), "config %d: system tokens/s != batch x per user", i);
   CHECK(near(rank, sys / tp, 1e-9), "config %d: tokens/s per rank != system / tp", i);
-  CHECK(comm >= 0 && comm <= med * 1.0001, "config %d: exposed comm %g ms of a %g ms step", i, comm, med);
   CHECK(bpt > 0 && gbs > 0, "config %d: bytes per token / GB/s", i);
+  /* host time inside comm calls: a share of the step, or null with a reason */
+  num_or_null(c, "host_comm_ms", "host_comm_reason", i);
+  num_or_null(c, "comm_bytes_per_step", "host_comm_reason", i);
+  const cJSON *hc = cJSON_GetObjectItemCaseSensitive(c, "host_comm_ms");
+  if (cJSON_IsNumber(hc))
+    CHECK(hc->valuedouble >= 0 && hc->valuedouble <= med * 1.0001, "config %d: host comm %g ms of a %g ms step", i,
+          hc->valuedouble, med);
+  /* exposed comm: step - step without all-reduces at TP > 1; null with a reason at TP 1 */
+  num_or_null(c, "exposed_comm_ms", "exposed_comm_reason", i);
+  const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "exposed_comm_ms");
+  if (tp == 1) CHECK(cJSON_IsNull(ex), "config %d: exposed comm at TP 1 must be null", i);
+  if (cJSON_IsNumber(ex)) {
+    int ok3 = 1;
+    const double without = num(c, "ms_per_token_without_comm", &ok3);
+    CHECK(ok3 && near(ex->valuedouble, med - without, 1e-9) , "config %d: exposed %g != %g - %g", i, ex->valuedouble,
+          med, without);
+  }
+  CHECK(cJSON_GetObjectItemCaseSensitive(c, "comm_ms_per_token") == NULL,
+        "config %d: comm_ms_per_token (host time mislabelled as exposed) is back", i);
+  /* the floor's bandwidth is the best probe pass: never below the median pass */
+  const cJSON *rb = cJSON_GetObjectItemCaseSensitive(c, "read_bw_gbs");
+  if (cJSON_IsNumber(rb)) {
+    int ok4 = 1;
+    const double medbw = num(c, "read_bw_median_gbs", &ok4);
+    CHECK(ok4 && rb->valuedouble >= medbw, "config %d: floor bandwidth %g below the median pass %g", i,
+          rb->valuedouble, medbw);
+  }
+  /* a measurement faster than the floor is flagged, and only then */
+  const cJSON *fault = cJSON_GetObjectItemCaseSensitive(c, "fault");
+  CHECK(cJSON_IsNull(fault) || cJSON_IsString(fault), "config %d: fault is neither null nor a string", i);
+  const cJSON *ratio_j = cJSON_GetObjectItemCaseSensitive(c, "measured_over_floor");
+  if (cJSON_IsNumber(ratio_j)) {
+    if (ratio_j->valuedouble < 1)
+      CHECK(cJSON_IsString(fault) && !strncmp(fault->valuestring, "measured faster than floor", 26),
+            "config %d: measured / floor %g < 1 without a fault", i, ratio_j->valuedouble);
+    else
+      CHECK(cJSON_IsNull(fault), "config %d: fault must be null at measured / floor %g", i, ratio_j->valuedouble);
+  }
   num_or_null(c, "floor_ms_per_token", "floor_reason", i);
   num_or_null(c, "measured_over_floor", "floor_reason", i);
   num_or_null(c, "energy_j_per_token", "energy_reason", i);
@@ -78,6 +123,27 @@ static void check_config(const cJSON *c, int i) {
     CHECK(cJSON_IsString(bound) && (!strcmp(bound->valuestring, "memory") || !strcmp(bound->valuestring, "compute")),
           "config %d: floor_bound", i);
   }
+}
+
+/* one all-reduce row: no wrong values; algbw = size / time and the busbw
+ * formula with more than one rank; no bandwidth (null, a reason) at one */
+static void check_allreduce(const cJSON *r, int k) {
+  int ok = 1;
+  const double ranks = num(r, "ranks", &ok), wrong = num(r, "wrong", &ok), size = num(r, "size_bytes", &ok);
+  const double us = num(r, "time_us", &ok);
+  CHECK(ok && wrong == 0, "allreduce row %d: %g wrong values", k, wrong);
+  if (!ok) return;
+  if (ranks == 1) {
+    CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "algbw_gbs")) &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "busbw_gbs")),
+          "allreduce row %d: a bandwidth at one rank", k);
+    const cJSON *why = cJSON_GetObjectItemCaseSensitive(r, "bw_reason");
+    CHECK(cJSON_IsString(why) && why->valuestring[0], "allreduce row %d: null bandwidth without bw_reason", k);
+    return;
+  }
+  const double alg = num(r, "algbw_gbs", &ok), bus = num(r, "busbw_gbs", &ok);
+  CHECK(ok && near(alg, size / (us * 1e-6) / 1e9, 1e-9), "allreduce row %d: algbw", k);
+  CHECK(ok && near(bus, alg * 2 * (ranks - 1) / ranks, 1e-9), "allreduce row %d: busbw", k);
 }
 
 static void check_dir(const char *dir, int want_configs, int want_predicted, int want_comm) {
@@ -134,7 +200,11 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
       int f = 1;
       for (const char *p = line; *p; p++) f += *p == ',';
-      if (fields0 < 0) fields0 = f;
+      if (fields0 < 0) {
+        fields0 = f;
+        static const char *cols[] = {"host_comm_ms", "exposed_comm_ms", "measured_over_floor", "fault"};
+        for (int c = 0; c < 4; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
+      }
       CHECK(f == fields0, "bench.csv line %d: %d fields, header has %d", lines + 1, f, fields0);
       lines++;
     }
@@ -154,6 +224,13 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
     if (want_predicted)
       CHECK(strstr(t, "predicted (speed-of-light") != NULL && strstr(t, "stroke-dasharray") != NULL,
             "pareto.svg: the predicted curve");
+    CHECK(svg_text_check(t, why, sizeof why) == 0, "pareto.svg: %s", why);
+    CHECK(svg_legend_check(t, why, sizeof why) == 0, "pareto.svg: %s", why);
+    char *cap = svg_group_text(t, "caption");
+    CHECK(cap && strstr(cap, "Measured (") && strstr(cap, " preset "), "pareto.svg: the caption does not say what is measured");
+    if (want_predicted)
+      CHECK(cap && strstr(cap, "Predicted, not measured"), "pareto.svg: the caption does not say what is predicted");
+    free(cap);
     free(t);
   }
 
@@ -166,12 +243,7 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
     for (int k = 0; cJSON_IsArray(a) && k < cJSON_GetArraySize(a); k++) {
       const cJSON *r = cJSON_GetArrayItem(a, k);
       if (cJSON_GetObjectItemCaseSensitive(r, "skipped")) continue;
-      int ok = 1;
-      const double ranks = num(r, "ranks", &ok), alg = num(r, "algbw_gbs", &ok), bus = num(r, "busbw_gbs", &ok);
-      const double wrong = num(r, "wrong", &ok), size = num(r, "size_bytes", &ok), us = num(r, "time_us", &ok);
-      CHECK(ok && wrong == 0, "comm.json row %d: %g wrong values", k, wrong);
-      CHECK(ok && near(alg, size / (us * 1e-6) / 1e9, 1e-9), "comm.json row %d: algbw", k);
-      CHECK(ok && near(bus, alg * 2 * (ranks - 1) / ranks, 1e-9), "comm.json row %d: busbw", k);
+      check_allreduce(r, k);
       timed++;
     }
     CHECK(timed > 0, "comm.json: no timed sizes");
@@ -197,6 +269,7 @@ static void check_jsonl(const char *path, int want_configs) {
       check_config(o, decode);
       decode++;
     }
+    if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "allreduce")) check_allreduce(o, lines);
     cJSON_Delete(o);
     lines++;
   }

@@ -2,8 +2,10 @@
 # End-to-end runs of tpdecode-bench for ctest; the exit status is the verdict
 # (77: skipped).
 #   run_bench.sh sweep BENCH CHECK WORKDIR MPIRUN   mpirun -np 2, --sweep --predict --comm on the small preset
-#   run_bench.sh json  BENCH CHECK WORKDIR          one process, --json on the tiny preset
+#   run_bench.sh json  BENCH CHECK WORKDIR          one process, --json (decode and --comm rows) on the tiny preset
 #   run_bench.sh table BENCH CHECK WORKDIR          one process, the human table on the tiny preset
+#   run_bench.sh sweep1 BENCH CHECK WORKDIR         one process, --sweep --predict: bench.json, bench.csv, pareto.svg
+#   run_bench.sh args  BENCH CHECK WORKDIR VERSION  argument errors: one line each, exit 1; --version, --help
 set -u
 mode=$1 bench=$2 check=$3 work=$4 mpirun=${5:-}
 rm -rf "$work"
@@ -42,17 +44,76 @@ case $mode in
     ;;
   json)
     # shellcheck disable=SC2086
-    "$bench" --preset tiny --batch 1,2 --ctx 8 $common --json > "$work/out.jsonl" 2> "$work/stderr.txt" ||
-      fail "the benchmark failed"
+    "$bench" --preset tiny --batch 1,2 --ctx 8 $common --json --comm --comm-max 16384 --comm-iters 2 \
+      --comm-warmup 1 > "$work/out.jsonl" 2> "$work/stderr.txt" || fail "the benchmark failed"
     "$check" jsonl "$work/out.jsonl" --configs 2 || fail "--json output does not check"
+    grep -q '"kind":"allreduce"' "$work/out.jsonl" || fail "no all-reduce rows"
     ;;
   table)
     # shellcheck disable=SC2086
-    "$bench" --preset tiny --batch 1,2 $common > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "the benchmark failed"
+    "$bench" --preset tiny --batch 1,2 $common --comm --comm-max 16384 --comm-iters 2 --comm-warmup 1 \
+      > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "the benchmark failed"
     cat "$work/stdout.txt"
     grep -q "^batch 2 / batch 1 system tokens/s: " "$work/stdout.txt" || fail "no batch 2 / batch 1 line"
     grep -q "of read" "$work/stdout.txt" || fail "no fraction-of-read-bandwidth column"
     grep -q "MB/tok" "$work/stdout.txt" || fail "no bytes-per-token column"
+    grep -q "host comm  *exposed" "$work/stdout.txt" || fail "no host comm / exposed columns"
+    # TP 1: exposed communication is n/a; one rank: no bus bandwidth
+    awk '$1 == 1 && $2 ~ /^[0-9]+$/ && NF >= 19 { if ($10 != "n/a") exit 1 }' "$work/stdout.txt" ||
+      fail "exposed communication is not n/a at TP 1"
+    grep -q "^# average bus bandwidth: n/a (one rank" "$work/stdout.txt" || fail "a bus bandwidth at one rank"
+    awk '$3 == "float" { n++; if ($5 != "n/a" || $6 != "n/a") exit 1 } END { if (!n) exit 1 }' "$work/stdout.txt" ||
+      fail "an algbw/busbw number at one rank (or no all-reduce rows)"
+    ;;
+  sweep1)
+    # shellcheck disable=SC2086
+    "$bench" --preset tiny --sweep --predict h200 --predict-batch 1,4,16,64,256 --batch 1,2,4 --ctx 8,32 $common \
+      --out-dir "$work/out" > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "the benchmark failed"
+    "$check" dir "$work/out" --configs 6 --predicted || fail "outputs do not check"
+    if command -v xmllint > /dev/null 2>&1; then
+      xmllint --noout "$work/out/pareto.svg" || fail "xmllint rejects pareto.svg"
+    fi
+    ;;
+  args)
+    version=${5:-}
+    # each error: exit status 1, exactly one line on stderr, nothing on stdout (no usage text)
+    one_error() { # expected-substring args...
+      want=$1
+      shift
+      "$bench" "$@" > "$work/stdout.txt" 2> "$work/stderr.txt"
+      rc=$?
+      [ $rc -eq 1 ] || fail "'$*': exit status $rc, expected 1"
+      [ ! -s "$work/stdout.txt" ] || fail "'$*': printed on stdout"
+      [ "$(wc -l < "$work/stderr.txt")" -eq 1 ] || fail "'$*': more than one line on stderr"
+      grep -q "^tpdecode-bench: error: " "$work/stderr.txt" || fail "'$*': not a 'tpdecode-bench: error:' line"
+      grep -qF -- "$want" "$work/stderr.txt" || fail "'$*': the error does not say '$want'"
+      if grep -qi "token" "$work/stderr.txt"; then fail "'$*': talks about tokens"; fi
+    }
+    one_error "unknown option '--bogus'" --preset tiny --bogus
+    one_error "unknown option '--bogus'" --preset tiny --steps 2 --bogus
+    one_error "option --steps needs a value" --preset tiny --steps
+    one_error "--batch '1,abc': 'abc' is not an integer" --preset tiny --batch 1,abc
+    one_error "--batch '1,0': 0 is out of range" --preset tiny --batch 1,0
+    one_error "--ctx '8,': a trailing comma" --preset tiny --ctx 8,
+    one_error "--steps 'x': expected an integer" --preset tiny --steps x
+    one_error "--dtype 'f8': expected f32, bf16 or f16" --preset tiny --dtype f8
+    one_error "--backend 'tpu'" --preset tiny --backend tpu
+    one_error "unknown preset 'huge'" --preset huge
+    one_error "unexpected argument 'tiny'" --preset tiny tiny
+    one_error "nothing to do" --steps 2
+    "$bench" --version > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--version failed"
+    grep -q "^tpdecode-bench $version" "$work/stdout.txt" || fail "--version does not print 'tpdecode-bench $version'"
+    "$bench" --help > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--help failed"
+    for opt in --batch --ctx --steps --warmup --threads --membw-mb --dtype --comm-max --predict-ctx; do
+      grep -- "^  $opt" "$work/stdout.txt" | grep -q "default" || fail "--help shows no default for $opt"
+    done
+    # --threads above the cores: capped, with one warning (the run goes on)
+    "$bench" --preset tiny --threads 100000 --batch 1 --ctx 4 $common > "$work/stdout.txt" 2> "$work/stderr.txt" ||
+      fail "--threads 100000 failed"
+    grep -q "^tpdecode-bench: warning: --threads 100000 " "$work/stderr.txt" ||
+      fail "no warning for --threads 100000"
+    grep -q "thread.* per rank" "$work/stdout.txt" || fail "no machine line"
+    if grep -q "100000 threads" "$work/stdout.txt"; then fail "--threads 100000 was not capped"; fi
     ;;
   *)
     echo "run_bench.sh: unknown mode $mode"

@@ -1,7 +1,8 @@
 /* The all-reduce micro-benchmark and the timed communicator of
  * tpdecode-bench (launch/bench_comm.c, the file the program is built from),
  * over a fake 4-rank communicator: exact sums give 0 wrong values, a broken
- * all-reduce is counted, busbw = algbw * 2(n-1)/n. */
+ * all-reduce is counted, busbw = algbw * 2(n-1)/n; over one rank no
+ * bandwidth is reported; the timed wrapper counts all-reduces. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,15 +11,16 @@
 #include "testutil.h"
 #include "launch/bench.h"
 
-/* Rank 0 of 4 whose peers hold the same pattern scaled by their rank + 1:
- * the sum is 1 + 2 + 3 + 4 = 10 times this rank's buffer. */
+/* Rank 0 of n whose peers hold the same pattern scaled by their rank + 1:
+ * the sum is 1 + 2 + ... + n = n (n + 1) / 2 times this rank's buffer. */
 static int broken = 0;
 
 static void f_destroy(tpd_comm *c) { free(c); }
 static tpd_status f_allreduce(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream) {
-  (void)c, (void)stream;
+  (void)stream;
+  const float tri = (float)(c->size * (c->size + 1) / 2);
   if (!broken)
-    for (size_t i = 0; i < n; i++) tpd_store_f32(buf, dt, i, 10.0f * tpd_load_f32(buf, dt, i));
+    for (size_t i = 0; i < n; i++) tpd_store_f32(buf, dt, i, tri * tpd_load_f32(buf, dt, i));
   return TPD_OK;
 }
 static tpd_status f_start(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream, tpd_comm_req *req) {
@@ -58,12 +60,14 @@ static void f_abort(tpd_comm *c, int code) {
 static const tpd_comm_ops fake_ops = {"fake4", 0, f_destroy, f_allreduce, f_start, f_wait, f_allgather,
                                       f_broadcast, f_host_allgather, f_host_broadcast, f_barrier, f_abort};
 
-static tpd_comm *fake(void) {
+static tpd_comm *fake_n(int n) {
   tpd_comm *c = calloc(1, sizeof *c);
   c->ops = &fake_ops;
-  c->rank = 0, c->size = 4, c->local_rank = 0, c->local_size = 4;
+  c->rank = 0, c->size = n, c->local_rank = 0, c->local_size = n;
   return c;
 }
+
+static tpd_comm *fake(void) { return fake_n(4); }
 
 static void microbench(void) {
   tpd_comm *c = fake();
@@ -78,6 +82,7 @@ static void microbench(void) {
     CHECK(rows[i].count == rows[i].n_bytes / 4);
     CHECK(rows[i].wrong == 0);
     CHECK(rows[i].us > 0);
+    CHECK(rows[i].have_bw);
     CHECK(fabs(rows[i].algbw - rows[i].n_bytes / (rows[i].us * 1e-6) / 1e9) <= 1e-9 * rows[i].algbw);
     CHECK(fabs(rows[i].busbw - rows[i].algbw * 1.5) <= 1e-12 * rows[i].busbw); /* 2 (4 - 1) / 4 */
   }
@@ -107,6 +112,26 @@ static void microbench(void) {
   c->ops->destroy(c);
 }
 
+/* One rank: the all-reduce sums nothing with anyone, so no bandwidth is
+ * reported (it was algbw = bytes / a near-zero time: petabytes per second). */
+static void one_rank(void) {
+  tpd_comm *c = fake_n(1);
+  bench_comm_row rows[64];
+  int n = 0;
+  const bench_comm_opts o = {4096, 65536, 3, 1, TPD_F32};
+  broken = 0;
+  CHECK(bench_comm_host(c, &o, rows, &n) == TPD_OK);
+  CHECK(n == 5);
+  for (int i = 0; i < n; i++) {
+    CHECK(rows[i].wrong == 0);
+    CHECK(rows[i].us >= 0);
+    CHECK(!rows[i].have_bw, "size %zu", rows[i].n_bytes);
+    CHECK(isnan(rows[i].algbw) && isnan(rows[i].busbw), "size %zu: algbw %g busbw %g", rows[i].n_bytes,
+          rows[i].algbw, rows[i].busbw);
+  }
+  c->ops->destroy(c);
+}
+
 static void timed(void) {
   tpd_comm *in = fake(), *t = NULL;
   CHECK(bench_timed_comm_create(in, &t) == TPD_OK);
@@ -128,11 +153,13 @@ static void timed(void) {
   CHECK(t->ops->wait(t, &req) == TPD_OK);
   bench_timed_get(t, &ms, &bytes, &calls);
   CHECK(calls == 3);               /* the barrier is not counted, the wait is time only */
+  CHECK(bench_timed_allreduces(t) == 2); /* the blocking one and the started one; not the all-gather */
   CHECK(bytes == 400 + 4 + 100);   /* f32 x 100, one int, bf16 x 50 */
   CHECK(ms >= 0);
   bench_timed_reset(t);
   bench_timed_get(t, &ms, &bytes, &calls);
   CHECK(ms == 0 && bytes == 0 && calls == 0);
+  CHECK(bench_timed_allreduces(t) == 0);
   tpd_comm_destroy(t); /* frees the wrapper only */
   CHECK(in->size == 4);
   tpd_comm_destroy(in);
@@ -140,6 +167,7 @@ static void timed(void) {
 
 int main(void) {
   microbench();
+  one_rank();
   timed();
   if (tu_failures) {
     fprintf(stderr, "test_bench_comm: %d check(s) failed\n", tu_failures);

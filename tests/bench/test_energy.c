@@ -1,6 +1,11 @@
 /* Energy readers (runtime/energy.c) on fake powercap trees and a missing
  * NVML library: present -> joules (wraps undone), absent -> not available
- * with a reason. */
+ * with a reason; and on this machine as it is: the meter's verdict and its
+ * reason must be the ones the test finds by looking at /sys/class/powercap
+ * and at the NVML library itself. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,14 +75,114 @@ static void absent(void) {
   tpd_energy_close(m);
   tpd_clear_error();
 
-  /* the real library, wherever this runs: either a working counter or a reason */
-  CHECK(tpd_energy_open_nvml(NULL, 0, &m) == TPD_OK);
-  if (tpd_energy_available(m)) {
-    CHECK(tpd_energy_read(m, &j) == TPD_OK && j >= 0);
+  /* a root named through the environment that is not there: the reason names it */
+  snprintf(p, sizeof p, "%s/no-such-powercap", root);
+  setenv("TPD_POWERCAP_ROOT", p, 1);
+  CHECK(tpd_energy_open_rapl(NULL, &m) == TPD_OK);
+  unsetenv("TPD_POWERCAP_ROOT");
+  char want[700];
+  snprintf(want, sizeof want, "RAPL: %s not present", p);
+  CHECK(!tpd_energy_available(m) && !strcmp(tpd_energy_reason(m), want), "'%s'", tpd_energy_reason(m));
+  tpd_energy_close(m);
+
+  /* a counter only root may read (kernels since 5.10): the reason says so */
+  dir("locked");
+  dir("locked/intel-rapl:0");
+  put("locked/intel-rapl:0/energy_uj", "123\n");
+  char f[600];
+  snprintf(f, sizeof f, "%s/locked/intel-rapl:0/energy_uj", root);
+  chmod(f, 0);
+  FILE *probe = fopen(f, "r");
+  if (probe) { /* root reads it anyway: then the meter must be available */
+    fclose(probe);
+    snprintf(p, sizeof p, "%s/locked", root);
+    CHECK(tpd_energy_open_rapl(p, &m) == TPD_OK && tpd_energy_available(m), "'%s'", tpd_energy_reason(m));
   } else {
-    CHECK(strncmp(tpd_energy_reason(m), "NVML: ", 6) == 0);
+    snprintf(p, sizeof p, "%s/locked", root);
+    CHECK(tpd_energy_open_rapl(p, &m) == TPD_OK && !tpd_energy_available(m));
+    snprintf(want, sizeof want, "RAPL: cannot read %s: %s (energy_uj is readable by root only on recent kernels)", f,
+             strerror(EACCES));
+    CHECK(!strcmp(tpd_energy_reason(m), want), "'%s', expected '%s'", tpd_energy_reason(m), want);
   }
   tpd_energy_close(m);
+}
+
+/* This machine: work out, without energy.c, what its default RAPL root and
+ * NVML library allow, then demand exactly that verdict and reason. */
+static void this_machine(void) {
+  unsetenv("TPD_POWERCAP_ROOT");
+  unsetenv("TPD_NVML_LIB");
+  const char *pc = "/sys/class/powercap";
+  char want[1200] = "";
+  int want_available = 0;
+  struct stat sb;
+  if (stat(pc, &sb) != 0 && errno == ENOENT) {
+    snprintf(want, sizeof want, "RAPL: %s not present", pc);
+  } else {
+    DIR *d = opendir(pc);
+    char first[300] = "";
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+      const char *nm = e->d_name;
+      if (strncmp(nm, "intel-rapl:", 11) || !nm[11] || strspn(nm + 11, "0123456789") != strlen(nm + 11)) continue;
+      if (!n++ || strcmp(nm, first) < 0) snprintf(first, sizeof first, "%s", nm);
+    }
+    if (d) closedir(d);
+    if (!d) {
+      snprintf(want, sizeof want, "RAPL: cannot");
+    } else if (!n) {
+      snprintf(want, sizeof want, "RAPL: no intel-rapl:N package domains under %s", pc);
+    } else {
+      /* the first domain in name order is read first: its failure is the reason */
+      char path[700];
+      snprintf(path, sizeof path, "%s/%s/energy_uj", pc, first);
+      FILE *fp = fopen(path, "r");
+      unsigned long long v;
+      if (!fp) {
+        snprintf(want, sizeof want, "RAPL: cannot read %s: %s", path, strerror(errno));
+      } else {
+        want_available = fscanf(fp, "%llu", &v) == 1;
+        if (!want_available) snprintf(want, sizeof want, "RAPL: cannot read %s", path);
+        fclose(fp);
+      }
+    }
+  }
+  tpd_energy *m = NULL;
+  CHECK(tpd_energy_open_rapl(NULL, &m) == TPD_OK);
+  printf("test_energy: this machine's RAPL: %s\n", tpd_energy_available(m) ? tpd_energy_source(m) : tpd_energy_reason(m));
+  if (want_available) {
+    CHECK(tpd_energy_available(m), "%s readable here, yet: '%s'", pc, tpd_energy_reason(m));
+    double j = -1;
+    CHECK(tpd_energy_read(m, &j) == TPD_OK && j >= 0);
+  } else {
+    CHECK(!tpd_energy_available(m), "expected not available: %s", want);
+    CHECK(!strncmp(tpd_energy_reason(m), want, strlen(want)), "reason '%s', expected '%s'", tpd_energy_reason(m), want);
+  }
+  tpd_energy_close(m);
+
+  /* NVML: the library under its default name, loaded here first */
+  dlerror();
+  void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  CHECK(tpd_energy_open_nvml(NULL, 0, &m) == TPD_OK);
+  printf("test_energy: this machine's NVML: %s\n", tpd_energy_available(m) ? tpd_energy_source(m) : tpd_energy_reason(m));
+  if (!lib) {
+    CHECK(!tpd_energy_available(m));
+    CHECK(!strncmp(tpd_energy_reason(m), "NVML: cannot load libnvidia-ml.so.1 (", 37), "'%s'", tpd_energy_reason(m));
+  } else if (!dlsym(lib, "nvmlDeviceGetTotalEnergyConsumption")) {
+    CHECK(!tpd_energy_available(m) && strstr(tpd_energy_reason(m), "lacks nvmlDeviceGetTotalEnergyConsumption"),
+          "'%s'", tpd_energy_reason(m));
+  } else if (tpd_energy_available(m)) {
+    CHECK(!strcmp(tpd_energy_source(m), "NVML total energy (GPU 0)"), "'%s'", tpd_energy_source(m));
+    double j = -1;
+    CHECK(tpd_energy_read(m, &j) == TPD_OK && j >= 0);
+  } else { /* the driver is there; only its own answer says why not */
+    CHECK(!strncmp(tpd_energy_reason(m), "NVML: nvmlInit failed: ", 23) ||
+              !strncmp(tpd_energy_reason(m), "NVML: GPU 0 has no readable total-energy counter: ", 50),
+          "'%s'", tpd_energy_reason(m));
+  }
+  if (lib) dlclose(lib);
+  tpd_energy_close(m);
+  tpd_clear_error();
 }
 
 static void present(void) {
@@ -129,13 +234,9 @@ int main(void) {
   }
   absent();
   present();
+  this_machine();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
-  if (tu_failures) {
-    fprintf(stderr, "test_energy: %d check(s) failed\n", tu_failures);
-    return 1;
-  }
-  printf("test_energy: ok\n");
-  return 0;
+  return tu_finish("test_energy");
 }

@@ -1,5 +1,6 @@
 /* Pareto frontier (dominated points removed, order, ties) and the SVG
- * writer (well-formed, required elements, escaping) of runtime/pareto.c. */
+ * writer (well-formed, required elements, escaping; no two texts overlap,
+ * legend samples in the series' colours, the caption) of runtime/pareto.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "testutil.h"
 #include "runtime/pareto.h"
+#include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
 
 static int same(const int *got, int n_got, const int *want, int n_want) {
@@ -110,7 +112,8 @@ static void svg(void) {
       {"measured Pareto frontier", fx, fy, NULL, 5, TPD_PLOT_LINE, TPD_MARK_CIRCLE, "#1f77b4"},
       {"predicted (speed-of-light, 8x H200 SXM)", px, py, pl, 5, TPD_PLOT_DASHED, TPD_MARK_CIRCLE, "#d62728"},
   };
-  const tpd_plot_opts o = {"title \"quoted\"", "sub 'title'", "tokens/s per user", "tokens/s/W", 1, 1, 0, 0};
+  const tpd_plot_opts o = {"title \"quoted\"", "sub 'title'", "tokens/s per user", "tokens/s/W", 1, 1, 0, 0,
+                           "Measured: cpu <small> on this machine. Predicted: 8x H200, not measured."};
   char *s = NULL;
   CHECK(tpd_plot_svg(&o, se, 3, &s) == TPD_OK);
   if (!s) return;
@@ -132,12 +135,18 @@ static void svg(void) {
   CHECK(strstr(s, "rotate(-90") != NULL); /* the y label */
   CHECK(strstr(s, ">1k<") != NULL);       /* a log tick label */
   CHECK(strstr(s, "nan") == NULL && strstr(s, "inf") == NULL);
+  CHECK(svg_text_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(svg_legend_check(s, why, sizeof why) == 0, "%s", why);
+  char *cap = svg_group_text(s, "caption");
+  CHECK(cap && !strcmp(cap, "Measured: cpu <small> on this machine. Predicted: 8x H200, not measured."),
+        "caption: '%s'", cap ? cap : "(none)");
+  free(cap);
   free(s);
 
   /* linear axes, one point, no legend */
   const double ox[] = {5}, oy[] = {5};
   const tpd_plot_series one = {NULL, ox, oy, NULL, 1, TPD_PLOT_POINTS, TPD_MARK_SQUARE, "black"};
-  const tpd_plot_opts lin = {NULL, NULL, NULL, NULL, 0, 0, 400, 300};
+  const tpd_plot_opts lin = {NULL, NULL, NULL, NULL, 0, 0, 400, 300, NULL};
   CHECK(tpd_plot_svg(&lin, &one, 1, &s) == TPD_OK);
   if (s) {
     CHECK(xml_check(s, why, sizeof why) == 0);
@@ -159,9 +168,105 @@ static void svg(void) {
   CHECK(xml_check("<svg><text>x &amp; y &#x3c;</text></svg>", why, sizeof why) == 0);
 }
 
+/* The bench's predicted curves: one named series, then curves in other
+ * colours without a name of their own.  Each colour drawn must be in the
+ * legend (the nameless ones join the named entry's sample). */
+static void legend_colours(void) {
+  const double x1[] = {10, 20, 30}, y1[] = {5, 8, 9}, x2[] = {15, 25, 35}, y2[] = {3, 6, 7}, x3[] = {12, 22}, y3[] = {1, 2};
+  const tpd_plot_series se[] = {
+      {"measured", x3, y3, NULL, 2, TPD_PLOT_POINTS, TPD_MARK_SQUARE, "#1f77b4"},
+      {"predicted, TP 1..2", x1, y1, NULL, 3, TPD_PLOT_DASHED, TPD_MARK_CIRCLE, "#d62728"},
+      {NULL, x2, y2, NULL, 3, TPD_PLOT_DASHED, TPD_MARK_CIRCLE, "#ff7f0e"},
+      {"frontier", x1, y1, NULL, 3, TPD_PLOT_WIDE, TPD_MARK_CIRCLE, "#444444"},
+  };
+  const tpd_plot_opts o = {"t", NULL, "x", "y", 1, 1, 600, 400, NULL};
+  char *s = NULL, why[300] = "";
+  CHECK(tpd_plot_svg(&o, se, 4, &s) == TPD_OK);
+  if (!s) return;
+  CHECK(xml_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(svg_legend_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(svg_text_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(strstr(s, "id=\"caption\"") == NULL); /* no caption asked for */
+  free(s);
+  /* the checker itself sees a legend colour no series has, and the reverse */
+  const char *bad1 = "<svg><g id=\"series\"><line stroke=\"#111111\"/></g><g id=\"legend\"><line stroke=\"#222222\"/></g></svg>";
+  CHECK(svg_legend_check(bad1, why, sizeof why) != 0);
+  const char *bad2 = "<svg><g id=\"series\"><line stroke=\"#111111\"/><circle fill=\"#333333\" stroke=\"#333333\"/></g>"
+                     "<g id=\"legend\"><line stroke=\"#111111\"/><text fill=\"#333333\">x</text></g></svg>";
+  CHECK(svg_legend_check(bad2, why, sizeof why) != 0);
+}
+
+/* Forty labelled points in a tight cluster, a long subtitle and caption:
+ * no text may overlap another or leave the document; every label is either
+ * drawn or listed under the legend. */
+static void crowded(void) {
+  enum { N = 40 };
+  double x[N], y[N];
+  char lab[N][16];
+  const char *lp[N];
+  unsigned r = 777;
+  for (int i = 0; i < N; i++) {
+    r = r * 1103515245u + 12345u;
+    x[i] = 100 + (r >> 16) % 40;
+    r = r * 1103515245u + 12345u;
+    y[i] = 50 + (r >> 16) % 20;
+    snprintf(lab[i], sizeof lab[i], "b%d tp%d", i + 1, 1 + i % 8);
+    lp[i] = lab[i];
+  }
+  const double fx[] = {1, 1000}, fy[] = {1, 1000};
+  const tpd_plot_series se[] = {
+      {"a legend entry long enough to need wrapping at this width: measured points of the crowded cluster, "
+       "labelled by batch and TP, drawn in one colour",
+       x, y, lp, N, TPD_PLOT_POINTS, TPD_MARK_CIRCLE, "#1f77b4"},
+      {"range", fx, fy, NULL, 2, TPD_PLOT_LINE, TPD_MARK_CIRCLE, "#2ca02c"},
+  };
+  char sub[400], caption[900];
+  snprintf(sub, sizeof sub, "a subtitle that is far too long for one line of a 500-pixel plot, so the writer must "
+                            "wrap it over several lines and move the plot down to make room");
+  snprintf(caption, sizeof caption, "Measured: tiny preset on this machine (2 ranks x 1 thread).\nPredicted: "
+                                    "speed-of-light floor of the 8b shape on 8x H200 SXM, datasheet figures, not "
+                                    "measured; the two are different models on different hardware.");
+  const tpd_plot_opts o = {"crowded", sub, "tokens/s per user", "tokens/s per rank", 1, 1, 500, 360, caption};
+  char *s = NULL, why[300] = "";
+  CHECK(tpd_plot_svg(&o, se, 2, &s) == TPD_OK);
+  if (!s) return;
+  CHECK(xml_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(svg_text_check(s, why, sizeof why) == 0, "%s", why);
+  CHECK(svg_legend_check(s, why, sizeof why) == 0, "%s", why);
+  char *leg = svg_group_text(s, "legend");
+  int drawn = 0, listed = 0;
+  for (int i = 0; i < N; i++) {
+    char tag[40];
+    snprintf(tag, sizeof tag, ">%.15s<", lab[i]);
+    const int d = strstr(s, tag) != NULL;
+    /* listed: the name followed by ',' or the end of the list */
+    int l = 0;
+    for (const char *p = leg ? strstr(leg, lab[i]) : NULL; p && !l; p = strstr(p + 1, lab[i]))
+      l = p[strlen(lab[i])] == ',' || p[strlen(lab[i])] == 0;
+    CHECK(d + l == 1, "label %s: drawn %d, listed %d", lab[i], d, l);
+    drawn += d, listed += l;
+  }
+  CHECK(drawn > 0 && listed > 0, "drawn %d, listed %d", drawn, listed); /* the cluster is too tight for all */
+  CHECK(leg && strstr(leg, "not labelled (no room): ") != NULL);
+  free(leg);
+  char *cap = svg_group_text(s, "caption");
+  CHECK(cap && strstr(cap, "Measured: tiny preset") && strstr(cap, "not measured;"), "caption '%s'", cap ? cap : "");
+  free(cap);
+  /* the checker itself finds two overlapping texts and one outside the page */
+  CHECK(svg_text_check("<svg width=\"100\" height=\"100\"><text x=\"10\" y=\"20\">abc</text>"
+                       "<text x=\"20\" y=\"24\">def</text></svg>", why, sizeof why) != 0);
+  CHECK(svg_text_check("<svg width=\"100\" height=\"100\"><text x=\"90\" y=\"20\">abcdef</text></svg>", why,
+                       sizeof why) != 0);
+  CHECK(svg_text_check("<svg width=\"100\" height=\"100\"><text x=\"10\" y=\"20\">abc</text>"
+                       "<text x=\"10\" y=\"40\">def</text></svg>", why, sizeof why) == 0);
+  free(s);
+}
+
 int main(void) {
   frontier();
   svg();
+  legend_colours();
+  crowded();
   if (tu_failures) {
     fprintf(stderr, "test_pareto: %d check(s) failed\n", tu_failures);
     return 1;

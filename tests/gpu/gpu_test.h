@@ -1,6 +1,7 @@
 /* Helpers shared by the GPU tests: skip when no device, random bf16-exact
- * inputs, poisoned outputs, normalised error.  Each test is a C program
- * that exits 0 (pass), 1 (fail) or 77 (skipped: no CUDA device). */
+ * inputs, poisoned outputs, normalised error (NaN-safe: tests/testutil.h).
+ * Each test is a C program that exits 0 (pass), 1 (fail, or no check ran) or
+ * 77 (skipped: no CUDA device, with a one-line SKIP reason). */
 #ifndef TPD_GPU_TEST_H
 #define TPD_GPU_TEST_H
 
@@ -16,6 +17,7 @@
 #include "kernels/backend.h"
 #include "runtime/dtype.h"
 #include "runtime/tpd_error.h"
+#include "tests/testutil.h" /* the NaN-safe comparisons: tu_rel_err, tu_worst, tu_within */
 
 #define GT_SKIP 77
 
@@ -156,33 +158,34 @@ static inline float *gt_host_from(tpd_backend *be, const void *d, size_t n, tpd_
 }
 
 typedef struct {
-  double err; /* ||out - ref|| / ||ref|| */
-  size_t n_nan;
+  double err;   /* ||out - ref|| / ||ref|| (tu_rel_err): +INF when n_nan > 0 or ref is all zero */
+  size_t n_nan; /* elements that are NaN or Inf in out or in ref */
 } gt_cmp;
 
-/* Compares rows x cols of out (stride ld_out) with ref (stride ld_ref). */
+/* Compares rows x cols of out (stride ld_out) with ref (stride ld_ref) with
+ * tu_rel_err: a NaN or Inf on either side (a poisoned, unwritten output
+ * included) counts in n_nan and makes err +INF, as does an all-zero ref. */
 static inline gt_cmp gt_compare(const float *out, int ld_out, const float *ref, int ld_ref, int rows, int cols) {
-  double num = 0, den = 0;
   gt_cmp c = {0, 0};
+  const size_t n = (size_t)rows * (size_t)cols;
+  double *o = (double *)gt_malloc(n * sizeof(double)), *f = (double *)gt_malloc(n * sizeof(double));
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) {
-      const double o = out[(size_t)r * ld_out + k], f = ref[(size_t)r * ld_ref + k];
-      if (isnan(o) || isinf(o)) {
-        c.n_nan++;
-        continue;
-      }
-      num += (o - f) * (o - f);
-      den += f * f;
+      const size_t i = (size_t)r * cols + k;
+      o[i] = out[(size_t)r * ld_out + k], f[i] = ref[(size_t)r * ld_ref + k];
+      if (!isfinite(o[i]) || !isfinite(f[i])) c.n_nan++;
     }
-  c.err = den > 0 ? sqrt(num / den) : sqrt(num);
+  c.err = tu_rel_err(o, f, n);
+  free(o), free(f);
   return c;
 }
 
-static int gt_failures;
+static int gt_failures, gt_checks;
 
-/* Prints one result line; counts a failure when err > tol or any NaN. */
+/* Prints one result line; counts a failure when err > tol or any NaN/Inf. */
 static inline void gt_report(const char *what, gt_cmp c, double tol) {
-  const int ok = c.n_nan == 0 && c.err <= tol;
+  const int ok = c.n_nan == 0 && tu_within(c.err, tol);
+  gt_checks++;
   printf("%s %-58s err %.3e (tol %.0e)%s\n", ok ? "ok  " : "FAIL", what, c.err, tol,
          c.n_nan ? "  NaN/unwritten elements present" : "");
   if (c.n_nan) printf("     %zu NaN or unwritten elements\n", c.n_nan);
@@ -190,14 +193,17 @@ static inline void gt_report(const char *what, gt_cmp c, double tol) {
 }
 
 static inline void gt_expect(int cond, const char *what) {
+  gt_checks++;
   printf("%s %s\n", cond ? "ok  " : "FAIL", what);
   if (!cond) gt_failures++;
 }
 
+/* 0 only when at least one check ran and none failed (tu_verdict) */
 static inline int gt_finish(const char *prog) {
-  if (gt_failures) printf("%s: %d check(s) FAILED\n", prog, gt_failures);
-  else printf("%s: all checks passed\n", prog);
-  return gt_failures ? 1 : 0;
+  if (!gt_checks) printf("%s: FAILED: no checks ran (a test that checks nothing cannot fail)\n", prog);
+  else if (gt_failures) printf("%s: %d of %d check(s) FAILED\n", prog, gt_failures, gt_checks);
+  else printf("%s: all %d checks passed\n", prog, gt_checks);
+  return tu_verdict(gt_checks, gt_failures);
 }
 
 #endif

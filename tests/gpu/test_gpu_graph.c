@@ -7,7 +7,16 @@
  *     launches still work; after the eager run the same capture succeeds
  *   - a graph captured before a workspace grew refuses to launch
  *   - event ids are range-checked
+ *   - the engine's captured decode steps follow option changes: an engine
+ *     replaying graphs and one running eagerly take the same steps while
+ *     OVERLAP, AR_CHUNKS and SKIP_ALLREDUCE change between them; after
+ *     every change both must run the same all-reduces and give the same
+ *     logits (see test_engine_options)
  * Exit 77 when no CUDA device is present. */
+#include <unistd.h>
+
+#include "runtime/synth.h"
+#include "runtime/tpdecode.h"
 #include "tests/gpu/gpu_test.h"
 
 static const char *PROG = "test_gpu_graph";
@@ -116,7 +125,7 @@ static void test_replay(tpd_backend *be) {
  * global-mode one, and a graph captured before a workspace grew keeps
  * working afterwards.  A fresh backend starts with no workspaces. */
 static void test_workspace(void) {
-  tpd_backend_opts o = {0, -1, 0};
+  tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
   tpd_backend *be = NULL;
   GT_TRY(tpd_backend_create("cuda", &o, &be));
   const int F = 1000, K = 256, M_small = 20, M_big = 600;
@@ -202,14 +211,212 @@ static void test_workspace(void) {
   free(x), free(w), free(hw), free(kc), free(q);
 }
 
+/* ---- the engine under option changes ----
+ * A stand-in device communicator for rank 0 of 2, so that the options that
+ * shape the schedule (they matter only at TP > 1) take effect in one
+ * process.  Its all-reduce is enqueued on the stream it is given (the
+ * engine's comm stream, so it is captured with the step) and does two
+ * things there:
+ *   - marks byte k of a device ledger, k = the host call's index within the
+ *     step; after a step the number of marked bytes is the number of
+ *     all-reduces that ran on the device, whether launched eagerly or
+ *     replayed from a graph (a graph replays the indices of its capture)
+ *   - stands in for the other rank's contribution: keeps only the top byte
+ *     of every element (sign and the high exponent bits) by copying zeros
+ *     over the lower bytes, an elementwise change the logits depend on and
+ *     that is the same however the rows are cut into messages.
+ * Host collectives copy this rank's data into both ranks' places. */
+typedef struct {
+  int calls, cap;
+  unsigned char *ledger; /* device [cap] */
+  void *zeros;           /* device, >= the largest message in bytes */
+  size_t zeros_bytes;
+} fake_comm;
+
+static tpd_status fake_allreduce(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream) {
+  fake_comm *f = c->impl;
+  const size_t esz = tpd_dtype_size(dt);
+  if (f->calls >= f->cap) return TPD_FAIL(TPD_ERR_ARG, "fake all-reduce: more than %d calls in one step", f->cap);
+  if (n > f->zeros_bytes) return TPD_FAIL(TPD_ERR_ARG, "fake all-reduce: %zu elements, more than planned", n);
+  cudaStream_t s = (cudaStream_t)stream;
+  if (cudaMemsetAsync(f->ledger + f->calls++, 1, 1, s) != cudaSuccess ||
+      cudaMemcpy2DAsync(buf, esz, f->zeros, 1, esz - 1, n, cudaMemcpyDeviceToDevice, s) != cudaSuccess)
+    return TPD_FAIL(TPD_ERR_DEVICE, "fake all-reduce: %s", cudaGetErrorString(cudaGetLastError()));
+  return TPD_OK;
+}
+static tpd_status fake_allreduce_start(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream,
+                                       tpd_comm_req *req) {
+  req->impl = NULL, req->active = 0;
+  return fake_allreduce(c, buf, n, dt, stream);
+}
+static tpd_status fake_wait(tpd_comm *c, tpd_comm_req *req) {
+  (void)c, (void)req;
+  return TPD_OK;
+}
+static tpd_status fake_host_allgather(tpd_comm *c, const void *send, void *recv, size_t n_bytes) {
+  for (int r = 0; r < c->size; r++) memcpy((char *)recv + (size_t)r * n_bytes, send, n_bytes);
+  return TPD_OK;
+}
+static tpd_status fake_host_broadcast(tpd_comm *c, void *buf, size_t n_bytes, int root) {
+  (void)c, (void)buf, (void)n_bytes, (void)root;
+  return TPD_OK;
+}
+static tpd_status fake_unsupported(void) { return TPD_FAIL(TPD_ERR_UNSUPPORTED, "fake communicator: not used by the engine"); }
+static tpd_status fake_allgather(tpd_comm *c, const void *s, void *r, size_t n, void *st) {
+  (void)c, (void)s, (void)r, (void)n, (void)st;
+  return fake_unsupported();
+}
+static tpd_status fake_broadcast(tpd_comm *c, void *b, size_t n, int root, void *st) {
+  (void)c, (void)b, (void)n, (void)root, (void)st;
+  return fake_unsupported();
+}
+static tpd_status fake_barrier(tpd_comm *c) {
+  (void)c;
+  return TPD_OK;
+}
+static void fake_abort(tpd_comm *c, int code) {
+  (void)c;
+  fprintf(stderr, "FAIL: fake communicator aborted (%d)\n", code);
+  exit(1);
+}
+static void fake_destroy(tpd_comm *c) { (void)c; }
+
+static const tpd_comm_ops fake_ops = {.name = "fake-device",
+                                      .data_on_device = 1,
+                                      .destroy = fake_destroy,
+                                      .allreduce = fake_allreduce,
+                                      .allreduce_start = fake_allreduce_start,
+                                      .wait = fake_wait,
+                                      .allgather = fake_allgather,
+                                      .broadcast = fake_broadcast,
+                                      .host_allgather = fake_host_allgather,
+                                      .host_broadcast = fake_host_broadcast,
+                                      .barrier = fake_barrier,
+                                      .abort = fake_abort};
+
+/* number of all-reduces that ran in the last step; clears the ledger */
+static int ledger_count(fake_comm *f) {
+  unsigned char *h = gt_malloc((size_t)f->cap);
+  GT_CUDA(cudaDeviceSynchronize());
+  GT_CUDA(cudaMemcpy(h, f->ledger, (size_t)f->cap, cudaMemcpyDeviceToHost));
+  int n = 0;
+  for (int i = 0; i < f->cap; i++) n += h[i] == 1;
+  GT_CUDA(cudaMemset(f->ledger, 0, (size_t)f->cap));
+  GT_CUDA(cudaDeviceSynchronize());
+  f->calls = 0;
+  free(h);
+  return n;
+}
+
+static void test_engine_options(void) {
+  const char *tmp = getenv("TMPDIR");
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/tpd-gpu-graph-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(dir)) {
+    printf("FAIL: cannot create a temporary directory\n");
+    gt_failures++;
+    return;
+  }
+  tpd_synth_spec spec;
+  GT_TRY(tpd_synth_preset("tiny", &spec));
+  spec.dim = 256, spec.ffn_dim = 344, spec.vocab = 600, spec.seed = gt_next(); /* D = 256: 1, 2 or 4 chunks of 64 */
+  GT_TRY(tpd_synth_write(&spec, dir));
+  const int max_seqs = 2, T_cap = 32;
+  fake_comm fc[2];
+  tpd_comm comm[2];
+  tpd_engine *e[2] = {NULL, NULL}; /* 0: graphs, 1: eager */
+  for (int k = 0; k < 2; k++) {
+    memset(&fc[k], 0, sizeof fc[k]);
+    fc[k].cap = 4096;
+    fc[k].zeros_bytes = (size_t)T_cap * spec.dim * 4;
+    GT_CUDA(cudaMalloc((void **)&fc[k].ledger, (size_t)fc[k].cap));
+    GT_CUDA(cudaMemset(fc[k].ledger, 0, (size_t)fc[k].cap));
+    GT_CUDA(cudaMalloc(&fc[k].zeros, fc[k].zeros_bytes));
+    GT_CUDA(cudaMemset(fc[k].zeros, 0, fc[k].zeros_bytes));
+    GT_CUDA(cudaDeviceSynchronize());
+    comm[k] = (tpd_comm){.ops = &fake_ops, .rank = 0, .size = 2, .local_rank = 0, .local_size = 1, .impl = &fc[k]};
+    tpd_engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = "cuda", o.n_threads = 1, o.max_ctx = 64, o.max_seqs = max_seqs;
+    o.max_step_tokens = T_cap, o.kv_block_size = 8, o.device = -1;
+    GT_TRY(tpd_engine_create(&o, &comm[k], &e[k]));
+  }
+  GT_TRY(tpd_engine_set_option(e[1], TPD_OPT_GRAPHS, 0));
+  gt_expect(tpd_engine_get_option(e[0], TPD_OPT_GRAPHS) == 1 && tpd_engine_get_option(e[0], TPD_OPT_OVERLAP) == 0 &&
+                tpd_engine_get_option(e[0], TPD_OPT_AR_CHUNKS) == 1,
+            "engine defaults: graphs on, overlap off, 1 all-reduce chunk");
+  const int V = spec.vocab;
+  int slot[2][2];
+  for (int k = 0; k < 2; k++)
+    for (int s = 0; s < 2; s++) GT_TRY(tpd_engine_seq_open(e[k], &slot[k][s]));
+  int32_t prompt[2][7], feed[2], next[2][2];
+  for (int s = 0; s < 2; s++)
+    for (int i = 0; i < 7; i++) prompt[s][i] = (int32_t)gt_randint(V);
+  float *logits[2] = {gt_malloc(sizeof(float) * 2 * (size_t)V), gt_malloc(sizeof(float) * 2 * (size_t)V)};
+  /* the prompts (eager on both: more tokens than sequences) */
+  for (int k = 0; k < 2; k++) {
+    tpd_step_item it[2];
+    memset(it, 0, sizeof it);
+    for (int s = 0; s < 2; s++) it[s] = (tpd_step_item){.slot = slot[k][s], .n_tokens = 7 - 3 * s, .tokens = prompt[s]};
+    GT_TRY(tpd_engine_step(e[k], it, 2, next[k], logits[k]));
+    (void)ledger_count(&fc[k]);
+  }
+  feed[0] = next[1][0], feed[1] = next[1][1];
+  static const struct {
+    tpd_engine_option opt;
+    int value;
+    const char *name;
+  } phases[] = {{TPD_OPT_GRAPHS, 1, "defaults"},        {TPD_OPT_OVERLAP, 1, "OVERLAP=1"},
+                {TPD_OPT_AR_CHUNKS, 4, "AR_CHUNKS=4"},  {TPD_OPT_SKIP_ALLREDUCE, 1, "SKIP_ALLREDUCE=1"},
+                {TPD_OPT_SKIP_ALLREDUCE, 0, "SKIP_ALLREDUCE=0"}, {TPD_OPT_AR_CHUNKS, 2, "AR_CHUNKS=2"},
+                {TPD_OPT_OVERLAP, 0, "OVERLAP=0"}};
+  const int batches[2] = {2, 1}; /* per phase: a step at batch 2 and one at batch 1 */
+  for (size_t p = 0; p < sizeof phases / sizeof phases[0]; p++) {
+    if (phases[p].opt != TPD_OPT_GRAPHS)
+      for (int k = 0; k < 2; k++) GT_TRY(tpd_engine_set_option(e[k], phases[p].opt, phases[p].value));
+    for (int b = 0; b < 2; b++) {
+      const int B = batches[b];
+      int n_ar[2];
+      for (int k = 0; k < 2; k++) {
+        tpd_step_item it[2];
+        memset(it, 0, sizeof it);
+        for (int s = 0; s < B; s++) it[s] = (tpd_step_item){.slot = slot[k][s], .n_tokens = 1, .tokens = &feed[s]};
+        GT_TRY(tpd_engine_step(e[k], it, B, next[k], logits[k]));
+        n_ar[k] = ledger_count(&fc[k]);
+      }
+      const gt_cmp c = gt_compare(logits[0], V, logits[1], V, B, V);
+      char what[200];
+      snprintf(what, sizeof what, "after %s, batch %d: graph replay == eager: %d == %d all-reduces", phases[p].name, B,
+               n_ar[0], n_ar[1]);
+      gt_expect(n_ar[0] == n_ar[1], what);
+      snprintf(what, sizeof what, "after %s, batch %d: graph replay == eager: logits", phases[p].name, B);
+      gt_report(what, c, 1e-2);
+      for (int s = 0; s < B; s++) feed[s] = next[1][s];
+    }
+  }
+  for (int k = 0; k < 2; k++) {
+    tpd_engine_destroy(e[k]);
+    GT_CUDA(cudaFree(fc[k].ledger));
+    GT_CUDA(cudaFree(fc[k].zeros));
+  }
+  free(logits[0]), free(logits[1]);
+  char p[4200];
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  unlink(p);
+  rmdir(dir);
+}
+
 int main(void) {
   gt_require_gpu(PROG);
   gt_seed();
-  tpd_backend_opts o = {0, -1, 0};
+  tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
   tpd_backend *be = NULL;
   GT_TRY(tpd_backend_create("cuda", &o, &be));
   test_replay(be);
   tpd_backend_destroy(be);
   test_workspace();
+  test_engine_options();
   return gt_finish(PROG);
 }

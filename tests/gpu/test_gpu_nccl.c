@@ -1,10 +1,15 @@
-/* The NCCL communicator over an MPI communicator (run under mpirun; one rank
- * per GPU, so a single GPU gives a one-rank test): in-place sum all-reduce
- * of f32, bf16 and f16 device buffers (blocking and start/wait forms),
- * all-gather and broadcast of device bytes, and the host collectives that
- * delegate to MPI.  Inputs are small integers, exact in every dtype, so each
- * check counts wrong values exactly.  Every rank exits 77 when any rank has
- * no CUDA device. */
+/* The NCCL communicator, bootstrapped over MPI when started by mpirun (one
+ * rank per GPU, so a single GPU gives a one-rank test) and over the
+ * single-process communicator otherwise (one rank; builds without MPI):
+ *   - first, before any other collective (as the benchmark does, which
+ *     skips the prefill): an all-reduce captured in a CUDA graph between two
+ *     device copies, replayed 3 times on fresh inputs, f32 and bf16
+ *   - in-place sum all-reduce of f32, bf16 and f16 device buffers (blocking
+ *     and start/wait forms), all-gather and broadcast of device bytes, and
+ *     the host collectives that delegate to the bootstrap communicator.
+ * Inputs are small integers, exact in every dtype, so each check counts
+ * wrong values exactly.  Every rank exits 77 when any rank has no CUDA
+ * device. */
 #include <stdint.h>
 
 #include "comm/comm.h"
@@ -44,6 +49,66 @@ static void check_allreduce(tpd_comm *nc, cudaStream_t st, tpd_dtype dt, size_t 
   gt_expect(wrong == 0, what);
   GT_CUDA(cudaFree(d));
   free(h), free(hb);
+}
+
+static int value_rep(size_t i, int r, int rep) { return (int)((i * 7 + (size_t)r * 3 + (size_t)rep * 5) % 13) - 6; }
+
+/* src -> buf (copy), all-reduce(buf), buf -> dst (copy), captured once in
+ * relaxed mode (the engine's default) and replayed on fresh inputs. */
+static void check_graph(tpd_comm *nc, tpd_dtype dt) {
+  const size_t n = 4096 + 7, esz = tpd_dtype_size(dt), nb = n * esz;
+  cudaStream_t cs;
+  GT_CUDA(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+  void *src = NULL, *buf = NULL, *dst = NULL;
+  GT_CUDA(cudaMalloc(&src, nb));
+  GT_CUDA(cudaMalloc(&buf, nb));
+  GT_CUDA(cudaMalloc(&dst, nb));
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  GT_CUDA(cudaStreamBeginCapture(cs, cudaStreamCaptureModeRelaxed));
+  GT_CUDA(cudaMemcpyAsync(buf, src, nb, cudaMemcpyDeviceToDevice, cs));
+  const tpd_status s_ar = nc->ops->allreduce(nc, buf, n, dt, cs);
+  GT_CUDA(cudaMemcpyAsync(dst, buf, nb, cudaMemcpyDeviceToDevice, cs));
+  const cudaError_t e_end = cudaStreamEndCapture(cs, &graph);
+  char what[200];
+  snprintf(what, sizeof what, "nccl all-reduce %s captured in a graph: the collective and the capture succeed (%s)",
+           tpd_dtype_name(dt), s_ar != TPD_OK ? tpd_last_error() : cudaGetErrorString(e_end));
+  gt_expect(s_ar == TPD_OK && e_end == cudaSuccess && graph != NULL, what);
+  if (s_ar != TPD_OK || e_end != cudaSuccess || !graph) {
+    tpd_clear_error();
+    (void)cudaGetLastError();
+  } else {
+    GT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    float *h = gt_malloc(n * sizeof(float));
+    void *hb = gt_malloc(nb);
+    size_t wrong = 0;
+    for (int rep = 0; rep < 3; rep++) {
+      for (size_t i = 0; i < n; i++) h[i] = (float)value_rep(i, nc->rank, rep);
+      tpd_convert(hb, dt, h, TPD_F32, n);
+      GT_CUDA(cudaMemcpy(src, hb, nb, cudaMemcpyHostToDevice));
+      GT_CUDA(cudaMemset(dst, 0xFF, nb)); /* NaN until the replay writes it */
+      GT_CUDA(cudaDeviceSynchronize());
+      GT_CUDA(cudaGraphLaunch(exec, cs));
+      GT_CUDA(cudaStreamSynchronize(cs));
+      GT_CUDA(cudaMemcpy(hb, dst, nb, cudaMemcpyDeviceToHost));
+      tpd_convert(h, TPD_F32, hb, dt, n);
+      for (size_t i = 0; i < n; i++) {
+        int want = 0;
+        for (int r = 0; r < nc->size; r++) want += value_rep(i, r, rep);
+        if (!(h[i] == (float)want)) wrong++;
+      }
+    }
+    snprintf(what, sizeof what, "nccl all-reduce %s in a graph, replayed 3 times on fresh inputs, %d rank(s): wrong values: %zu",
+             tpd_dtype_name(dt), nc->size, wrong);
+    gt_expect(wrong == 0, what);
+    GT_CUDA(cudaGraphExecDestroy(exec));
+    free(h), free(hb);
+  }
+  if (graph) GT_CUDA(cudaGraphDestroy(graph));
+  GT_CUDA(cudaFree(src));
+  GT_CUDA(cudaFree(buf));
+  GT_CUDA(cudaFree(dst));
+  GT_CUDA(cudaStreamDestroy(cs));
 }
 
 static void check_allgather_broadcast(tpd_comm *nc, cudaStream_t st) {
@@ -89,13 +154,27 @@ static void check_allgather_broadcast(tpd_comm *nc, cudaStream_t st) {
 }
 
 int main(int argc, char **argv) {
-  tpd_comm *mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
-  if (!mpi) return GT_SKIP;
+  tpd_comm *mpi = NULL; /* the bootstrap: MPI under mpirun, else the single-process communicator */
+#ifdef TPD_HAVE_MPI
+  if (tpd_comm_launched_by_mpi()) {
+    mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
+    if (!mpi) return GT_SKIP;
+  }
+#endif
+  if (!mpi) {
+    (void)argc, (void)argv;
+    gt_require_gpu(PROG);
+    GT_TRY(tpd_comm_single_create(&mpi));
+  }
+  printf("bootstrap over the %s communicator, %d rank(s)\n", mpi->ops->name, mpi->size);
   tpd_comm *nc = NULL;
   GT_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
   gt_expect(!strcmp(nc->ops->name, "nccl") && nc->ops->data_on_device == 1 && nc->size == mpi->size &&
                 nc->rank == mpi->rank,
-            "nccl communicator: device data, same ranks as MPI");
+            "nccl communicator: device data, same ranks as the bootstrap communicator");
+  /* the first collectives after create: inside a capture */
+  check_graph(nc, TPD_F32);
+  check_graph(nc, TPD_BF16);
   cudaStream_t st;
   GT_CUDA(cudaStreamCreate(&st)); /* blocking: ordered after the legacy-stream copies that set up inputs */
   const tpd_dtype dts[3] = {TPD_F32, TPD_BF16, TPD_F16};

@@ -7,7 +7,7 @@
 int main(void) {
   char why[256];
   const int have = gt_have_gpu(why, sizeof why);
-  tpd_backend_opts o = {0, -1, 0};
+  tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
   tpd_backend *be = NULL;
   const tpd_status st = tpd_backend_create("cuda", &o, &be);
   if (!have) {

@@ -50,6 +50,9 @@ expect prompt-too-long "exceed the context of 256" -m "$T/good" --prompt-ids "$(
 expect token-id "token id 512 is outside the vocabulary" -m "$T/good" --prompt-ids 1,512
 expect unknown-option "unknown option '--frobnicate'" -m "$T/good" --prompt-ids 1 --frobnicate
 expect bad-number "-n 'x'" -m "$T/good" --prompt-ids 1 -n x
+expect n-range "-n '100000000': expected an integer in [1, 16777216]" -m "$T/good" --prompt-ids 1 -n 100000000
+expect missing-value "option --seed needs a value" -m "$T/good" --prompt-ids 1 --seed
+expect logits-out "--logits-out $T/none/x: cannot open for writing" -m "$T/good" --prompt-ids 1 --logits-out "$T/none/x"
 
 # a rank that dies: kill one rank of a long run; the job must end, non-zero
 "$B/tpdecode-synth" --out "$T/long" --preset small --ctx 100000 --seed 4 >/dev/null || exit 1

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int read_all(const char *path, unsigned char **buf, size_t *n) {
   FILE *f = fopen(path, "rb");
@@ -104,4 +106,45 @@ int tpd_make_bad(const char *good, const char *out, const char *kind, const char
   free(cfg);
   free(st);
   return rc;
+}
+
+int tpd_write_st_file(const char *path, const char *header, const void *data, size_t n_data) {
+  const size_t n = strlen(header), pad = (n + 7) / 8 * 8;
+  unsigned char *buf = malloc(8 + pad);
+  if (!buf) return -1;
+  for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)pad >> (8 * i));
+  memcpy(buf + 8, header, n);
+  memset(buf + 8 + n, ' ', pad - n);
+  const int rc = write_all(path, buf, 8 + pad, data, n_data);
+  free(buf);
+  return rc;
+}
+
+int tpd_copy_file(const char *src, const char *dst) {
+  unsigned char *buf = NULL;
+  size_t n = 0;
+  int rc = read_all(src, &buf, &n);
+  if (rc == 0) rc = write_all(dst, buf, n, NULL, 0);
+  free(buf);
+  return rc;
+}
+
+int tpd_stderr_to_file(const char *path) {
+  fflush(stderr);
+  const int saved = dup(2);
+  const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+    if (fd >= 0) close(fd);
+    if (saved >= 0) close(saved);
+    return -1;
+  }
+  close(fd);
+  return saved;
+}
+
+void tpd_stderr_restore(int handle) {
+  if (handle < 0) return;
+  fflush(stderr);
+  dup2(handle, 2);
+  close(handle);
 }

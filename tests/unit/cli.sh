@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # The command-line programs end to end: --json schema, sampling reproducible
-# across TP degrees, --logits-out, the plain output, synth reproducibility,
-# and --backend cuda failing plainly where it cannot run.
+# across TP degrees, --logits-out (and failing before any work when it cannot
+# be written), the plain output, synth reproducibility and rewriting a folder,
+# the programs' one-line errors, --version and --help, option ranges, the
+# --threads cap, varied greedy output of the synthetic presets, the mpirun and
+# srun examples, and --backend cuda (the CPU's ids on a GPU, one line without).
 #   cli.sh BUILD_DIR [MPIEXEC]
 set -u
 B=$1
 MPI=${2:-}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d /tmp/tpd-cli-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
 fail=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fail=1; }
+# one_error PROG FILE PHRASE: FILE (stderr) is exactly one line, "PROG: error: ...PHRASE..."
+one_error() {
+  [ "$(wc -l < "$2")" -eq 1 ] && grep -q "^$1: error: " "$2" && grep -qF -- "$3" "$2"
+}
+# distinct: number of distinct words on stdin
+distinct() { tr ' ' '\n' | grep -v '^$' | sort -u | wc -l; }
 
-"$B/tpdecode-synth" --out "$T/m" --preset tiny --dtype bf16 --seed 11 || exit 1
-"$B/tpdecode-synth" --out "$T/m2" --preset tiny --dtype bf16 --seed 11 || exit 1
-"$B/tpdecode-synth" --out "$T/m3" --preset tiny --dtype bf16 --seed 12 || exit 1
+"$B/tpdecode-synth" --out "$T/m" --preset tiny --dtype bf16 --seed 11 > "$T/synth.out" || exit 1
+"$B/tpdecode-synth" --out "$T/m2" --preset tiny --dtype bf16 --seed 11 > /dev/null || exit 1
+"$B/tpdecode-synth" --out "$T/m3" --preset tiny --dtype bf16 --seed 12 > /dev/null || exit 1
 cmp -s "$T/m/model.safetensors" "$T/m2/model.safetensors" && ok "synth: same seed, same bytes" || bad "synth: same seed differs"
 cmp -s "$T/m/model.safetensors" "$T/m3/model.safetensors" && bad "synth: another seed, same bytes" || ok "synth: another seed differs"
+size=$(stat -c %s "$T/m/model.safetensors")
+grep -qF "wrote $T/m/model.safetensors ($size bytes)" "$T/synth.out" && grep -qF "wrote $T/m/config.json" "$T/synth.out" \
+  && grep -q "2 files, .* in $T/m " "$T/synth.out" && ok "synth prints the files it wrote, their sizes and the folder" \
+  || { bad "synth output does not list its files:"; cat "$T/synth.out"; }
 
 ARGS=(-m "$T/m" --prompt-ids 1,2,3,4,5 --prompt-ids 9 --prompt-ids 100,200,300 -n 20 --ignore-eos)
 "$B/tpdecode" "${ARGS[@]}" --json > "$T/g1.json" && "$B/tests/unit/jsoncheck" 3 20 < "$T/g1.json" > "$T/g1.ids" \
@@ -34,7 +49,163 @@ size=$(stat -c %s "$T/l.f32" 2>/dev/null || echo 0)
 [ "$size" -eq $((3 * 512 * 4)) ] && ok "--logits-out writes [3, 512] float32" || bad "--logits-out wrote $size bytes"
 grep -q '^seq 2:' "$T/plain.txt" && grep -q 'tokens/s' "$T/plain.txt" && ok "plain output" || bad "plain output"
 
+# ---- synth into a folder that holds an earlier model: nothing stale may be loaded ----
+# logits MODEL_DIR OUT: the last step's logits of a fixed greedy run
+logits() { "$B/tpdecode" -m "$1" --prompt-ids 3,1,4,1,5 --prompt-ids 9,2 -n 6 --ignore-eos --logits-out "$2" > /dev/null; }
+W=$T/reused
+"$B/tpdecode-synth" --out "$W" --seed 21 --shards 3 > /dev/null && logits "$W" "$T/a21.f32" || bad "sharded seed-21 model"
+echo keep > "$W/tokenizer.json"
+echo keep > "$W/notes.txt"
+"$B/tpdecode-synth" --out "$W" --seed 22 > "$T/reuse.out" || bad "synth into a used folder"
+"$B/tpdecode-synth" --out "$T/fresh22" --seed 22 > /dev/null && logits "$T/fresh22" "$T/f22.f32" || bad "fresh seed-22 model"
+logits "$W" "$T/b22.f32" || bad "run on the rewritten folder"
+stale=$(cd "$W" && ls model-*-of-*.safetensors model.safetensors.index.json 2>/dev/null | wc -l)
+[ "$stale" -eq 0 ] && ok "synth removed the earlier model's shards and index" \
+  || bad "$stale stale shard/index file(s) left in $W: $(ls "$W" | tr '\n' ' ')"
+[ "$(cat "$W/tokenizer.json" "$W/notes.txt" 2>/dev/null)" = "$(printf 'keep\nkeep')" ] \
+  && ok "synth kept the files it does not own" || bad "synth removed or changed foreign files"
+[ "$(grep -c "removed $W/" "$T/reuse.out")" -eq 4 ] && ok "synth reports the 4 earlier files it removed" \
+  || { bad "synth does not report the removed files:"; cat "$T/reuse.out"; }
+cmp -s "$T/b22.f32" "$T/f22.f32" && ok "rewritten folder: the logits of a fresh seed-22 model" \
+  || bad "rewritten folder: logits differ from a fresh seed-22 model"
+cmp -s "$T/b22.f32" "$T/a21.f32" && bad "rewritten folder: still the seed-21 model's logits" \
+  || ok "rewritten folder: not the earlier model's logits"
+# and back: single file -> shards (another seed): the single file must go
+"$B/tpdecode-synth" --out "$W" --seed 23 --shards 2 > /dev/null || bad "synth shards into a used folder"
+"$B/tpdecode-synth" --out "$T/fresh23" --seed 23 > /dev/null && logits "$T/fresh23" "$T/f23.f32" || bad "fresh seed-23 model"
+logits "$W" "$T/b23.f32" || bad "run on the re-sharded folder"
+[ ! -e "$W/model.safetensors" ] && [ -e "$W/model-00002-of-00002.safetensors" ] && cmp -s "$T/b23.f32" "$T/f23.f32" \
+  && ok "re-sharded folder: no stale model.safetensors, the seed-23 model's logits" \
+  || bad "re-sharded folder: $(ls "$W" | tr '\n' ' ')"
+
+# ---- one-line errors, --version, --help ----
+for prog in tpdecode tpdecode-synth; do
+  v=$("$B/$prog" --version)
+  [ "$(printf '%s\n' "$v" | wc -l)" -eq 1 ] && printf '%s' "$v" | grep -qE "^$prog [0-9]+\.[0-9]+\.[0-9]+ \(backends: cpu" \
+    && ok "$prog --version: $v" || bad "$prog --version: '$v'"
+done
+"$B/tpdecode" --help > "$T/help.txt"
+# every option line of tpdecode --help that takes a value names its default (or says it is required)
+missing=$(grep -E '^  -' "$T/help.txt" | grep -E ' [A-Z]+([ ,]|$)|\|' | grep -vE 'default|required' || true)
+[ -z "$missing" ] && grep -q -- '--version' "$T/help.txt" && ok "tpdecode --help: every option shows its default" \
+  || bad "tpdecode --help lacks defaults: $missing"
+"$B/tpdecode-synth" --help > "$T/shelp.txt"
+grep -q -- '--preset NAME .*(default tiny)' "$T/shelp.txt" && grep -q -- '--dtype .*(default bf16)' "$T/shelp.txt" \
+  && grep -q -- '--seed .*(default 1)' "$T/shelp.txt" && grep -qE '^  1b +dim 2048, 16 layers' "$T/shelp.txt" \
+  && ok "tpdecode-synth --help: defaults and the presets' shapes" || bad "tpdecode-synth --help lacks defaults"
+# synth_err NAME PHRASE ARGS...: one line "tpdecode-synth: error: ...PHRASE...", non-zero exit
+synth_err() {
+  local name=$1 phrase=$2
+  shift 2
+  "$B/tpdecode-synth" "$@" > /dev/null 2> "$T/serr"
+  local rc=$?
+  [ $rc -ne 0 ] && one_error tpdecode-synth "$T/serr" "$phrase" && ok "synth $name: $(cat "$T/serr")" \
+    || { bad "synth $name: status $rc:"; cat "$T/serr"; }
+}
+synth_err "unknown last option" "unknown option '--frobnicate'" --out "$T/x" --frobnicate
+synth_err "unknown option" "unknown option '--frobnicate'" --frobnicate 1 --out "$T/x"
+synth_err "missing value" "option --seed needs a value" --out "$T/x" --seed
+synth_err "no --out" "no output directory" --preset tiny
+synth_err "bad number" "--dim 'x': expected an integer in [1, " --out "$T/x" --dim x
+synth_err "bad preset" "unknown preset 'huge'" --out "$T/x" --preset huge
+synth_err "too many shards" "100 shards for 21 tensors" --out "$T/x" --shards 100
+"$B/tpdecode" -m "$T/m" --prompt-ids 1 --frobnicate > /dev/null 2> "$T/err"
+one_error tpdecode "$T/err" "unknown option '--frobnicate'" && ok "tpdecode: unknown last option" \
+  || { bad "tpdecode unknown last option:"; cat "$T/err"; }
+
+# ---- option ranges and the thread cap ----
+"$B/tpdecode" -m "$T/m" --prompt-ids 1 -n 100000000 > /dev/null 2> "$T/err"
+one_error tpdecode "$T/err" "-n '100000000': expected an integer in [1, 16777216]" && ok "-n out of range names the range" \
+  || { bad "-n out of range:"; cat "$T/err"; }
+"$B/tpdecode" -m "$T/m" --prompt-ids 1,2 -n 4 --threads 1000 > "$T/thr.out" 2> "$T/err"
+cores=$(getconf _NPROCESSORS_ONLN)
+used=$(sed -n 's/.*, \([0-9]*\) threads\{0,1\} per rank$/\1/p' "$T/thr.out")
+[ "$(wc -l < "$T/err")" -eq 1 ] && grep -q '^tpdecode: warning: --threads 1000 .*using' "$T/err" \
+  && [ -n "$used" ] && [ "$used" -le "$cores" ] && ok "--threads 1000 capped to $used on $cores CPUs: $(cat "$T/err")" \
+  || { bad "--threads 1000 not capped (ran with '${used}' threads on $cores CPUs):"; cat "$T/err"; }
+
+# ---- --logits-out that cannot be written: fails before any work, one line naming it ----
+# (the model directory does not exist either: the output is checked first)
+start=$(date +%s)
+"$B/tpdecode" -m "$T/no-model" --prompt-ids 1 --logits-out /nonexistent/dir/x > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -ne 0 ] && one_error tpdecode "$T/err" "/nonexistent/dir/x" && grep -q "cannot open" "$T/err" \
+  && ok "--logits-out to a missing folder fails before the model is read: $(cat "$T/err")" \
+  || { bad "--logits-out /nonexistent/dir/x: status $rc:"; cat "$T/err"; }
+"$B/tpdecode" -m "$T/m" --prompt-ids 1 -n 200 --logits-out /nonexistent/dir/x > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -ne 0 ] && [ ! -s "$T/out" ] && one_error tpdecode "$T/err" "/nonexistent/dir/x" \
+  && ok "--logits-out to a missing folder: nothing generated" || { bad "--logits-out: generated first:"; cat "$T/out" "$T/err"; }
+"$B/tpdecode" -m "$T/m" --prompt-ids 1,600 --logits-out "$T/unfinished.f32" > /dev/null 2> "$T/err"
+[ ! -e "$T/unfinished.f32" ] && one_error tpdecode "$T/err" "token id 600" \
+  && ok "a failed run leaves no --logits-out file" || bad "a failed run left $T/unfinished.f32"
+echo "     ($(($(date +%s) - start)) s for the --logits-out checks)"
+
+# ---- greedy output of the synthetic presets is varied ----
+# varied NAME MODEL_DIR [tpdecode options]: 3 prompts x 16 greedy tokens, each >= 8 distinct, none just the last prompt token
+varied() {
+  local name=$1 dir=$2
+  shift 2
+  if ! "$B/tpdecode" -m "$dir" --prompt-ids 1,15,300,42 --prompt-ids 7,8 --prompt-ids 100,200,300 -n 16 --ignore-eos \
+      --json "$@" > "$T/v.json" || ! "$B/tests/unit/jsoncheck" 3 16 < "$T/v.json" > "$T/v.ids"; then
+    bad "$name: run failed"
+    return
+  fi
+  local counts="" worst=16 line d lasts=(42 8 300) i=0 echo_last=0
+  while read -r line; do
+    d=$(printf '%s' "$line" | distinct)
+    counts="$counts $d"
+    [ "$d" -lt "$worst" ] && worst=$d
+    [ "$(printf '%s' "$line" | tr -s ' ' '\n' | grep -v '^$' | sort -u)" = "${lasts[$i]}" ] && echo_last=1
+    i=$((i + 1))
+  done < "$T/v.ids"
+  [ "$worst" -ge 8 ] && [ $echo_last -eq 0 ] && ok "$name: distinct tokens of 16 per prompt:$counts" \
+    || { bad "$name: distinct tokens of 16 per prompt:$counts"; cat "$T/v.ids"; }
+}
+varied "tiny preset, greedy" "$T/m"
+"$B/tpdecode-synth" --out "$T/small" --preset small --seed 1 > /dev/null || bad "small preset"
+varied "small preset, greedy" "$T/small"
+# the 1b preset's formula (dim 2048, tied embeddings, llama3 rope) at 2 layers and a smaller vocabulary
+"$B/tpdecode-synth" --out "$T/1b" --preset 1b --layers 2 --ffn 1024 --vocab 8192 --seed 1 > /dev/null || bad "1b-shaped model"
+varied "1b shape (tied), greedy" "$T/1b"
+varied "1b shape (tied), --temp 1" "$T/1b" --temp 1 --seed 3
+rm -rf "$T/1b" "$T/small"
+
+# ---- the launch examples ----
+out=$("$ROOT/launch/mpirun-example.sh" 2>&1)
+rc=$?
+[ $rc -ne 0 ] && printf '%s' "$out" | grep -q '^usage: .*mpirun-example.sh MODEL_DIR N' && ! printf '%s' "$out" | grep -q unbound \
+  && ok "mpirun-example.sh without arguments: $out" || bad "mpirun-example.sh without arguments: status $rc: $out"
+out=$("$ROOT/launch/srun-example.sh" 2>&1)
+rc=$?
+[ $rc -ne 0 ] && printf '%s' "$out" | grep -q '^usage: .*srun-example.sh MODEL_DIR' && ! printf '%s' "$out" | grep -q unbound \
+  && ok "srun-example.sh without arguments: $out" || bad "srun-example.sh without arguments: status $rc: $out"
+# srun replaced by a stub that drops srun's options and runs the program (TP=1)
+mkdir -p "$T/bin"
+printf '#!/usr/bin/env bash\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n' > "$T/bin/srun"
+chmod +x "$T/bin/srun"
+SRUN=$T/bin/srun TPD_BUILD_DIR=$B "$ROOT/launch/srun-example.sh" "$T/m" --backend cpu --prompt-ids 5,6,7 -n 8 --json \
+  > "$T/srun.json" 2> "$T/err" && "$B/tests/unit/jsoncheck" 1 8 --prompts < "$T/srun.json" > "$T/srun.p" \
+  && [ "$(cat "$T/srun.p")" = "5 6 7 " ] && ok "srun-example.sh: the user's prompt and -n replace the built-in ones" \
+  || { bad "srun-example.sh with --prompt-ids 5,6,7 -n 8:"; cat "$T/srun.json" "$T/err"; }
 if [ -n "$MPI" ]; then
+  MPIRUN=$MPI TPD_BUILD_DIR=$B "$ROOT/launch/mpirun-example.sh" "$T/m" 2 --prompt-ids 5,6,7 -n 8 --json \
+    > "$T/mpirun.json" 2> "$T/err" && "$B/tests/unit/jsoncheck" 1 8 --prompts < "$T/mpirun.json" > "$T/mpirun.p" \
+    && [ "$(cat "$T/mpirun.p")" = "5 6 7 " ] && ok "mpirun-example.sh at np 2: the user's prompt and -n replace the built-in ones" \
+    || { bad "mpirun-example.sh np 2 with --prompt-ids 5,6,7 -n 8:"; cat "$T/mpirun.json" "$T/err"; }
+  # at TP=2 the same greedy ids as TP=1
+  "$B/tpdecode" -m "$T/m" --prompt-ids 5,6,7 -n 8 --json | "$B/tests/unit/jsoncheck" 1 8 > "$T/tp1.ids"
+  "$B/tests/unit/jsoncheck" 1 8 < "$T/mpirun.json" > "$T/tp2.ids" 2>/dev/null
+  cmp -s "$T/tp1.ids" "$T/tp2.ids" && ok "mpirun-example.sh: TP=2 ids equal TP=1" || bad "mpirun-example.sh: TP=2 ids differ from TP=1"
+  # --help under mpirun: printed once, by rank 0
+  n=$("$MPI" -np 2 "$B/tpdecode" --help 2>/dev/null | grep -c '^usage:')
+  [ "$n" -eq 1 ] && ok "--help under mpirun -np 2 prints once" || bad "--help under mpirun -np 2 printed $n times"
+  # --logits-out that cannot be written, at TP=2: one line, before any generation
+  "$MPI" -np 2 "$B/tpdecode" -m "$T/m" --prompt-ids 1 --logits-out /nonexistent/dir/x > "$T/out" 2> "$T/err"
+  [ $? -ne 0 ] && [ ! -s "$T/out" ] && [ "$(grep -c '^tpdecode: error: .*/nonexistent/dir/x' "$T/err")" -eq 1 ] \
+    && ok "--logits-out to a missing folder at TP=2: one line, nothing generated" \
+    || { bad "--logits-out to a missing folder at TP=2:"; cat "$T/out" "$T/err"; }
+
   for np in 2 4; do
     "$MPI" -np $np --oversubscribe "$B/tpdecode" "${ARGS[@]}" --json --temp 0.8 --top-k 40 --top-p 0.9 --seed 5 \
       > "$T/s$np.json" 2>"$T/err$np" && "$B/tests/unit/jsoncheck" 3 20 < "$T/s$np.json" > "$T/s$np.ids" \
@@ -44,13 +215,27 @@ if [ -n "$MPI" ]; then
   done
 fi
 
-out=$("$B/tpdecode" -m "$T/m" --prompt-ids 1 --backend cuda 2>&1 >/dev/null)
+# ---- --backend cuda: the CPU's greedy ids where a GPU runs it, else one line saying why ----
+"$B/tpdecode" "${ARGS[@]}" --backend cuda --json > "$T/cuda.json" 2> "$T/err"
 rc=$?
-if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$out" | grep -c '^tpdecode: error')" -eq 1 ] && printf '%s' "$out" | grep -qi 'cuda'; then
-  ok "--backend cuda without a usable GPU: $(printf '%s\n' "$out" | grep '^tpdecode: error')"
-elif [ $rc -eq 0 ]; then
-  ok "--backend cuda ran (a GPU is present)"
+built=0
+"$B/tpdecode" --version | grep -q 'backends: cpu, cuda' && built=1
+gpu=0
+command -v nvidia-smi > /dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && gpu=1
+if [ $rc -eq 0 ]; then
+  if [ $built -eq 1 ] && "$B/tests/unit/jsoncheck" 3 20 < "$T/cuda.json" > "$T/cuda.ids" && cmp -s "$T/cuda.ids" "$T/g1.ids"; then
+    ok "--backend cuda ran on a GPU: the same greedy ids as --backend cpu"
+  else
+    bad "--backend cuda ran (built with cuda: $built) but its ids differ from --backend cpu:"
+    cat "$T/g1.ids" "$T/cuda.ids" 2>/dev/null
+  fi
+elif [ $built -eq 0 ]; then
+  one_error tpdecode "$T/err" "backend 'cuda' is not in this build" && ok "--backend cuda in a CPU-only build: $(cat "$T/err")" \
+    || { bad "--backend cuda in a CPU-only build: status $rc:"; cat "$T/err"; }
+elif [ $gpu -eq 1 ]; then
+  bad "--backend cuda failed although nvidia-smi lists a GPU:"; cat "$T/err"
 else
-  bad "--backend cuda: status $rc: $out"
+  one_error tpdecode "$T/err" "needs a CUDA GPU" && ok "--backend cuda without a GPU: $(cat "$T/err")" \
+    || { bad "--backend cuda without a GPU: status $rc:"; cat "$T/err"; }
 fi
 exit $fail

@@ -1,5 +1,6 @@
-/* jsoncheck N_SEQS N_NEW: validates `tpdecode --json` output on stdin and
- * prints each sequence's output ids on one line (for comparing runs). */
+/* jsoncheck N_SEQS N_NEW [--prompts]: validates `tpdecode --json` output on
+ * stdin and prints each sequence's output ids (with --prompts: its prompt
+ * ids) on one line, for comparing runs. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,8 @@ static int fail(const char *why) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) return fail("usage: jsoncheck N_SEQS N_NEW");
-  const int n_seqs = atoi(argv[1]), n_new = atoi(argv[2]);
+  if (argc < 3 || (argc > 3 && strcmp(argv[3], "--prompts"))) return fail("usage: jsoncheck N_SEQS N_NEW [--prompts]");
+  const int n_seqs = atoi(argv[1]), n_new = atoi(argv[2]), prompts = argc > 3;
   static char buf[1 << 20];
   size_t n = fread(buf, 1, sizeof buf - 1, stdin);
   buf[n] = 0;
@@ -33,10 +34,14 @@ int main(int argc, char **argv) {
     if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) < 1) return fail("prompt_ids");
     if (!cJSON_IsArray(o) || cJSON_GetArraySize(o) != n_new) return fail("output_ids: wrong length");
     const cJSON *t;
+    cJSON_ArrayForEach(t, p) {
+      if (!cJSON_IsNumber(t) || t->valuedouble < 0) return fail("prompt id");
+    }
     cJSON_ArrayForEach(t, o) {
       if (!cJSON_IsNumber(t) || t->valuedouble < 0) return fail("output id");
-      printf("%d ", t->valueint);
     }
+    const cJSON *shown = prompts ? p : o;
+    cJSON_ArrayForEach(t, shown) printf("%d ", t->valueint);
     printf("\n");
   }
   cJSON_Delete(root);

@@ -214,9 +214,14 @@ void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, 
   memcpy(seq, prompt, sizeof(int) * (size_t)n_prompt);
   for (int s = 0; s < n_new; s++) {
     ref_forward(m, seq, n_prompt + s, lg);
-    int best = 0;
+    int best = 0, finite = 1;
+    for (int i = 0; i < V; i++) finite &= isfinite(lg[i]) != 0;
     for (int i = 1; i < V; i++)
       if (lg[i] > lg[best]) best = i;
+    if (!finite) { /* no token: -1 matches no engine id, so a comparison fails */
+      for (int k = s; k < n_new; k++) out[k] = -1;
+      break;
+    }
     out[s] = best;
     seq[n_prompt + s] = best;
   }

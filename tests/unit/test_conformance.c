@@ -31,6 +31,9 @@ int main(int argc, char **argv) {
     const int n = cJSON_GetObjectItem(c, "n")->valueint, np = cJSON_GetArraySize(pj);
     const int steps = cJSON_GetArrayItem(shape, 0)->valueint, V = cJSON_GetArrayItem(shape, 1)->valueint;
     const double margin = cJSON_GetObjectItem(c, "min_top2_margin")->valuedouble;
+    CHECK(cJSON_GetArraySize(oj) == n && steps >= 1 && steps <= n, "%s: %d expected ids for n = %d, %d logit steps",
+          model, cJSON_GetArraySize(oj), n, steps);
+    if (cJSON_GetArraySize(oj) != n || steps < 1 || steps > n) break;
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)np);
     for (int i = 0; i < np; i++) prompt[i] = cJSON_GetArrayItem(pj, i)->valueint;
     snprintf(path, sizeof path, "%s/%s", dir, model);
@@ -53,12 +56,12 @@ int main(int argc, char **argv) {
       size_t nb = 0;
       CHECK_OK(tpd_read_text_file(path, &raw, &nb));
       CHECK(nb == sizeof(float) * (size_t)steps * V, "logits file size");
-      double worst = 0;
-      if (raw && nb == sizeof(float) * (size_t)steps * V)
-        for (size_t i = 0; i < (size_t)steps * V; i++)
-          worst = fmax(worst, fabs((double)r.step_logits[i] - ((const float *)raw)[i]));
-      CHECK(worst < LOGIT_TOL, "%s prompt of %d: logits differ by %.3g", model, np, worst);
-      CHECK(LOGIT_TOL < margin / 10, "tolerance not well inside the top-2 margin %.3g", margin);
+      /* NaN or Inf on either side, or nothing to compare: +INF, a failure */
+      const double worst = raw && nb == sizeof(float) * (size_t)steps * V
+                               ? tu_max_abs_diff(r.step_logits, (const float *)raw, (size_t)steps * V)
+                               : INFINITY;
+      CHECK(tu_within(worst, LOGIT_TOL), "%s prompt of %d: logits differ by %.3g", model, np, worst);
+      CHECK(tu_within(LOGIT_TOL, margin / 10), "tolerance not well inside the top-2 margin %.3g", margin);
       if (comm->rank == 0)
         printf("%-18s TP=%d prompt of %2d: %d of %d ids match; logits max |diff| %.2e (tolerance %.0e, min top-2 margin %.2e)\n",
                model, comm->size, np, n - mism, n, worst, LOGIT_TOL, margin);

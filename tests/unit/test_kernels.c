@@ -18,9 +18,12 @@ static void test_dtypes(void) {
   int bad_bf16 = 0, bad_f16 = 0;
   for (uint32_t h = 0; h < 65536; h++) {
     const float fb = tpd_bf16_to_f32((uint16_t)h), fh = tpd_f16_to_f32((uint16_t)h);
-    if (!isnan(fb) && tpd_f32_to_bf16(fb) != h) bad_bf16++;
-    if (!isnan(fh) && tpd_f32_to_f16(fh) != h) bad_f16++;
+    /* a NaN pattern need not keep its payload, but must stay NaN */
+    if (isnan(fb) ? !isnan(tpd_bf16_to_f32(tpd_f32_to_bf16(fb))) : tpd_f32_to_bf16(fb) != h) bad_bf16++;
+    if (isnan(fh) ? !isnan(tpd_f16_to_f32(tpd_f32_to_f16(fh))) : tpd_f32_to_f16(fh) != h) bad_f16++;
   }
+  CHECK(isnan(tpd_bf16_to_f32(tpd_f32_to_bf16(NAN))) && isnan(tpd_f16_to_f32(tpd_f32_to_f16(NAN))),
+        "f32 NaN does not convert to a NaN");
   CHECK(bad_bf16 == 0, "%d bf16 patterns do not round-trip", bad_bf16);
   CHECK(bad_f16 == 0, "%d f16 patterns do not round-trip", bad_f16);
   CHECK(tpd_f32_to_f16(1.0f) == 0x3c00 && tpd_f32_to_f16(65504.0f) == 0x7bff && tpd_f32_to_f16(1e6f) == 0x7c00,
@@ -31,9 +34,9 @@ static void test_dtypes(void) {
   int bad = 0;
   for (int i = 0; i < 100000; i++) {
     const float x = (float)tu_uniform(-1e4, 1e4);
-    const double e16 = fabs((double)tpd_f16_to_f32(tpd_f32_to_f16(x)) - x) / fabs(x);
-    const double eb = fabs((double)tpd_bf16_to_f32(tpd_f32_to_bf16(x)) - x) / fabs(x);
-    if (fabs(x) > 1e-3 && (e16 > 0.5 * 0x1p-10 || eb > 0.5 * 0x1p-7)) bad++;
+    const double e16 = tu_abs_diff(tpd_f16_to_f32(tpd_f32_to_f16(x)), x) / fabs(x);
+    const double eb = tu_abs_diff(tpd_bf16_to_f32(tpd_f32_to_bf16(x)), x) / fabs(x);
+    if (fabs(x) > 1e-3 && !(tu_within(e16, 0.5 * 0x1p-10) && tu_within(eb, 0.5 * 0x1p-7))) bad++;
   }
   CHECK(bad == 0, "%d random values round beyond half an ulp", bad);
 }
@@ -74,8 +77,7 @@ static void test_matmul_case(tpd_dtype dt, int M, int N, int K, int with_bias) {
       }
       const float got = y1[(size_t)m * ldy + n];
       if (isnan(got)) unwritten++;
-      const double err = fabs(got - s) / (mag + 1e-30);
-      if (err > worst) worst = err;
+      worst = tu_worst(worst, tu_abs_diff(got, s) / (mag + 1e-30));
       if (memcmp(&y1[(size_t)m * ldy + n], &y3[(size_t)m * ldy + n], sizeof(float))) thread_diff++;
     }
   /* the same row alone (M = 1) gives the same bits: results do not depend on the batch */
@@ -89,7 +91,7 @@ static void test_matmul_case(tpd_dtype dt, int M, int N, int K, int with_bias) {
    * rounded to bf16 (half an ulp: up to 2^-8 of each product) */
   const int dot = dt == TPD_BF16 && tpd_isa_active() == TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
   const double tol = (dot ? 0x1p-8 : 0.0) + 1e-6 * sqrt((double)K);
-  CHECK(worst < tol, "%s M=%d N=%d K=%d: error %.3g of sum |w x| (isa %s%s)", tpd_dtype_name(dt), M, N, K, worst,
+  CHECK(tu_within(worst, tol), "%s M=%d N=%d K=%d: error %.3g of sum |w x| (isa %s%s)", tpd_dtype_name(dt), M, N, K, worst,
         tpd_isa_name(tpd_isa_active()), dot ? ", bf16 dot" : "");
   CHECK(thread_diff == 0, "%s %dx%dx%d: 1 and 3 threads differ in %d outputs", tpd_dtype_name(dt), M, N, K, thread_diff);
   CHECK(batch_diff == 0, "%s %dx%dx%d: a row alone differs from the batch", tpd_dtype_name(dt), M, N, K);
@@ -127,8 +129,9 @@ static void test_rmsnorm(void) {
     }
     for (int i = 0; i < D; i++) ref[(size_t)t * D + i] = xr[(size_t)t * D + i] / sqrt(ss / D + 1e-5) * w[i];
   }
-  CHECK(tu_rel_err_fd(y, ref, (size_t)T * D) < 1e-6, "rmsnorm T=%d D=%d err %.3g", T, D, tu_rel_err_fd(y, ref, (size_t)T * D));
-  CHECK(tu_rel_err_fd(x, xr, (size_t)T * D) < 1e-7, "rmsnorm residual add");
+  const double err = tu_rel_err(y, ref, (size_t)T * D), err_x = tu_rel_err(x, xr, (size_t)T * D);
+  CHECK(tu_within(err, 1e-6), "rmsnorm T=%d D=%d err %.3g", T, D, err);
+  CHECK(tu_within(err_x, 1e-7), "rmsnorm residual add: err %.3g", err_x);
   free(x), free(d), free(w), free(y), free(x0), free(ref), free(xr);
 }
 
@@ -213,15 +216,11 @@ static void test_rope_kv(void) {
         const float *cache = NULL;
         if (h >= c.Hq && h < c.Hq + c.Hkv) cache = c.kc + cache_at(&c, c.slot[t], c.pos[t], h - c.Hq);
         if (h >= c.Hq + c.Hkv) cache = c.vc + cache_at(&c, c.slot[t], c.pos[t], h - c.Hq - c.Hkv);
-        double e = fabs(got_q - r);
-        if (h < c.Hq + c.Hkv && e > worst) worst = e;
-        if (cache) {
-          e = fabs(cache[i] - r);
-          if (e > worst) worst = e;
-        }
+        if (h < c.Hq + c.Hkv) worst = tu_worst(worst, tu_abs_diff(got_q, r));
+        if (cache) worst = tu_worst(worst, tu_abs_diff(cache[i], r));
       }
     }
-  CHECK(worst < 2e-6, "rope/kv append error %.3g (Dh %d)", worst, c.Dh);
+  CHECK(tu_within(worst, 2e-6), "rope/kv append error %.3g (Dh %d)", worst, c.Dh);
   free(qkv), free(orig), free(f);
   free_case(&c);
 }
@@ -260,8 +259,8 @@ static void test_attention(void) {
         for (int i = 0; i < c.Dh; i++) ref[((size_t)t * c.Hq + h) * c.Dh + i] += s[p] / z * v[i];
       }
     }
-  const double err = tu_rel_err_fd(out, ref, (size_t)T * c.Hq * c.Dh);
-  CHECK(err < 1e-5, "attention T=%d Hq=%d Hkv=%d Dh=%d window=%d: err %.3g", T, c.Hq, c.Hkv, c.Dh, c.window, err);
+  const double err = tu_rel_err(out, ref, (size_t)T * c.Hq * c.Dh);
+  CHECK(tu_within(err, 1e-5), "attention T=%d Hq=%d Hkv=%d Dh=%d window=%d: err %.3g", T, c.Hq, c.Hkv, c.Dh, c.window, err);
   free(q), free(out), free(ref), free(s);
   free_case(&c);
 }
@@ -279,14 +278,16 @@ static void test_small_ops(void) {
       const double g = gu[(size_t)t * 2 * F + i], u = gu[(size_t)t * 2 * F + F + i];
       ref[(size_t)t * F + i] = g / (1 + exp(-g)) * u;
     }
-  CHECK(tu_rel_err_fd(o, ref, (size_t)T * F) < 1e-6, "swiglu");
+  const double err_sw = tu_rel_err(o, ref, (size_t)T * F);
+  CHECK(tu_within(err_sw, 1e-6), "swiglu T=%d F=%d err %.3g", T, F, err_sw);
   /* add */
   double *r2 = malloc(sizeof(double) * (size_t)T * F);
   float *y = malloc(sizeof(float) * (size_t)T * F);
   fill(y, (size_t)T * F, 1.0);
   for (int i = 0; i < T * F; i++) r2[i] = (double)o[i] + y[i];
   CHECK_OK(be3->ops->add(be3, o, y, (size_t)T * F));
-  CHECK(tu_rel_err_fd(o, r2, (size_t)T * F) < 1e-7, "add");
+  const double err_add = tu_rel_err(o, r2, (size_t)T * F);
+  CHECK(tu_within(err_add, 1e-7), "add: err %.3g", err_add);
   /* gather rows */
   int32_t rows[3] = {T - 1, 0, T / 2};
   float *g = malloc(sizeof(float) * 3 * (size_t)F);
@@ -335,10 +336,10 @@ static void test_sampler(void) {
   double worst = 0;
   for (int i = 0; i < V; i++) {
     p[i] /= z;
-    const double sd = sqrt(p[i] * (1 - p[i]) / n), dev = fabs(counts[i] / (double)n - p[i]) / (sd + 1e-12);
-    if (dev > worst) worst = dev;
+    const double sd = sqrt(p[i] * (1 - p[i]) / n);
+    worst = tu_worst(worst, tu_abs_diff(counts[i] / (double)n, p[i]) / (sd + 1e-12));
   }
-  CHECK(worst < 5.0, "sampled frequencies deviate by %.1f standard deviations", worst);
+  CHECK(tu_within(worst, 5.0), "sampled frequencies deviate by %.1f standard deviations", worst);
   /* top-k = 2 keeps the two 2.0 logits only; top-p keeps the nucleus */
   tpd_sampling k2 = {.temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .seed = 7};
   tpd_sampling p5 = {.temperature = 1.0f, .top_p = 0.5f, .seed = 7};

@@ -1,10 +1,12 @@
 /* config.json parsing, safetensors reading (single and sharded), validation
  * of broken files, and the shard plan. */
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "badfiles.h"
 #include "runtime/config.h"
+#include "runtime/fileio.h"
 #include "runtime/safetensors.h"
 #include "runtime/shard.h"
 #include "runtime/synth.h"
@@ -38,7 +40,8 @@ static void test_config(void) {
       "{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,\"num_hidden_layers\":3,"
       "\"num_attention_heads\":8,\"num_key_value_heads\":2,\"head_dim\":32,\"vocab_size\":640,"
       "\"rope_theta\":500000.0,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
-      "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":64},\"tie_word_embeddings\":true}";
+      "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":64},\"tie_word_embeddings\":true,"
+      "\"rms_norm_eps\":1e-5}";
   CHECK_OK(tpd_config_parse(l3, "x", &c));
   CHECK(c.rope_llama3 && c.rope_factor == 8.0 && c.rope_orig_max_pos == 64 && c.tie_embeddings && c.head_dim == 32,
         "llama3 fields");
@@ -50,12 +53,13 @@ static void test_config(void) {
   const char *q2 =
       "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":100,\"num_hidden_layers\":1,"
       "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":100,\"sliding_window\":32,"
-      "\"use_sliding_window\":false,\"tie_word_embeddings\":true}";
+      "\"use_sliding_window\":false,\"tie_word_embeddings\":true,\"rms_norm_eps\":1e-6}";
   CHECK_OK(tpd_config_parse(q2, "x", &c));
   CHECK(c.qkv_bias && !c.o_bias && c.sliding_window == 0, "qwen2: q/k/v biases, no window");
   const char *mi =
       "{\"model_type\":\"mistral\",\"hidden_size\":64,\"intermediate_size\":100,\"num_hidden_layers\":1,"
-      "\"num_attention_heads\":4,\"num_key_value_heads\":1,\"vocab_size\":100,\"sliding_window\":4096}";
+      "\"num_attention_heads\":4,\"num_key_value_heads\":1,\"vocab_size\":100,\"sliding_window\":4096,"
+      "\"rms_norm_eps\":1e-5}";
   CHECK_OK(tpd_config_parse(mi, "x", &c));
   CHECK(c.sliding_window == 4096 && c.n_kv_heads == 1, "mistral window");
 
@@ -66,7 +70,7 @@ static void test_config(void) {
       "hidden_size");
   expect_config_error(
       "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":1,\"num_hidden_layers\":1,"
-      "\"num_attention_heads\":4,\"vocab_size\":9,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}",
+      "\"num_attention_heads\":4,\"vocab_size\":9,\"rms_norm_eps\":1e-5,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}",
       "rope_scaling");
   expect_config_error(
       "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":1,\"num_hidden_layers\":1,"
@@ -78,7 +82,8 @@ static void test_config(void) {
       "num_key_value_heads");
   expect_config_error(
       "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":1,\"num_hidden_layers\":1,"
-      "\"num_attention_heads\":4,\"vocab_size\":9,\"use_sliding_window\":true}",
+      "\"num_attention_heads\":4,\"num_key_value_heads\":4,\"vocab_size\":9,\"rms_norm_eps\":1e-6,"
+      "\"use_sliding_window\":true}",
       "use_sliding_window");
   expect_config_error(
       "{\"model_type\":\"llama\",\"hidden_size\":\"64\",\"intermediate_size\":1,\"num_hidden_layers\":1,"
@@ -172,6 +177,127 @@ static void test_safetensors(void) {
   tpd_st_close(c);
 }
 
+/* A folder with both model.safetensors and an index with shards (e.g. a
+ * checkpoint re-saved in place): transformers loads the single file, so
+ * must we, and say that the index is ignored. */
+static void test_single_file_wins(void) {
+  tpd_synth_spec s;
+  CHECK_OK(tpd_synth_preset("tiny", &s));
+  s.dtype = TPD_F32;
+  char single[300], sharded[300], both[300], a[700], b[700];
+  snprintf(single, sizeof single, "%s/wins-single", g_tmp);
+  snprintf(sharded, sizeof sharded, "%s/wins-sharded", g_tmp);
+  snprintf(both, sizeof both, "%s/wins-both", g_tmp);
+  s.seed = tu_next();
+  CHECK_OK(tpd_synth_write(&s, single));
+  s.seed ^= 0x5bd1e995u; /* other weights in the shards */
+  s.n_shards = 3;
+  CHECK_OK(tpd_synth_write(&s, sharded));
+  mkdir(both, 0755);
+  int copied = 0;
+  DIR *d = opendir(sharded);
+  for (struct dirent *de; d && (de = readdir(d));) {
+    if (strncmp(de->d_name, "model", 5)) continue; /* the index and the shards */
+    snprintf(a, sizeof a, "%s/%s", sharded, de->d_name);
+    snprintf(b, sizeof b, "%s/%s", both, de->d_name);
+    CHECK(tpd_copy_file(a, b) == 0, "copying %s", a);
+    copied++;
+  }
+  if (d) closedir(d);
+  CHECK(copied == 4, "index and 3 shards copied (%d files)", copied);
+  const char *own[] = {"config.json", "model.safetensors"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(a, sizeof a, "%s/%s", single, own[i]);
+    snprintf(b, sizeof b, "%s/%s", both, own[i]);
+    CHECK(tpd_copy_file(a, b) == 0, "copying %s", a);
+  }
+
+  tpd_st *x = NULL, *y = NULL, *z = NULL;
+  CHECK_OK(tpd_st_open(single, &x));
+  CHECK_OK(tpd_st_open(sharded, &y));
+  snprintf(a, sizeof a, "%s/stderr.txt", g_tmp);
+  const int h = tpd_stderr_to_file(a);
+  const tpd_status st = tpd_st_open(both, &z);
+  tpd_stderr_restore(h);
+  CHECK(h >= 0 && st == TPD_OK, "opening a folder with both: %s", tpd_last_error());
+  if (x && y && z) {
+    int same_as_single = 0, same_as_shards = 0, from_single_file = 0;
+    for (int i = 0; i < tpd_st_count(z); i++) {
+      const tpd_st_tensor *t = tpd_st_at(z, i), *tx = tpd_st_find(x, t->name), *ty = tpd_st_find(y, t->name);
+      if (!tx || !ty || tx->n_bytes != t->n_bytes || ty->n_bytes != t->n_bytes) continue;
+      same_as_single += !memcmp(tpd_st_data(z, t), tpd_st_data(x, tx), t->n_bytes);
+      same_as_shards += !memcmp(tpd_st_data(z, t), tpd_st_data(y, ty), t->n_bytes);
+      const char *path = tpd_st_file_path(z, t->file);
+      from_single_file += strlen(path) >= 18 && !strcmp(path + strlen(path) - 18, "/model.safetensors");
+    }
+    const int n = tpd_st_count(z);
+    CHECK(n == tpd_st_count(x) && same_as_single == n && from_single_file == n,
+          "both present: %d of %d tensors from model.safetensors, %d equal to it", from_single_file, n, same_as_single);
+    CHECK(same_as_shards < n / 2, "the shards' weights were used (%d of %d tensors equal)", same_as_shards, n);
+  }
+  char *log = NULL;
+  CHECK_OK(tpd_read_text_file(a, &log, NULL));
+  const char *nl = log ? strchr(log, '\n') : NULL;
+  CHECK(log && strstr(log, "model.safetensors.index.json") && strstr(log, "warn") && nl && !nl[1],
+        "expected one warning line naming the ignored index, got '%s'", log ? log : "");
+  free(log);
+  tpd_st_close(x);
+  tpd_st_close(y);
+  tpd_st_close(z);
+}
+
+/* Headers whose shape, byte count or offsets do not fit in 64 bits, or are
+ * not integers: rejected at open, naming the tensor. */
+static void expect_bad_header(const char *what, const char *header, size_t n_data, const char *tensor) {
+  char path[400];
+  snprintf(path, sizeof path, "%s/hdr-%s.safetensors", g_tmp, what);
+  unsigned char data[64];
+  for (size_t i = 0; i < sizeof data; i++) data[i] = (unsigned char)tu_next();
+  CHECK(n_data <= sizeof data && tpd_write_st_file(path, header, data, n_data) == 0, "writing %s", path);
+  tpd_st *st = NULL;
+  tpd_clear_error();
+  const tpd_status s = tpd_st_open_file(path, &st);
+  CHECK(s != TPD_OK, "%s: header accepted: %s", what, header);
+  char quoted[128];
+  snprintf(quoted, sizeof quoted, "'%s'", tensor);
+  CHECK(strstr(tpd_last_error(), quoted) != NULL, "%s: message '%s' does not name %s", what, tpd_last_error(), quoted);
+  CHECK(strchr(tpd_last_error(), '\n') == NULL, "%s: message spans lines", what);
+  tpd_clear_error();
+  tpd_st_close(st);
+}
+
+static void test_header_overflow(void) {
+  /* 2^32 x 2^32 elements: the product wraps to 0, matching an empty tensor */
+  expect_bad_header("elems-wrap",
+                    "{\"ok\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                    "\"big\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[16,16]}}",
+                    16, "big");
+  /* 2^62 elements fit, 2^62 x 4 bytes wraps to 0 */
+  expect_bad_header("bytes-wrap", "{\"big4\":{\"dtype\":\"F32\",\"shape\":[4294967296,1073741824],\"data_offsets\":[0,0]}}", 0,
+                    "big4");
+  /* eight dims of 2^8 = 2^64 elements, one byte each */
+  expect_bad_header("many-dims", "{\"u8\":{\"dtype\":\"U8\",\"shape\":[256,256,256,256,256,256,256,256],\"data_offsets\":[0,0]}}",
+                    0, "u8");
+  expect_bad_header("negative", "{\"neg\":{\"dtype\":\"F32\",\"shape\":[-4,2],\"data_offsets\":[0,0]}}", 0, "neg");
+  /* 2.5 x 2 read as 2 x 2 = 16 bytes */
+  expect_bad_header("fraction", "{\"frac\":{\"dtype\":\"F32\",\"shape\":[2.5,2],\"data_offsets\":[0,16]}}", 16, "frac");
+  /* offsets that are not numbers read as 0 */
+  expect_bad_header("offsets-text", "{\"txt\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[\"0\",\"0\"]}}", 0, "txt");
+  expect_bad_header("offsets-huge",
+                    "{\"far\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[18446744073709551600,18446744073709551616]}}",
+                    16, "far");
+  /* a zero dim makes an empty tensor whatever the other dims: not an overflow */
+  char path[400];
+  snprintf(path, sizeof path, "%s/hdr-empty.safetensors", g_tmp);
+  CHECK(tpd_write_st_file(path, "{\"e\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,0],\"data_offsets\":[0,0]}}", NULL,
+                          0) == 0,
+        "writing %s", path);
+  tpd_st *st = NULL;
+  CHECK_OK(tpd_st_open_file(path, &st));
+  if (st) CHECK(tpd_st_count(st) == 1 && tpd_st_at(st, 0)->n_bytes == 0, "empty tensor");
+  tpd_st_close(st);
+}
+
 /* Broken files: each rejected at open or at validation with a message naming the problem. */
 static void expect_bad(const char *kind, const char *tensor, const char *needle) {
   char good[300], bad[300];
@@ -225,6 +351,8 @@ int main(void) {
   test_config();
   test_shard_plan();
   test_safetensors();
+  test_single_file_wins();
+  test_header_overflow();
   test_bad_files();
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);

@@ -2,7 +2,15 @@
  * generates (greedy and sampled, a batch of three prompts of different
  * lengths) on fixed-seed synthetic models, checks on rank 0 against the
  * float64 reference, checks that every rank got the same tokens, and writes
- * its results to DIR/tp<N>.bin for test_tp_compare. */
+ * its results to DIR/tp<N>.bin for test_tp_compare.
+ *
+ * Overlap (micro-batch ping-pong, chunked all-reduce of single rows) is
+ * compared with overlap off at TP = 2 and 4, where it is active: the
+ * communicator is wrapped to count blocking and started all-reduces, so the
+ * run that claims overlap must show started (non-blocking) ones only, and
+ * chunked ones on the model wide enough to cut a row.  At TP = 1 there is no
+ * all-reduce and the engine ignores the option: the test asserts that it is a
+ * no-op there (no all-reduce either way, bit-identical logits). */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,11 +30,31 @@ typedef struct {
   unsigned long long seed;
 } mspec;
 
+/* the first model is 128 wide, so that a single row's all-reduce is cut into
+ * chunks (64-column granularity); the others keep the tiny preset's 64 */
 static const mspec MODELS[N_MODELS] = {
     {"llama3-f32", "llama", TPD_F32, 1, 1, 101},
     {"llama-bf16", "llama", TPD_BF16, 0, 0, 202},
     {"qwen2-f32", "qwen2", TPD_F32, 1, 0, 303},
 };
+
+/* ---- a communicator that counts the engine's all-reduces ---- */
+static const tpd_comm_ops *g_real_ops;
+static tpd_comm_ops g_counting_ops;
+static long g_n_blocking, g_n_started, g_n_partial; /* partial: fewer elements than one row */
+static int g_dim;
+
+static tpd_status count_allreduce(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream) {
+  g_n_blocking++;
+  return g_real_ops->allreduce(c, buf, n, dt, stream);
+}
+static tpd_status count_allreduce_start(tpd_comm *c, void *buf, size_t n, tpd_dtype dt, void *stream,
+                                        tpd_comm_req *req) {
+  g_n_started++;
+  if (n < (size_t)g_dim) g_n_partial++;
+  return g_real_ops->allreduce_start(c, buf, n, dt, stream, req);
+}
+static void count_reset(int dim) { g_n_blocking = g_n_started = g_n_partial = 0, g_dim = dim; }
 
 int main(int argc, char **argv) {
   tpd_comm *comm = NULL;
@@ -38,6 +66,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: test_tp OUTDIR\n");
     return 2;
   }
+  g_real_ops = comm->ops;
+  g_counting_ops = *comm->ops;
+  g_counting_ops.allreduce = count_allreduce;
+  g_counting_ops.allreduce_start = count_allreduce_start;
+  comm->ops = &g_counting_ops;
   const int tp = comm->size, rank = comm->rank;
   char dir[512], path[600];
   snprintf(dir, sizeof dir, "%s/models-tp%d", argv[1], tp);
@@ -48,6 +81,7 @@ int main(int argc, char **argv) {
       CHECK_OK(tpd_synth_preset("tiny", &s));
       s.arch = MODELS[m].arch, s.dtype = MODELS[m].dtype, s.tie = MODELS[m].tie, s.seed = MODELS[m].seed;
       if (MODELS[m].llama3) s.rope_llama3 = 1, s.rope_factor = 8.0, s.rope_orig_max_pos = 16;
+      if (m == 0) s.dim = 128;
       snprintf(path, sizeof path, "%s/%s", dir, MODELS[m].name);
       CHECK_OK(tpd_synth_write(&s, path));
     }
@@ -69,26 +103,53 @@ int main(int argc, char **argv) {
     if (!e) break;
     const int V = tpd_engine_config(e)->vocab;
     tpd_gen_request q = {.n_seqs = 3, .prompts = pp, .prompt_lens = LENS, .n_new = N_NEW, .logits_steps = N_NEW};
-    tpd_gen_result g, s;
+    const int D = tpd_engine_config(e)->dim;
+    tpd_gen_result g, s, ov;
+    /* overlap off, then on with 3 chunks per single-row all-reduce */
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, 0));
+    CHECK(tpd_engine_get_option(e, TPD_OPT_OVERLAP) == 0, "overlap still on after switching it off");
+    count_reset(D);
     CHECK_OK(tpd_generate(e, &q, &g));
-    /* overlap on (micro-batch ping-pong, chunked all-reduce of single rows):
-     * the same tokens, the same logits up to summation order */
-    tpd_gen_result ov;
-    const int was = tpd_engine_get_option(e, TPD_OPT_OVERLAP);
-    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, !was));
+    const long off_blocking = g_n_blocking, off_started = g_n_started;
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, 1));
     CHECK_OK(tpd_engine_set_option(e, TPD_OPT_AR_CHUNKS, 3));
+    CHECK(tpd_engine_get_option(e, TPD_OPT_OVERLAP) == 1 && tpd_engine_get_option(e, TPD_OPT_AR_CHUNKS) == 3,
+          "overlap options not taken");
+    count_reset(D);
     CHECK_OK(tpd_generate(e, &q, &ov));
-    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, was));
+    const long on_blocking = g_n_blocking, on_started = g_n_started, on_partial = g_n_partial;
+    CHECK_OK(tpd_engine_set_option(e, TPD_OPT_OVERLAP, 0));
+    if (tp > 1) {
+      /* off: every all-reduce blocks; on: every one is started and waited
+       * for later, with each part's work split in two micro-batches (every
+       * step here has 3 rows), so at least twice as many */
+      CHECK(off_blocking > 0 && off_started == 0, "%s TP=%d overlap off: %ld blocking, %ld started all-reduces",
+            MODELS[m].name, tp, off_blocking, off_started);
+      CHECK(on_blocking == 0 && on_started >= 2 * off_blocking,
+            "%s TP=%d overlap on is not active: %ld blocking, %ld started all-reduces (off: %ld)", MODELS[m].name, tp,
+            on_blocking, on_started, off_blocking);
+      if (D >= 128)
+        CHECK(on_partial > 0, "%s TP=%d dim %d: no single row's all-reduce was cut into chunks", MODELS[m].name, tp,
+              D);
+      if (rank == 0)
+        printf("%s TP=%d: all-reduces: overlap off %ld blocking; on %ld started (%ld chunks of a row)\n",
+               MODELS[m].name, tp, off_blocking, on_started, on_partial);
+    } else {
+      CHECK(off_blocking + off_started + on_blocking + on_started == 0, "TP=1 ran an all-reduce");
+    }
     if (ov.tokens && g.tokens) {
-      double d = 0, mx = 0;
-      for (size_t k = 0; k < (size_t)N_NEW * 3 * V; k++) {
-        d = fmax(d, fabs((double)ov.step_logits[k] - g.step_logits[k]));
-        mx = fmax(mx, fabs((double)g.step_logits[k]));
-      }
+      /* the same tokens, the same logits up to summation order (at TP = 1:
+       * the same bits, overlap is a no-op there) */
+      const size_t n = (size_t)N_NEW * 3 * V;
+      const double d = tu_max_diff_rel(ov.step_logits, g.step_logits, n);
       int same = 1;
       for (int i = 0; i < 3; i++) same &= !memcmp(ov.tokens[i], g.tokens[i], sizeof(int32_t) * N_NEW);
-      CHECK(same, "%s TP=%d: overlap %s changes the tokens", MODELS[m].name, tp, was ? "off" : "on");
-      CHECK(d / mx < 1e-5, "%s TP=%d: overlap changes logits by %.3g of max |logit|", MODELS[m].name, tp, d / mx);
+      CHECK(same, "%s TP=%d: overlap changes the tokens", MODELS[m].name, tp);
+      CHECK(tu_within(d, tp > 1 ? 1e-5 : 0.0), "%s TP=%d: overlap changes logits by %.3g of max |logit|",
+            MODELS[m].name, tp, d);
+      if (tp == 1)
+        CHECK(!memcmp(ov.step_logits, g.step_logits, sizeof(float) * n), "%s TP=1: overlap is not a no-op",
+              MODELS[m].name);
     }
     tpd_gen_result_free(&ov);
     q.logits_steps = 0;
@@ -119,13 +180,10 @@ int main(int argc, char **argv) {
         for (int t = 0; t < N_NEW; t++) {
           seq[LENS[i] + t] = g.tokens[i][t];
           ref_forward(ref, seq, LENS[i] + t, rl);
-          double mx = 0;
-          for (int v = 0; v < V; v++) mx = fmax(mx, fabs(rl[v]));
-          const double err = tu_max_abs_fd(g.step_logits + ((size_t)t * 3 + i) * V, rl, (size_t)V) / mx;
-          if (err > worst) worst = err;
+          worst = tu_worst(worst, tu_max_diff_rel(g.step_logits + ((size_t)t * 3 + i) * V, rl, V));
         }
       }
-      CHECK(worst < 1e-4, "%s TP=%d: logits differ from the float64 reference by %.3g of max |logit|", MODELS[m].name,
+      CHECK(tu_within(worst, 1e-4), "%s TP=%d: logits differ from the float64 reference by %.3g of max |logit|", MODELS[m].name,
             tp, worst);
       printf("%s TP=%d: greedy ids as the float64 reference; logits within %.2e of max |logit|\n", MODELS[m].name, tp,
              worst);
@@ -145,6 +203,7 @@ int main(int argc, char **argv) {
   /* the verdict must be the same on every rank */
   int bad = -1;
   tpd_comm_agree(comm, tu_failures == 0, &bad);
+  comm->ops = g_real_ops;
   tpd_comm_destroy(comm);
   if (bad >= 0 && tu_failures == 0) tu_failures = 1;
   return tu_finish(rank == 0 ? "test_tp" : "test_tp (rank > 0)");

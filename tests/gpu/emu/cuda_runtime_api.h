@@ -1,7 +1,8 @@
 /* CPU emulation of the part of the CUDA runtime API the backend and the GPU
  * tests use (tests/gpu/emu, see emu_runtime.cpp).  Not CUDA: a test harness
  * that runs the kernels' source on the host, one coroutine per thread, to
- * check indexing, tails, reductions and launch logic without a GPU. */
+ * check indexing, tails, reductions, launch logic, stream ordering and
+ * bounds without a GPU. */
 #ifndef TPD_EMU_CUDA_RUNTIME_API_H
 #define TPD_EMU_CUDA_RUNTIME_API_H
 
@@ -28,6 +29,8 @@ typedef enum {
   cudaErrorStreamCaptureIsolation = 905,
   cudaErrorStreamCaptureImplicit = 906,
   cudaErrorIllegalState = 401,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719
 } cudaError_t;
 
@@ -98,6 +101,7 @@ struct dim3 {
 
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDevice(int *d);
 cudaError_t cudaSetDevice(int d);
@@ -132,6 +136,14 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned 
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t g);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t s);
+
+/* Emulation only: the next kernel launch faults when it runs (its body does
+ * not run), as an illegal address would on a GPU: the launch itself and
+ * cudaGetLastError() succeed, and cudaErrorIllegalAddress is returned by the
+ * next call that waits for the faulted work (a stream, event or device
+ * synchronisation, or a copy to host memory).  Unlike on a GPU the error is
+ * reported once, not sticky, so a test can go on. */
+void emu_fault_next_launch(void);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,8 @@
  * kernels use onto host code.  Each CUDA thread runs as a coroutine; every
  * __syncthreads() is a block barrier and every __shfl_xor_sync a warp-wide
  * exchange, resolved by the scheduler in emu_runtime.cpp.  `<<<...>>>`
- * launches were rewritten into emu_launch() calls by emu_convert.cmake.
+ * launches were rewritten into emu_launch() calls by emu_convert.cmake and
+ * are deferred: they run when a synchronisation needs them (emu_runtime.cpp).
  * Not CUDA; a harness to run the kernels' logic where no GPU exists. */
 #ifndef TPD_EMU_DEVICE_H
 #define TPD_EMU_DEVICE_H
@@ -54,6 +55,11 @@ static inline float __uint_as_float(uint32_t u) {
   memcpy(&f, &u, 4);
   return f;
 }
+static inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
 #define __expf(x) expf(x) /* glibc declares its own __expf */
 static inline void sincospi(double x, double *s, double *c) {
   *s = sin(M_PI * x);
@@ -67,10 +73,16 @@ static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) {
   return r;
 }
 
-/* Runs (or, inside a capture, records) one launch on stream s. */
-void emu_enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()> body);
-/* Runs (or records) host work in stream order: the emulated collectives. */
+/* Enqueues (or, inside a capture, records) one launch of kernel func on
+ * stream s; it runs when a synchronisation needs it. */
+void emu_enqueue(cudaStream_t s, dim3 grid, dim3 block, std::function<void()> body, const void *func);
+/* Enqueues (or records) host work in stream order: the emulated collectives. */
 void emu_submit(cudaStream_t s, std::function<void()> fn);
+/* For the emulator's own tests: restart the scheduler's random sequence. */
+void emu_set_seed(uint64_t seed);
+/* Resident blocks per SM of an H200 for a kernel of regs registers per
+ * thread and static_smem bytes of static shared memory. */
+int emu_occupancy(int regs, size_t static_smem, int block, size_t dyn_smem);
 
 /* kernel<<<grid, block, smem, stream>>>(args...): the arguments are converted
  * to the kernel's parameter types now, as a launch would. */
@@ -78,7 +90,7 @@ template <typename... P, typename... A>
 static inline void emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*k)(P...), A... args) {
   (void)smem;
   std::tuple<typename std::decay<P>::type...> t(args...);
-  emu_enqueue(s, grid, block, [k, t]() { std::apply(k, t); });
+  emu_enqueue(s, grid, block, [k, t]() { std::apply(k, t); }, (const void *)k);
 }
 
 #endif
