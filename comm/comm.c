@@ -1,6 +1,5 @@
-/* Communicator selection and helpers shared by every implementation. */
+/* Helpers shared by every communicator (which one a program uses: comm_select.c). */
 #include <stdlib.h>
-#include <string.h>
 
 #include "comm/comm.h"
 
@@ -18,39 +17,6 @@ int tpd_comm_have_nccl(void) {
 #else
   return 0;
 #endif
-}
-
-int tpd_comm_launched_by_mpi(void) {
-  static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"};
-  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-    if (getenv(vars[i])) return 1;
-  const char *n = getenv("SLURM_NTASKS");
-  return n && atoi(n) > 1 && getenv("SLURM_PROCID") != NULL;
-}
-
-tpd_status tpd_comm_create_default(int *argc, char ***argv, tpd_comm **out) {
-  const char *want = tpd_param_str("COMM", NULL);
-  int use_mpi = tpd_comm_launched_by_mpi();
-  if (want) {
-    if (!strcmp(want, "single")) use_mpi = 0;
-    else if (!strcmp(want, "mpi")) use_mpi = 1;
-    else return TPD_FAIL(TPD_ERR_ARG, "TPD_COMM=%s: expected single or mpi", want);
-  }
-  if (use_mpi) {
-#ifdef TPD_HAVE_MPI
-    return tpd_comm_mpi_create(argc, argv, out);
-#else
-    if (want) return TPD_FAIL(TPD_ERR_UNSUPPORTED, "TPD_COMM=mpi but this build has no MPI");
-    /* started by a launcher but built without MPI: each process would run
-     * alone and duplicate the work, so refuse rather than mislead */
-    const char *sz = getenv("OMPI_COMM_WORLD_SIZE");
-    if (!sz) sz = getenv("PMI_SIZE");
-    if (sz && atoi(sz) > 1)
-      return TPD_FAIL(TPD_ERR_UNSUPPORTED, "started as %s ranks but this build has no MPI (rebuild with MPI for TP > 1)", sz);
-#endif
-  }
-  (void)argc, (void)argv;
-  return tpd_comm_single_create(out);
 }
 
 void tpd_comm_destroy(tpd_comm *c) {

@@ -74,6 +74,16 @@ tpd_status tpd_comm_nccl_create(tpd_comm *mpi, int device, tpd_comm **out);
 /* What a launched program should use: TPD_COMM=single|mpi forces a choice;
  * otherwise MPI when started by mpirun/srun (and built with MPI), else single. */
 tpd_status tpd_comm_create_default(int *argc, char ***argv, tpd_comm **out);
+/* The communicator an engine on `backend` should use, given the program's
+ * communicator `comm`: for "cuda" with more than one rank, NCCL over `comm`
+ * when the build has it, on every rank or on none (agreed collectively: call
+ * it on every rank); otherwise `comm` itself (a device backend then stages
+ * all-reduces through host memory).  *owned is the NCCL communicator to
+ * destroy after the engine, or NULL; note (may be NULL) says why NCCL was not
+ * used.  Fails only on a NULL argument or when the agreement fails.
+ * (comm/comm_select.c, with tpd_comm_create_default.) */
+tpd_status tpd_comm_for_backend(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,
+                                size_t note_cap);
 int tpd_comm_launched_by_mpi(void);
 int tpd_comm_have_mpi(void);
 int tpd_comm_have_nccl(void);

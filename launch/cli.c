@@ -110,32 +110,6 @@ void tpd_cli_version(const char *prog) {
   );
 }
 
-tpd_status tpd_cli_engine_comm(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,
-                               size_t note_cap) {
-  *use = comm;
-  *owned = NULL;
-  if (note && note_cap) note[0] = 0;
-  if (strcmp(backend, "cuda") || comm->size == 1) return TPD_OK;
-#ifdef TPD_HAVE_NCCL
-  tpd_comm *nccl = NULL;
-  const tpd_status s = tpd_comm_nccl_create(comm, -1, &nccl);
-  int bad = -1;
-  TPD_TRY(tpd_comm_agree(comm, s == TPD_OK, &bad));
-  if (bad < 0) {
-    *use = *owned = nccl;
-    return TPD_OK;
-  }
-  if (note && note_cap)
-    snprintf(note, note_cap, "NCCL failed on rank %d%s%s; all-reduce through MPI with host staging", bad,
-             bad == comm->rank ? ": " : "", bad == comm->rank ? tpd_last_error() : "");
-  tpd_comm_destroy(nccl);
-  tpd_clear_error();
-#else
-  if (note && note_cap) snprintf(note, note_cap, "no NCCL in this build; all-reduce through MPI with host staging");
-#endif
-  return TPD_OK;
-}
-
 static void report(const char *prog, const tpd_comm *comm, int with_rank) {
   const char *msg = tpd_last_error();
   if (!*msg) msg = "failed";

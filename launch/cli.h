@@ -29,15 +29,6 @@ int tpd_cli_threads(const char *prog, const tpd_comm *comm, long requested);
 /* --version: "PROG VERSION (backends: ...; MPI: yes|no; NCCL: yes|no)". */
 void tpd_cli_version(const char *prog);
 
-/* The communicator the engine should use for a backend: for "cuda" with
- * more than one rank, NCCL over `comm` when the build has it (every rank or
- * none, agreed collectively); otherwise `comm` itself (a device backend then
- * stages all-reduces through host memory).  *owned is the NCCL communicator
- * to destroy after the engine, or NULL; note (may be NULL) says why NCCL was
- * not used. */
-tpd_status tpd_cli_engine_comm(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,
-                               size_t note_cap);
-
 /* Ends the program after a failure recorded with TPD_FAIL.
  * deterministic: every rank hit the same failure at the same point (bad
  * arguments, bad input checked before any collective), so rank 0 reports

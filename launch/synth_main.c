@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "launch/cli.h"
-#include "runtime/synth.h"
+#include "launch/tools/synth.h"
 
 static const char *PROG = "tpdecode-synth";
 static const char *PRESETS[] = {"tiny", "small", "1b", "8b"};

@@ -9,8 +9,9 @@
 #include <unistd.h>
 
 #include "launch/cli.h"
+#include "launch/generate.h"
+#include "launch/tools/stats.h"
 #include "runtime/fileio.h"
-#include "runtime/generate.h"
 #include "runtime/tpdecode.h"
 
 static const char *PROG = "tpdecode";
@@ -233,7 +234,7 @@ int main(int argc, char **argv) {
   /* with --backend cuda and TP > 1 the all-reduces go over NCCL when the build has it */
   tpd_comm *ecomm = comm, *nccl = NULL;
   char note[400] = "";
-  if (tpd_cli_engine_comm(comm, o.backend, &ecomm, &nccl, note, sizeof note) != TPD_OK)
+  if (tpd_comm_for_backend(comm, o.backend, &ecomm, &nccl, note, sizeof note) != TPD_OK)
     tpd_cli_die(PROG, comm, TPD_ERR_COMM, 0);
   if (note[0] && comm->rank == 0) fprintf(stderr, "%s: note: %s\n", PROG, note);
   tpd_engine *e = NULL;

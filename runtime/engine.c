@@ -854,9 +854,10 @@ static tpd_status check_items(const tpd_engine *e, const tpd_step_item *items, i
     for (int j = 0; j < i; j++)
       if (items[j].slot == it->slot) return TPD_FAIL(TPD_ERR_ARG, "slot %d appears twice in one step", it->slot);
     if (it->n_tokens < 1 || !it->tokens) return TPD_FAIL(TPD_ERR_ARG, "sequence %d: no tokens", i);
-    const int len = e->kv.n_tokens[it->slot] + it->n_tokens;
-    if (len > e->kv.max_ctx)
-      return TPD_FAIL(TPD_ERR_ARG, "sequence %d: %d tokens exceed the context of %d", i, len, e->kv.max_ctx);
+    /* compared by subtraction: a huge n_tokens must not wrap the sum */
+    if (it->n_tokens > e->kv.max_ctx - e->kv.n_tokens[it->slot])
+      return TPD_FAIL(TPD_ERR_ARG, "sequence %d: %d cached + %d new tokens exceed the context of %d", i,
+                      e->kv.n_tokens[it->slot], it->n_tokens, e->kv.max_ctx);
     for (int j = 0; j < it->n_tokens; j++)
       if (it->tokens[j] < 0 || it->tokens[j] >= e->cfg.vocab)
         return TPD_FAIL(TPD_ERR_ARG, "sequence %d: token id %d is outside the vocabulary [0, %d)", i, it->tokens[j],

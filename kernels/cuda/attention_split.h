@@ -15,14 +15,15 @@
  *
  * Why 256 positions (docs/cuda.md, "attention"): a block walks its split
  * 8 positions per iteration (4 warps x 2 rows, 4 row loads in flight per
- * lane); each iteration waits about one HBM latency (~0.6-0.8 us), so 256
- * positions are a chain of 32 dependent iterations, ~25 us.  The fixed cost
- * per split (q load, the 4-warp merge, a partial of GB x (Dh + 2) floats
- * written and read once more by the combine) is ~8 KB against 128 KB of K/V
- * read at Dh = 128: under 7 %.  512 would halve that overhead but double the
- * chain and halve the blocks a short context gets (a 2000-token decode at
- * T = 1 with 8 KV heads: 64 blocks at 256 -- half of 132 SMs -- against 32
- * at 512); decode steps are latency-bound there, so 256. */
+ * lane); each iteration waits about one HBM latency (several hundred ns, not
+ * measured here), so 256 positions are a chain of 32 dependent iterations.
+ * The fixed cost per split (q load, the 4-warp merge, a partial of
+ * GB x (Dh + 2) floats written and read once more by the combine) is ~8 KB
+ * against 128 KB of K/V read at Dh = 128: under 7 %.  512 would halve that
+ * overhead but double the chain and halve the blocks a short context gets
+ * (a 2000-token decode at T = 1 with 8 KV heads: 64 blocks at 256 -- half
+ * of an H200's 132 SMs -- against 32 at 512); decode steps are latency-bound
+ * there, so 256. */
 #ifndef TPD_CUDA_ATTENTION_SPLIT_H
 #define TPD_CUDA_ATTENTION_SPLIT_H
 

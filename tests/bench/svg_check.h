@@ -1,6 +1,6 @@
-/* Checks of the SVG plot the bench writes (runtime/pareto.c), for the tests:
+/* Checks of the SVG plot the bench writes (launch/tools/plot_svg.c), for the tests:
  *   svg_text_check    no two <text> boxes overlap and every box lies inside
- *                     the document, with the metrics pareto.h states (a line
+ *                     the document, with the metrics plot_svg.h states (a line
  *                     of n characters at font size fs: 0.6 fs n wide, from
  *                     0.8 fs above the baseline to 0.2 fs below)
  *   svg_legend_check  the colours of the legend's samples are exactly the

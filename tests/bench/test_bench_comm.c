@@ -1,5 +1,5 @@
 /* The all-reduce micro-benchmark and the timed communicator of
- * tpdecode-bench (launch/bench_comm.c, the file the program is built from),
+ * tpdecode-bench (launch/bench/bench_comm.c, the file the program is built from),
  * over a fake 4-rank communicator: exact sums give 0 wrong values, a broken
  * all-reduce is counted, busbw = algbw * 2(n-1)/n; over one rank no
  * bandwidth is reported; the timed wrapper counts all-reduces. */
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "launch/bench.h"
+#include "launch/bench/bench.h"
 
 /* Rank 0 of n whose peers hold the same pattern scaled by their rank + 1:
  * the sum is 1 + 2 + ... + n = n (n + 1) / 2 times this rank's buffer. */

@@ -1,4 +1,4 @@
-/* Energy readers (runtime/energy.c) on fake powercap trees and a missing
+/* Energy readers (launch/tools/energy.c) on fake powercap trees and a missing
  * NVML library: present -> joules (wraps undone), absent -> not available
  * with a reason; and on this machine as it is: the meter's verdict and its
  * reason must be the ones the test finds by looking at /sys/class/powercap
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "runtime/energy.h"
+#include "launch/tools/energy.h"
 
 static char root[256];
 

@@ -1,13 +1,13 @@
 /* Pareto frontier (dominated points removed, order, ties) and the SVG
  * writer (well-formed, required elements, escaping; no two texts overlap,
- * legend samples in the series' colours, the caption) of runtime/pareto.c. */
+ * legend samples in the series' colours, the caption) of launch/tools/plot_svg.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "testutil.h"
-#include "runtime/pareto.h"
+#include "launch/tools/plot_svg.h"
 #include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
 

@@ -1,4 +1,4 @@
-/* The speed-of-light model (runtime/sol.c) against numbers it does not make
+/* The speed-of-light model (launch/tools/sol.c) against numbers it does not make
  * itself:
  *   - the engine: random small checkpoints are written, loaded at every TP
  *     degree and rank the shard plan allows, and the floor's memory time
@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "launch/tools/sol.h"
+#include "launch/tools/synth.h"
 #include "runtime/dtype.h"
-#include "runtime/sol.h"
-#include "runtime/synth.h"
 #include "runtime/tpdecode.h"
 
 /* relative tolerance: the model and the recount add the same terms in a different order */

@@ -11,9 +11,6 @@
 #                              build, so a broken script fails in CI
 #   gpu.emu.bw                 tpd-gpu-bw's host logic and kernels under the
 #                              CPU emulation (small shapes)
-#   gpu.emu.nccl_tp2_overlap   the engine at TP 2 over emulated NCCL with the
-#                              overlap schedule on (off by default since
-#                              issue 8), so that path keeps its coverage
 
 if(TPD_HAVE_CUDA)
   add_executable(tpd-gpu-bw gpu_bw.cu)
@@ -50,10 +47,5 @@ function(tpd_device_check_emu)
     "\"$0\" read --tiny && \"$0\" gemv --tiny --tp 1,2 --batch 1,9 --read-gbs 100 > \"$1\" && cat \"$1\" && grep -q '^gemv,2,lm_head,9,500,256,cublaslt,' \"$1\""
     $<TARGET_FILE:emu_tpd_gpu_bw> ${CMAKE_CURRENT_BINARY_DIR}/emu_bw.csv)
   set_tests_properties(gpu.emu.bw PROPERTIES TIMEOUT 300 ENVIRONMENT "${emu_env}")
-  if(TARGET emu_test_gpu_mpi)
-    add_test(NAME gpu.emu.nccl_tp2_overlap COMMAND ${TPD_GPU_MPIEXEC} -np 2 $<TARGET_FILE:emu_test_gpu_mpi>)
-    set_tests_properties(gpu.emu.nccl_tp2_overlap PROPERTIES TIMEOUT 600
-      ENVIRONMENT "${emu_mpi_env};GT_NCCL=1;TPD_OVERLAP=1;TPD_AR_CHUNKS=4")
-  endif()
 endfunction()
 cmake_language(DEFER CALL tpd_device_check_emu)

@@ -12,7 +12,7 @@
 # Stages, most valuable first (TPD_DC_STAGES picks some, comma-separated):
 #   facts     nvidia-smi subset, clocks, driver, CUDA, libraries found
 #   sanitize  compute-sanitizer memcheck, racecheck, synccheck on test_gpu_graph and test_gpu_ops (parallel)
-#   tests     the GPU test programs, in each activation mode the build offers (bf16; f32)
+#   tests     the GPU test programs (each checks bf16 and f32 activations itself)
 #   bw        read-only bandwidth probe (the decode ceiling) and device-to-device copy
 #   gemv      GB/s of every matmul at the Llama-3.1-8B TP 1/2/8 shapes, batch 1, 8, 64, against the read probe
 #   logits    small random models: tpdecode on the GPU vs transformers on the same GPU vs the CPU backend
@@ -29,7 +29,8 @@
 # Environment: OUT; TPD_DC_DEADLINE; TPD_DC_STAGES; TPD_DC_CARRY (default
 # ./.carry); TPD_DC_MODELS (default /tmp/tpd-dc-models); TPD_DC_BUILD (the
 # build folder: --prepare builds there, default build-carry; --rehearse
-# takes its binaries, default build); TPD_DC_ACT_MODES (default "bf16 f32").
+# takes its binaries, default build); TPD_DC_ACT_MODES (default "bf16 f32":
+# the activation modes of tpdecode in the logits stage).
 set -uo pipefail
 
 MODE=device
@@ -101,7 +102,7 @@ cmake_args() {
 # assemble_carry BUILD DEST: the binaries, cJSON (library + header, for a
 # build there), the source hash
 assemble_carry() {
-  local b=$1 d=$2 p f
+  local b=$1 d=$2 p f h
   rm -rf "${d:?}/bin" "${d:?}/lib" "${d:?}/deps"
   mkdir -p "$d/bin" "$d/lib" "$d/deps/usr/include/cjson" "$d/deps/usr/lib" || return 1
   for p in $PROGRAMS; do
@@ -111,13 +112,16 @@ assemble_carry() {
   for p in $TESTS; do
     if [ -x "$b/tests/gpu/$p" ]; then cp "$b/tests/gpu/$p" "$d/bin/"; else echo "assemble_carry: note: $p not built (not carried)"; fi
   done
+  # cJSON: this machine's (libcjson-dev), else the carry's (a build on the device)
   f=$(ldconfig -p 2>/dev/null | awk '/libcjson\.so\.1 / {print $NF; exit}')
-  [ -n "$f" ] || f=$(ls /usr/lib/*/libcjson.so.1 2>/dev/null | head -1)
-  [ -n "$f" ] || { echo "assemble_carry: libcjson.so.1 not found here"; return 1; }
+  [ -n "$f" ] || f=$(ls /usr/lib/*/libcjson.so.1 "$CARRY/lib/libcjson.so.1" 2>/dev/null | head -1)
+  [ -n "$f" ] || { echo "assemble_carry: libcjson.so.1 not found"; return 1; }
+  h=$(ls /usr/include/cjson/cJSON.h "$CARRY/deps/usr/include/cjson/cJSON.h" 2>/dev/null | head -1)
+  [ -n "$h" ] || { echo "assemble_carry: cjson/cJSON.h not found"; return 1; }
   cp -L "$f" "$d/lib/libcjson.so.1"
   cp -L "$f" "$d/deps/usr/lib/libcjson.so"
   cp -L "$f" "$d/deps/usr/lib/libcjson.so.1"
-  cp /usr/include/cjson/cJSON.h "$d/deps/usr/include/cjson/" || return 1
+  cp "$h" "$d/deps/usr/include/cjson/" || return 1
   strip --strip-unneeded "$d"/bin/* 2>/dev/null || true
   source_hash > "$d/SOURCES"
   { echo "built $(date -u +%FT%TZ) on $(uname -n) from $b"; nvcc --version 2>/dev/null | tail -1
@@ -129,6 +133,9 @@ assemble_carry() {
 # in python3's site-packages (nvidia/cu13/...); cJSON from the carry.
 find_libs() {
   local dirs=() d nv
+  if ! command -v nvcc >/dev/null 2>&1; then # for a build there
+    for d in /usr/local/cuda/bin /usr/local/cuda-13*/bin; do [ -x "$d/nvcc" ] && { export PATH="$d:$PATH"; break; }; done
+  fi
   nv=$("$PY" -c 'import nvidia, sys; print("\n".join(nvidia.__path__))' 2>/dev/null || true)
   for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda-13*/lib64 /usr/local/cuda-13*/lib; do
     [ -d "$d" ] && dirs+=("$d")
@@ -364,25 +371,29 @@ if want sanitize; then
 fi
 
 # ------------------------------------------------------------------ tests --
-# Activation modes: bf16 always; f32 where the build reads TPD_ACTIVATIONS.
+# The test programs check both activation modes (bf16, f32) themselves;
+# tpdecode takes --activations where the build has it (the logits stage).
 MODES="bf16"
-if echo "$ACT_MODES" | grep -qw f32; then
-  if have test_gpu_engine && grep -aq 'ACTIVATIONS' "$BIN/test_gpu_engine"; then MODES="bf16 f32"
-  else log "f32 activation mode: this build's tests do not read TPD_ACTIVATIONS; bf16 only"; fi
+if echo "$ACT_MODES" | grep -qw f32 && have tpdecode && "$BIN/tpdecode" --help 2>&1 | grep -q -- '--activations'; then
+  MODES="bf16 f32"
 fi
 if want tests; then
-  for mode in $MODES; do
-    for t in $TESTS; do
-      if ! have "$t"; then result "test $t $mode" "missing (not built)"; continue; fi
-      echo "######## $t (activations $mode)" >> "$OUT/tests.log"
-      TPD_ACTIVATIONS=$mode bounded 180 "$BIN/$t" >> "$OUT/tests.log" 2>&1
-      rc=$?
-      want_rc=$EXPECT_GPU
-      [ "$t" = test_gpu_nodevice ] && want_rc=0
-      if [ "$rc" = "$want_rc" ]; then r=$([ "$rc" = 77 ] && echo "ok (skips: no GPU)" || echo pass); else r=$(rc_word $rc); fi
-      [ "$MODE" = rehearse ] && [ "$rc" != "$want_rc" ] && r="FAIL (exit $rc, expected $want_rc)"
-      result "test $t $mode" "$r"
-    done
+  for t in $TESTS; do
+    if ! have "$t"; then
+      [ "$MODE" = rehearse ] && result "test $t" "skip (not in this build)" || result "test $t" "missing (not built)"
+      continue
+    fi
+    echo "######## $t" >> "$OUT/tests.log"
+    bounded 200 "$BIN/$t" >> "$OUT/tests.log" 2>&1
+    rc=$?
+    want_rc=$EXPECT_GPU
+    [ "$t" = test_gpu_nodevice ] && want_rc=0
+    if [ "$rc" = "$want_rc" ]; then r=$([ "$rc" = 77 ] && echo "ok (skips: no GPU)" || echo pass); else r=$(rc_word $rc); fi
+    [ "$MODE" = rehearse ] && [ "$rc" != "$want_rc" ] && r="FAIL (exit $rc, expected $want_rc)"
+    n_ok=$(sed -n "/^######## $t\$/,\$p" "$OUT/tests.log" | grep -c '^ok ')
+    n_fail=$(sed -n "/^######## $t\$/,\$p" "$OUT/tests.log" | grep -c '^FAIL')
+    [ "$rc" = 77 ] || r="$r ($n_ok ok, $n_fail FAIL)"
+    result "test $t" "$r"
   done
 fi
 
@@ -408,8 +419,10 @@ if want bw; then
     cat "$W/copy.txt" >> "$OUT/bw.log"
     COPY_GBS=$(awk '/^copy_gbs/ {print $2}' "$W/copy.txt")
     [ "$rc" = 0 ] && [ -n "$COPY_GBS" ] && result "bw copy" "pass ($COPY_GBS GB/s, read + write)" || result "bw copy" "$(rc_word $rc)"
+  elif [ "$MODE" = rehearse ]; then
+    result "bw read" "skip (no $BW: a build without the emulation)"
   else
-    result "bw read" "missing (no tpd-gpu-bw${EMU_BW:+ at $EMU_BW})"
+    result "bw read" "missing (no $BW)"
   fi
 fi
 
@@ -432,7 +445,7 @@ if want logits && have tpdecode && have tpdecode-synth; then
   LM=$W/logits
   mkdir -p "$LM"
   CLI_ACT=0
-  "$BIN/tpdecode" --help 2>&1 | grep -q -- '--activations' && CLI_ACT=1
+  [ "$MODES" = "bf16 f32" ] && CLI_ACT=1
   : > "$LM/jobs"
   : > "$LM/cmp"
   lg_ok=1

@@ -159,10 +159,10 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
 /* ------------------------------------------------------------------ */
 /* the numerics policy on the conformance pack                          */
 
-/* Runs one conformance case on a cuda engine with the given activations,
- * teacher-forced along the pack's ids: picks[i] and logits[i] of step i. */
-static void run_pack_case(const gn_case *pc, const char *dir, const char *activations, tpd_comm *comm, int32_t *picks,
-                          float *logits) {
+/* Runs one conformance case for n steps on a cuda engine with the given
+ * activations, teacher-forced along the pack's ids (gn_forced_run). */
+static void run_pack_case(const gn_case *pc, const char *dir, const char *activations, tpd_comm *comm, int n,
+                          const int *with_logits, int32_t *picks, float *logits) {
   char path[4200];
   snprintf(path, sizeof path, "%.3000s/%.120s", dir, pc->model);
   tpd_engine_opts o;
@@ -176,7 +176,7 @@ static void run_pack_case(const gn_case *pc, const char *dir, const char *activa
   o.device = -1;
   tpd_engine *e = NULL;
   GT_TRY(tpd_engine_create(&o, comm, &e));
-  GT_TRY(gn_forced_run(e, pc, picks, logits));
+  GT_TRY(gn_forced_run(e, pc, n, with_logits, picks, logits));
   tpd_engine_destroy(e);
 }
 
@@ -202,20 +202,33 @@ static void test_policy(tpd_comm *comm) {
     }
     const size_t nl = (size_t)pc->n * pc->V;
     int32_t *picks = gt_malloc(sizeof(int32_t) * (size_t)pc->n);
+    int *with_logits = gt_malloc(sizeof(int) * (size_t)pc->n);
     float *logits = gt_malloc(sizeof(float) * nl);
     /* f32 activations: the pack's ids exactly, its logits, the float64 reference */
-    run_pack_case(pc, dir, "f32", comm, picks, logits);
-    gn_check_f32(pc, dir, picks, logits, ref, 1, &f32_all);
-    /* bf16 activations: the stated bounds */
-    run_pack_case(pc, dir, "bf16", comm, picks, logits);
-    gn_check_bf16(pc, picks, logits, ref, 1, &bf_all);
-    free(picks), free(logits), free(ref);
+    gn_logit_steps(pc, 0, with_logits);
+    run_pack_case(pc, dir, "f32", comm, pc->n, with_logits, picks, logits);
+    gn_check_f32(pc, dir, picks, logits, with_logits, ref, 1, &f32_all);
+    /* bf16 activations (the default): the stated bounds */
+    const int nb = pc->n < GN_BF16_STEPS ? pc->n : GN_BF16_STEPS;
+    gn_logit_steps(pc, 1, with_logits);
+    run_pack_case(pc, dir, NULL, comm, nb, with_logits, picks, logits);
+    gn_check_bf16(pc, nb, picks, logits, with_logits, ref, 1, &bf_all);
+    free(picks), free(with_logits), free(logits), free(ref);
   }
   gn_stats_print("f32  TP=1", &f32_all);
   gn_stats_print("bf16 TP=1", &bf_all);
+  gt_expect(bf_all.compared > 0, "bf16 TP=1: some steps had a margin large enough to compare ids");
 }
 
-int main(void) {
+/* no argument: everything; "engine": the engines against the CPU; "policy":
+ * the numerics policy (ctest runs the two halves side by side under the
+ * emulation) */
+int main(int argc, char **argv) {
+  const char *part = argc > 1 ? argv[1] : "all";
+  if (strcmp(part, "all") && strcmp(part, "engine") && strcmp(part, "policy")) {
+    fprintf(stderr, "%s: unknown part '%s' (all, engine or policy)\n", PROG, part);
+    return 1;
+  }
   gt_require_gpu(PROG);
   gt_seed();
   tpd_comm *comm = NULL;
@@ -255,8 +268,9 @@ int main(void) {
     c->spec.dtype = TPD_F32, c->spec.seed = gt_next();
     c->prompt[0] = 20, c->n_decode = 4, c->block_size = 4, c->step_tokens = 16;
   }
-  for (int i = 0; i < n; i++) run_case(&cases[i], comm);
-  test_policy(comm);
+  if (strcmp(part, "policy"))
+    for (int i = 0; i < n; i++) run_case(&cases[i], comm);
+  if (strcmp(part, "engine")) test_policy(comm);
   tpd_comm_destroy(comm);
   return gt_finish(PROG);
 }

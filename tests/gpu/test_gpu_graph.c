@@ -15,7 +15,7 @@
  * Exit 77 when no CUDA device is present. */
 #include <unistd.h>
 
-#include "runtime/synth.h"
+#include "launch/tools/synth.h"
 #include "runtime/tpdecode.h"
 #include "tests/gpu/gpu_test.h"
 

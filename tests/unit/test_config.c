@@ -16,10 +16,10 @@
 #include <cjson/cJSON.h>
 
 #include "badfiles.h"
+#include "launch/generate.h"
+#include "launch/tools/synth.h"
 #include "runtime/config.h"
 #include "runtime/fileio.h"
-#include "runtime/generate.h"
-#include "runtime/synth.h"
 #include "runtime/tpdecode.h"
 #include "testutil.h"
 

@@ -4,8 +4,8 @@
  * which is far inside each case's smallest top-2 margin. */
 #include <cjson/cJSON.h>
 
+#include "launch/generate.h"
 #include "runtime/fileio.h"
-#include "runtime/generate.h"
 #include "runtime/tpdecode.h"
 #include "testutil.h"
 

@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include "badfiles.h"
+#include "launch/tools/synth.h"
 #include "runtime/config.h"
 #include "runtime/fileio.h"
 #include "runtime/safetensors.h"
 #include "runtime/shard.h"
-#include "runtime/synth.h"
 #include "runtime/tpdecode.h"
 #include "testutil.h"
 

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "launch/tools/synth.h"
 #include "runtime/kvcache.h"
-#include "runtime/synth.h"
 #include "runtime/tpdecode.h"
 #include "testutil.h"
 
@@ -110,6 +110,14 @@ static void test_seq_skip(const char *dir, tpd_comm *comm) {
           tpd_engine_seq_len(e, a));
   }
   EXPECT_FAIL(tpd_engine_seq_skip(e, 7, 1), TPD_ERR_ARG, "slot 7");
+  /* a step whose n_tokens would overflow "cached + new" is refused by name */
+  {
+    const int32_t one = 1;
+    int32_t nx = -1;
+    tpd_step_item huge = {.slot = a, .n_tokens = INT_MAX - 2, .tokens = &one};
+    EXPECT_FAIL(tpd_engine_step(e, &huge, 1, &nx, NULL), TPD_ERR_ARG, "exceed the context");
+    CHECK(tpd_engine_seq_len(e, a) == 5, "a refused step changed the length to %d", tpd_engine_seq_len(e, a));
+  }
   /* nothing leaked: both slots still reach the full context from the pool
    * (kv_blocks 0: exactly enough blocks for two full contexts) */
   CHECK_OK(tpd_engine_seq_skip(e, a, ctx - 5 - 1));

@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "launch/generate.h"
+#include "launch/tools/synth.h"
 #include "ref_model.h"
-#include "runtime/generate.h"
-#include "runtime/synth.h"
 #include "runtime/tpdecode.h"
 #include "testutil.h"
 

@@ -16,6 +16,7 @@ if [ -z "$logs" ]; then
   echo "ptxas_table: no ptxas reports under $dir (is the CUDA backend built?)" >&2
   exit 1
 fi
+mkdir -p "$(dirname "$out")" || exit 1
 tmp="$out.tmp"
 {
   echo "# kernel registers static-shared-bytes: ptxas -v for $arch (tests/gpu/emu/ptxas_table.sh)"

@@ -1,5 +1,5 @@
 /* Energy counters: RAPL through Linux powercap files, NVML through dlopen. */
-#include "runtime/energy.h"
+#include "launch/tools/energy.h"
 
 #include <dirent.h>
 #include <dlfcn.h>

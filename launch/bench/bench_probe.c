@@ -4,7 +4,7 @@
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/pool.h"
-#include "launch/bench.h"
+#include "launch/bench/bench.h"
 #include "runtime/timer.h"
 
 #ifdef TPD_HAVE_X86_SIMD

@@ -1,8 +1,8 @@
 /* Memory bandwidth probes: the floor the CPU benchmark compares against,
  * measured in the same run, with the same number of threads, interleaved
  * with the timed steps so both see the same state of a shared machine. */
-#ifndef TPD_CPU_MEMBW_H
-#define TPD_CPU_MEMBW_H
+#ifndef TPD_MEMBW_H
+#define TPD_MEMBW_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /* Pareto frontier and a hand-written SVG plot (no libraries). */
-#include "runtime/pareto.h"
+#include "launch/tools/plot_svg.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -1,10 +1,10 @@
-#include "kernels/cpu/membw.h"
+#include "launch/tools/membw.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "runtime/generate.h"
+#include "launch/tools/stats.h"
 #include "runtime/timer.h"
 
 #ifdef TPD_HAVE_X86_SIMD

@@ -1,8 +1,8 @@
 /* The Pareto frontier of (x, y) points where more is better on both axes,
  * and a small hand-written SVG scatter/line plot to draw it.  No I/O: the
  * plot is returned as a string. */
-#ifndef TPD_PARETO_H
-#define TPD_PARETO_H
+#ifndef TPD_PLOT_SVG_H
+#define TPD_PLOT_SVG_H
 
 #include "runtime/tpd_error.h"
 

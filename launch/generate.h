@@ -1,6 +1,7 @@
 /* Batch generation on top of tpd_engine_step: prefill every prompt in one
- * step, then decode one token per sequence per step.  Used by the CLI, the
- * benchmark and the tests. */
+ * step, then decode one token per sequence per step.  A helper of the
+ * programs (part of tpd_cli, not of libtpdecode); the CLI and the tests use
+ * it. */
 #ifndef TPD_GENERATE_H
 #define TPD_GENERATE_H
 
@@ -34,9 +35,6 @@ typedef struct {
 
 tpd_status tpd_generate(tpd_engine *e, const tpd_gen_request *req, tpd_gen_result *res);
 void tpd_gen_result_free(tpd_gen_result *res);
-
-/* Median and p-th percentile (0..100) of n values (nearest rank). */
-double tpd_percentile(const double *v, int n, double p);
 
 #ifdef __cplusplus
 }

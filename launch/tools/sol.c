@@ -1,6 +1,6 @@
 /* Speed-of-light model: the formulas are stated in sol.h and derived in
  * docs/performance.md.  Nothing here reads a clock, a file or a device. */
-#include "runtime/sol.h"
+#include "launch/tools/sol.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-#include "runtime/synth.h"
+#include "launch/tools/synth.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

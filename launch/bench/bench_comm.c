@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "kernels/backend.h"
-#include "launch/bench.h"
-#include "runtime/generate.h"
+#include "launch/bench/bench.h"
+#include "launch/tools/stats.h"
 #include "runtime/timer.h"
 
 /* ------------------------------------------------------------------ */
@@ -379,5 +379,24 @@ tpd_status bench_comm_fit(tpd_comm *c, double *alpha_s, double *link_bw) {
   *link_bw = slope > 0 ? 1.0 / slope : (double)big * f / (t_big * 1e-6);
   const double a = (t_small * 1e-6 - (double)small * f / *link_bw) / hops;
   *alpha_s = a > 0 ? a : t_small * 1e-6 / hops;
+  return TPD_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* --comm: the host communicator, then NCCL on device buffers              */
+
+tpd_status bench_run_comm(const bopts *o, tpd_comm *comm, bcomm *out, int *n_out) {
+  bench_comm_opts co = {(size_t)o->comm_min, (size_t)o->comm_max, (int)o->comm_iters, (int)o->comm_warmup,
+                        o->comm_dtype};
+  *n_out = 0;
+  bcomm *h = &out[(*n_out)++];
+  memset(h, 0, sizeof *h);
+  h->name = comm->size > 1 ? "mpi (host buffers)" : "single (host buffers, 1 rank)";
+  TPD_TRY(bench_comm_host(comm, &co, h->rows, &h->n));
+  bcomm *d = &out[(*n_out)++];
+  memset(d, 0, sizeof *d);
+  d->name = "nccl (device buffers)";
+  if (comm->size > 1) TPD_TRY(bench_comm_nccl(comm, &co, d->rows, &d->n, d->skip, sizeof d->skip));
+  else snprintf(d->skip, sizeof d->skip, "needs an MPI launch (mpirun -np N)");
   return TPD_OK;
 }
