@@ -267,14 +267,18 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   }
   row->bytes_step = info.weight_bytes + kv_tokens / ns * info.kv_bytes_per_token + B * info.embed_row_bytes;
   row->gbs = row->bytes_step / (row->ms_med * 1e-3) / 1e9;
-  if (x->probe) row->read_med_gbs = tpd_percentile(probe_gbs, n, 50);
+  double med_gbs = x->probe ? tpd_percentile(probe_gbs, n, 50) : 0;
   if (info.tp > 1) TPD_TRY_GOTO(measure_exposed(x, o, slots, items, B, tok, ctx, ms, &best, row), st, done);
   else snprintf(row->exposed_reason, sizeof row->exposed_reason, "TP 1: no all-reduces");
   /* the floor's bandwidth: every rank's best pass over all its blocks, the
    * slowest rank's (a probe reading low on a busy moment cannot drag the
    * floor below what the machine showed it can do) */
   TPD_TRY_GOTO(min_over_ranks(comm, &best), st, done);
+  /* the median on the same basis (slowest rank's), so best >= median holds
+   * across ranks too: rank 0's median can exceed another rank's best */
+  TPD_TRY_GOTO(min_over_ranks(comm, &med_gbs), st, done);
   row->read_gbs = x->probe ? best : 0;
+  row->read_med_gbs = med_gbs;
   row->frac = row->read_gbs > 0 ? row->gbs / row->read_gbs : 0;
 
   /* energy: the same number of steps again, back to back, probe-free */

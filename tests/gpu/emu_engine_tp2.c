@@ -6,9 +6,9 @@
  * synthetic 2-layer model: a prefill of two sequences, decode steps of
  * both, then of one, teacher-forced with the CPU's tokens.  Checks the
  * normalised error of the logits and equal greedy ids outside near ties.
- * gpu.emu.engine_tp2 runs it as it is; gpu.emu.drop_wait_tp2 runs it with
- * one cudaStreamWaitEvent dropped (TPD_EMU_DROP_WAIT) and needs a seed for
- * which it fails.  Run under mpirun -np 2; all ranks exit with rank 0's
+ * gpu.emu.engine_tp2 runs it as it is; gpu.emu.drop_wait_{prefill,graph}_tp2
+ * run it with one cudaStreamWaitEvent dropped (TPD_EMU_DROP_WAIT) and need a
+ * scheduler seed for which it fails.  Run under mpirun -np 2; all ranks exit with rank 0's
  * verdict. */
 #include <stdint.h>
 #include <unistd.h>

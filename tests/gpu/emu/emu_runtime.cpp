@@ -3,7 +3,7 @@
  * machine without a GPU (tests/gpu/emu).  It checks logic, not speed, and is
  * built to make ordering and bounds faults show:
  *
- *  - each CUDA thread is a ucontext coroutine; a block runs until every
+ *  - each CUDA thread is a coroutine on its own stack; a block runs until every
  *    thread has finished or waits; __syncthreads() releases when every live
  *    thread of the block waits there, __shfl_xor_sync when all 32 lanes of
  *    a warp do (anything else is reported as a divergence bug and aborts).
@@ -302,8 +302,34 @@ int emu_occupancy(int regs, size_t static_smem, int block, size_t dyn_smem) {
 
 enum { T_RUN, T_DONE, T_BAR, T_SHFL };
 
+/* Switching between the scheduler and a thread.  On x86-64 a few lines of
+ * assembly that save the callee-saved registers, the SSE and x87 control
+ * words and the stack pointer (swapcontext also saves the signal mask, a
+ * system call per switch, which was half of the emulator's time); elsewhere
+ * ucontext. */
+#if defined(__x86_64__) && !defined(TPD_EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_switch_stack(void **save_sp, void *load_sp);
+__asm__(
+    ".text\n"
+    ".globl emu_switch_stack\n"
+    ".type emu_switch_stack,@function\n"
+    "emu_switch_stack:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size emu_switch_stack, .-emu_switch_stack\n");
+#endif
+
 struct EmuThread {
+#ifdef EMU_FAST_SWITCH
+  void *sp;
+#else
   ucontext_t ctx;
+#endif
   char *stack;
   int state;
   uint32_t val;
@@ -312,11 +338,14 @@ struct EmuThread {
   void *fake; /* AddressSanitizer's fake stack while switched out */
 };
 
-/* Each CUDA thread's stack, with a guard page below it.  Small, because
- * AddressSanitizer clears the shadow of the whole stack at every switch:
- * the deepest kernel thread of gpu.emu.graph used 7.3 KB under it. */
+/* Each CUDA thread's stack, with a guard page below it.  Small: under
+ * AddressSanitizer the deepest kernel thread of gpu.emu.graph used 7.3 KB. */
 static const size_t STACK_BYTES = 32 << 10;
+#ifdef EMU_FAST_SWITCH
+static void *g_sched_sp;
+#else
 static ucontext_t g_sched;
+#endif
 static EmuThread *g_cur;
 static std::vector<EmuThread> g_threads;
 static const std::function<void()> *g_body;
@@ -326,7 +355,15 @@ static const void *g_sched_bottom; /* the scheduler's stack, for the fiber annot
 static size_t g_sched_size;
 #endif
 
-static void thread_entry(void) {
+static void to_scheduler(EmuThread *t) {
+#ifdef EMU_FAST_SWITCH
+  emu_switch_stack(&t->sp, g_sched_sp);
+#else
+  swapcontext(&t->ctx, &g_sched);
+#endif
+}
+
+[[noreturn]] static void thread_entry(void) {
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(NULL, &g_sched_bottom, &g_sched_size);
 #endif
@@ -335,13 +372,41 @@ static void thread_entry(void) {
 #ifdef EMU_ASAN
   __sanitizer_start_switch_fiber(NULL, g_sched_bottom, g_sched_size); /* this fiber ends */
 #endif
+  to_scheduler(g_cur); /* never resumed */
+  abort();
+}
+
+/* a thread about to run thread_entry on its own stack */
+static void thread_init(EmuThread &t) {
+#ifdef EMU_FAST_SWITCH
+  /* what emu_switch_stack pops: the control words, six registers, then
+   * thread_entry as the return address, 16-byte aligned as after a call */
+  uint64_t *top = (uint64_t *)(((uintptr_t)t.stack + STACK_BYTES) & ~(uintptr_t)15);
+  uint64_t *sp = top - 2;
+  sp[1] = 0; /* thread_entry's own return address: it never returns */
+  sp[0] = (uint64_t)(uintptr_t)&thread_entry;
+  sp -= 6;
+  memset(sp, 0, 6 * sizeof *sp);
+  sp -= 1;
+  const uint32_t mxcsr = 0x1f80; /* the defaults: round to nearest, exceptions masked */
+  const uint16_t fpcw = 0x037f;
+  memcpy(sp, &mxcsr, 4);
+  memcpy((char *)sp + 4, &fpcw, 2);
+  t.sp = sp;
+#else
+  getcontext(&t.ctx);
+  t.ctx.uc_stack.ss_sp = t.stack;
+  t.ctx.uc_stack.ss_size = STACK_BYTES;
+  t.ctx.uc_link = NULL;
+  makecontext(&t.ctx, (void (*)(void))thread_entry, 0);
+#endif
 }
 
 static void yield_to_scheduler(void) {
 #ifdef EMU_ASAN
   __sanitizer_start_switch_fiber(&g_cur->fake, g_sched_bottom, g_sched_size);
 #endif
-  swapcontext(&g_cur->ctx, &g_sched);
+  to_scheduler(g_cur);
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(g_cur->fake, NULL, NULL);
 #endif
@@ -354,7 +419,11 @@ static void resume(EmuThread &t) {
   void *fake = NULL;
   __sanitizer_start_switch_fiber(&fake, t.stack, STACK_BYTES);
 #endif
+#ifdef EMU_FAST_SWITCH
+  emu_switch_stack(&g_sched_sp, t.sp);
+#else
   swapcontext(&g_sched, &t.ctx);
+#endif
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
@@ -404,11 +473,7 @@ static void run_block(const dim3 &grid, const dim3 &block, const dim3 &bid, cons
     t.state = T_RUN;
     t.fake = NULL;
     t.tid = dim3((unsigned)i % block.x, ((unsigned)i / block.x) % block.y, (unsigned)i / (block.x * block.y));
-    getcontext(&t.ctx);
-    t.ctx.uc_stack.ss_sp = t.stack;
-    t.ctx.uc_stack.ss_size = STACK_BYTES;
-    t.ctx.uc_link = &g_sched;
-    makecontext(&t.ctx, thread_entry, 0);
+    thread_init(t);
   }
   int alive = n;
   for (;;) {
@@ -507,7 +572,7 @@ struct emu_event {
   std::string after; /* for traces: the last work on the stream when recorded */
   long cap_id = 0; /* recorded inside this capture */
   std::vector<int> tail;
-  emu_stream *stream = nullptr;
+  int stream = -1; /* the recording stream's id, for traces */
 };
 
 struct emu_graph {
@@ -939,7 +1004,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t hs) {
   emu_stream *s = S(hs);
   e->recorded = true;
-  e->stream = s;
+  e->stream = s->id;
   e->tail.clear();
   e->op = nullptr;
   e->after.clear();
@@ -983,7 +1048,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t hs, cudaEvent_t e, unsigned flags) 
   if (trace() || k == drop)
     fprintf(stderr,
             "emu: cudaStreamWaitEvent #%ld: %s stream %d waits on event %p, recorded on stream %d%s after: %s%s\n", k,
-            s->cap ? "capturing" : "eager", s->id, (void *)e, e->stream ? e->stream->id : -1,
+            s->cap ? "capturing" : "eager", s->id, (void *)e, e->stream,
             e->cap_id ? " in a capture" : "", e->after.empty() ? "(nothing)" : e->after.c_str(),
             k == drop ? " -- DROPPED (TPD_EMU_DROP_WAIT)" : "");
   if (k == drop) return cudaSuccess;
