@@ -13,8 +13,8 @@
 
 #include <stddef.h>
 
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

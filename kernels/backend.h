@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -161,6 +161,9 @@ typedef struct tpd_backend_ops {
 struct tpd_backend {
   const tpd_backend_ops *ops;
   void *impl;
+  /* the kernels this instance runs, for reports: the CPU backend's
+   * instruction-set level ("avx512bf16", ...); NULL = ops->name */
+  const char *kernels;
 };
 
 typedef struct {

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 /* Strict parsers: the whole string must be a number in range. */
 int tpd_cli_int(const char *s, long lo, long hi, long *out);

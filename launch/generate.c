@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/timer.h"
+#include "runtime/base/timer.h"
 
 void tpd_gen_result_free(tpd_gen_result *r) {
   if (r->tokens)

@@ -5,7 +5,7 @@
 #ifndef TPD_GENERATE_H
 #define TPD_GENERATE_H
 
-#include "runtime/tpdecode.h"
+#include "runtime/engine/tpdecode.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,8 +11,8 @@
 #include "launch/cli.h"
 #include "launch/generate.h"
 #include "launch/tools/stats.h"
-#include "runtime/fileio.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "runtime/engine/tpdecode.h"
 
 static const char *PROG = "tpdecode";
 

@@ -137,6 +137,7 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
   }
   be->ops = &cpu_ops;
   be->impl = cpu;
+  be->kernels = tpd_isa_name(tpd_isa_active());
   cpu->pool = tpd_pool_create(n);
   if (!cpu->pool) {
     cpu_destroy(be);

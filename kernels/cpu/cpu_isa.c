@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 static int g_forced = -1;
 

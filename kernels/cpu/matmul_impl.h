@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 #define TPD_TILE_N 4
 #define TPD_TILE_K 32

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

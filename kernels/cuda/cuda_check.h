@@ -16,7 +16,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 /* The current device, or -1 when even that query fails. */
 static inline int tpd_cuda_current_device(void) {

@@ -12,8 +12,8 @@
 
 #include "comm/comm.h"
 #include "launch/tools/sol.h"
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 /* ---- a communicator that times its inner one (bench_comm.c) ----
  * Every call is forwarded; the host time spent inside the data collectives

@@ -8,7 +8,7 @@
 #include "kernels/backend.h"
 #include "launch/bench/bench.h"
 #include "launch/tools/stats.h"
-#include "runtime/timer.h"
+#include "runtime/base/timer.h"
 
 /* ------------------------------------------------------------------ */
 /* timed communicator                                                    */

@@ -9,7 +9,7 @@
 #include "launch/bench/bench.h"
 #include "launch/tools/plot_svg.h"
 #include "launch/tools/sol.h"
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 /* ------------------------------------------------------------------ */
 /* the predicted curve                                                  */

@@ -5,7 +5,7 @@
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/pool.h"
 #include "launch/bench/bench.h"
-#include "runtime/timer.h"
+#include "runtime/base/timer.h"
 
 #ifdef TPD_HAVE_X86_SIMD
 #include <immintrin.h>

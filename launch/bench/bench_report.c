@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 #include "launch/bench/bench.h"
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 
 #define ONE_RANK_BW "one rank: the all-reduce moves no data, so no bandwidth"
 

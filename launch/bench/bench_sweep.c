@@ -15,9 +15,9 @@
 #include "launch/tools/membw.h"
 #include "launch/tools/stats.h"
 #include "launch/tools/synth.h"
-#include "runtime/fileio.h"
-#include "runtime/timer.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "runtime/base/timer.h"
+#include "runtime/engine/tpdecode.h"
 
 /* Writes the preset model once (rank 0) into the cache; every rank gets its path. */
 tpd_status bench_ensure_preset(const bopts *o, tpd_comm *comm, char *dir, size_t cap) {

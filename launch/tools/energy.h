@@ -9,7 +9,7 @@
 #ifndef TPD_ENERGY_H
 #define TPD_ENERGY_H
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -4,7 +4,7 @@
 #ifndef TPD_PLOT_SVG_H
 #define TPD_PLOT_SVG_H
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

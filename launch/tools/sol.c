@@ -74,7 +74,7 @@ tpd_status tpd_sol_eval(const tpd_sol_model *m, const tpd_sol_hw *hw, int tp, in
     return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: hardware '%s' needs memory bandwidth and peak rate", hw->name);
   if (tp > 1 && !(hw->link_bw > 0))
     return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: hardware '%s' has no link bandwidth for TP %d", hw->name, tp);
-  /* the shard plan's rules (runtime/shard.c) */
+  /* the shard plan's rules (runtime/model/shard.c) */
   if (m->n_heads % tp)
     return TPD_FAIL(TPD_ERR_ARG, "speed-of-light: %d heads do not split %d ways", m->n_heads, tp);
   if (m->n_kv_heads % tp && tp % m->n_kv_heads)
@@ -91,7 +91,7 @@ tpd_status tpd_sol_eval(const tpd_sol_model *m, const tpd_sol_hw *hw, int tp, in
   r->kv_heads_r = m->n_kv_heads >= tp ? m->n_kv_heads / tp : 1;
   const double Hq = r->q_heads_r, Hkv = r->kv_heads_r;
   /* the slowest rank: the one holding the most weight elements under the
-   * shard plan's split (runtime/shard.c): FFN columns [F k / tp, F (k+1) / tp),
+   * shard plan's split (runtime/model/shard.c): FFN columns [F k / tp, F (k+1) / tp),
    * vocab rows in chunks of ceil(V / tp), the last rank's shorter.  The rank
    * with the widest FFN shard need not hold the widest vocab shard, so the
    * largest of each is not added up. */

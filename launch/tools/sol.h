@@ -6,7 +6,7 @@
  * Glossary: B batch (sequences, one new token each), C context (positions
  * each sequence attends to in this step, the new one included), D model dim,
  * L layers, Hq / Hkv query / KV heads, Dh head dim, F FFN width, V vocab,
- * tp the TP degree.  Per rank k (the shard plan of runtime/shard.h):
+ * tp the TP degree.  Per rank k (the shard plan of runtime/model/shard.h):
  *   Hq_r = Hq / tp      Hkv_r = Hkv / tp, or 1 when tp > Hkv (replicated)
  *   F_k = floor(F (k+1) / tp) - floor(F k / tp)
  *   V_k = rows of [k ceil(V / tp), (k+1) ceil(V / tp)) inside [0, V)
@@ -29,8 +29,8 @@
 #ifndef TPD_SOL_H
 #define TPD_SOL_H
 
-#include "runtime/config.h"
-#include "runtime/tpd_error.h"
+#include "runtime/model/config.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 
 tpd_status tpd_synth_preset(const char *name, tpd_synth_spec *s) {
   memset(s, 0, sizeof *s);

@@ -4,8 +4,8 @@
 #ifndef TPD_SYNTH_H
 #define TPD_SYNTH_H
 
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

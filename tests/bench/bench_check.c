@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 #include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
 

@@ -18,8 +18,8 @@
 #include "testutil.h"
 #include "launch/tools/sol.h"
 #include "launch/tools/synth.h"
-#include "runtime/dtype.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/dtype.h"
+#include "runtime/engine/tpdecode.h"
 
 /* relative tolerance: the model and the recount add the same terms in a different order */
 static int near_rel(double a, double b, double rel) {

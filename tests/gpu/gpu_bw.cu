@@ -35,8 +35,8 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/backend.h"
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 /* (C++: tests/gpu/gpu_test.h is C11; the few helpers needed are here) */
 static const char *PROG = "tpd-gpu-bw";
@@ -276,7 +276,7 @@ typedef struct {
 } shape;
 
 /* The per-rank matmuls of one layer and the LM head at TP degree P, as
- * runtime/shard.c cuts them (q/k/v stacked, gate/up stacked and fused). */
+ * runtime/model/shard.c cuts them (q/k/v stacked, gate/up stacked and fused). */
 static shape mk_shape(const char *op, int N, int K, int swiglu, int logits) {
   shape s;
   s.op = op, s.N = N, s.K = K, s.swiglu = swiglu, s.logits = logits;

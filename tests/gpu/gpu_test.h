@@ -15,8 +15,8 @@
 
 #include "comm/comm.h"
 #include "kernels/backend.h"
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 #include "tests/testutil.h" /* the NaN-safe comparisons: tu_rel_err, tu_worst, tu_within */
 
 #define GT_SKIP 77

@@ -27,9 +27,9 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
-#include "runtime/fileio.h"
-#include "runtime/safetensors.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/engine/tpdecode.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/unit/ref_model.c" /* the float64 reference (see above) */
 

@@ -29,9 +29,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "runtime/fileio.h"
-#include "runtime/synth.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "launch/tools/synth.h"
+#include "runtime/engine/tpdecode.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/gpu/numerics.h"
 

@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "runtime/synth.h"
-#include "runtime/tpdecode.h"
+#include "launch/tools/synth.h"
+#include "runtime/engine/tpdecode.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/gpu/numerics.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/safetensors.h"
+#include "runtime/model/safetensors.h"
 
 typedef struct {
   double *ln1, *ln2, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *wg, *wu, *wd, *bg, *bu, *bd;
@@ -36,7 +36,7 @@ static double *read_layer(tpd_st *st, int l, const char *what, size_t n) {
 }
 
 /* Hugging Face rotary frequencies, with llama3 rope_scaling (written from
- * the published formula, independently of runtime/config.c). */
+ * the published formula, independently of runtime/model/config.c). */
 static void inv_freqs(const tpd_model_config *c, double *f) {
   const int d = c->head_dim;
   for (int i = 0; i < d / 2; i++) {

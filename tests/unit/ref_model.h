@@ -6,7 +6,7 @@
 #ifndef TPD_REF_MODEL_H
 #define TPD_REF_MODEL_H
 
-#include "runtime/config.h"
+#include "runtime/model/config.h"
 
 typedef struct ref_model ref_model;
 

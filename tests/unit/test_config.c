@@ -18,9 +18,9 @@
 #include "badfiles.h"
 #include "launch/generate.h"
 #include "launch/tools/synth.h"
-#include "runtime/config.h"
-#include "runtime/fileio.h"
-#include "runtime/tpdecode.h"
+#include "runtime/model/config.h"
+#include "runtime/base/fileio.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 static char g_tmp[256];

@@ -5,8 +5,8 @@
 #include <cjson/cJSON.h>
 
 #include "launch/generate.h"
-#include "runtime/fileio.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 #define LOGIT_TOL 1e-4 /* absolute, on logits of magnitude ~1..10 */

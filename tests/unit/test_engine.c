@@ -8,7 +8,7 @@
 #include "launch/generate.h"
 #include "launch/tools/synth.h"
 #include "ref_model.h"
-#include "runtime/tpdecode.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 static char g_tmp[256];

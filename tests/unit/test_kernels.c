@@ -3,8 +3,8 @@
  * tails, and with 1 and 3 threads. */
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_isa.h"
-#include "runtime/kvcache.h"
-#include "runtime/sampler.h"
+#include "runtime/engine/kvcache.h"
+#include "runtime/engine/sampler.h"
 #include "testutil.h"
 
 static tpd_backend *be1, *be3; /* 1 and 3 threads */

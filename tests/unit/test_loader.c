@@ -6,11 +6,11 @@
 
 #include "badfiles.h"
 #include "launch/tools/synth.h"
-#include "runtime/config.h"
-#include "runtime/fileio.h"
-#include "runtime/safetensors.h"
-#include "runtime/shard.h"
-#include "runtime/tpdecode.h"
+#include "runtime/model/config.h"
+#include "runtime/base/fileio.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/model/shard.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 static char g_tmp[256];

@@ -4,7 +4,7 @@
  *   - tpd_engine_seq_skip with INT_MAX, negative and overflowing counts is
  *     refused with a message naming n_tokens, and changes nothing (length,
  *     KV blocks);
- *   - the error message's semantics (runtime/tpd_error.h): the most recent
+ *   - the error message's semantics (runtime/base/error.h): the most recent
  *     failure on this thread, replaced by a new one, kept across successful
  *     calls, per thread, save/restore for the library's own fallbacks, and
  *     a failed agreement between ranks keeps the failing rank's cause. */
@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "launch/tools/synth.h"
-#include "runtime/kvcache.h"
-#include "runtime/tpdecode.h"
+#include "runtime/engine/kvcache.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 /* Expects `st` to be `want` with a message containing `needle`; clears it. */

@@ -1,4 +1,4 @@
-/* The sampler (runtime/sampler.c) against an independent float64 reference
+/* The sampler (runtime/engine/sampler.c) against an independent float64 reference
  * of the distribution it must draw from: softmax(logits / T), then top-k
  * (every logit >= the k-th largest), then the top-p nucleus (tokens whose
  * preceding mass in descending order is below p).  Edge cases first (few
@@ -8,7 +8,7 @@
  * probability. */
 #include <math.h>
 
-#include "runtime/sampler.h"
+#include "runtime/engine/sampler.h"
 #include "testutil.h"
 
 static tpd_sampler_scratch g_sc;

@@ -17,7 +17,7 @@
 #include "launch/generate.h"
 #include "launch/tools/synth.h"
 #include "ref_model.h"
-#include "runtime/tpdecode.h"
+#include "runtime/engine/tpdecode.h"
 #include "testutil.h"
 
 enum { N_NEW = 12, N_MODELS = 3 };

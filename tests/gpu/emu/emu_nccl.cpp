@@ -13,7 +13,7 @@
 
 #include "emu_device.h"
 #include "nccl.h"
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 struct emu_nccl {
   MPI_Comm comm;

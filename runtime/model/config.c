@@ -1,4 +1,4 @@
-#include "runtime/config.h"
+#include "runtime/model/config.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 
 /* Config files come from two generations of transformers:
  *   < 5:  top-level "rope_theta" and "rope_scaling" {"rope_type" (or the

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 tpd_status tpd_read_text_file(const char *path, char **out, size_t *n_bytes);

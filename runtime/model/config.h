@@ -7,7 +7,7 @@
 #ifndef TPD_CONFIG_H
 #define TPD_CONFIG_H
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 typedef struct {
   int block_size;

@@ -11,7 +11,7 @@
 #ifndef TPD_SHARD_H
 #define TPD_SHARD_H
 
-#include "runtime/config.h"
+#include "runtime/model/config.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,4 +1,4 @@
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>

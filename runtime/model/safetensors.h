@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 
-#include "runtime/dtype.h"
-#include "runtime/tpd_error.h"
+#include "runtime/base/dtype.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,4 +1,4 @@
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,12 +8,11 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
-#include "kernels/cpu/cpu_isa.h"
-#include "runtime/fileio.h"
-#include "runtime/kvcache.h"
-#include "runtime/safetensors.h"
-#include "runtime/shard.h"
-#include "runtime/tpdecode.h"
+#include "runtime/base/fileio.h"
+#include "runtime/engine/kvcache.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/model/shard.h"
+#include "runtime/engine/tpdecode.h"
 
 typedef struct {
   tpd_weight qkv, o, gu, down;
@@ -490,7 +489,7 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->act_dtype = e->be->ops->act_dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
-  info->kernels = e->be->ops->host_memory ? tpd_isa_name(tpd_isa_active()) : e->be->ops->name;
+  info->kernels = e->be->kernels ? e->be->kernels : e->be->ops->name;
   info->n_threads = e->n_threads;
 }
 

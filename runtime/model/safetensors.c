@@ -1,4 +1,4 @@
-#include "runtime/safetensors.h"
+#include "runtime/model/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/fileio.h"
+#include "runtime/base/fileio.h"
 
 /* 2^53: the largest range in which cJSON's doubles hold every integer */
 #define MAX_EXACT 9007199254740992.0

@@ -19,9 +19,9 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
-#include "runtime/config.h"
-#include "runtime/sampler.h"
-#include "runtime/tpd_error.h"
+#include "runtime/model/config.h"
+#include "runtime/engine/sampler.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

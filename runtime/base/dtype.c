@@ -1,4 +1,4 @@
-#include "runtime/dtype.h"
+#include "runtime/base/dtype.h"
 
 void tpd_convert(void *dst, tpd_dtype dst_t, const void *src, tpd_dtype src_t, size_t n_elems) {
   if (dst_t == src_t) {

@@ -1,4 +1,4 @@
-#include "runtime/kvcache.h"
+#include "runtime/engine/kvcache.h"
 
 #include <stdint.h>
 #include <stdlib.h>

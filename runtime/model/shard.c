@@ -1,4 +1,4 @@
-#include "runtime/shard.h"
+#include "runtime/model/shard.h"
 
 #include <string.h>
 

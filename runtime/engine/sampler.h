@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#include "runtime/tpd_error.h"
+#include "runtime/base/error.h"
 
 #ifdef __cplusplus
 extern "C" {
