@@ -17,7 +17,7 @@
 #include "launch/tools/synth.h"
 #include "runtime/base/fileio.h"
 #include "runtime/base/timer.h"
-#include "runtime/engine/tpdecode.h"
+#include "runtime/engine/bench_hooks.h"
 
 /* Writes the preset model once (rank 0) into the cache; every rank gets its path. */
 tpd_status bench_ensure_preset(const bopts *o, tpd_comm *comm, char *dir, size_t cap) {

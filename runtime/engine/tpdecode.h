@@ -74,10 +74,6 @@ tpd_comm *tpd_engine_comm(const tpd_engine *e);
 tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot);
 void tpd_engine_seq_close(tpd_engine *e, int slot);
 int tpd_engine_seq_len(const tpd_engine *e, int slot);
-/* Benchmarks: advances a sequence by n_tokens positions without computing
- * them (their KV entries keep whatever the cache holds), so decode can be
- * timed at a long context without paying for its prefill. */
-tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens);
 int tpd_engine_max_ctx(const tpd_engine *e);
 
 /* Tunables of a running engine (same value on every rank).
@@ -87,12 +83,10 @@ int tpd_engine_max_ctx(const tpd_engine *e);
  *   AR_CHUNKS       chunks of a single row's row-parallel output, used only
  *                   with OVERLAP (TPD_AR_CHUNKS, default 1)
  *   GRAPHS          capture decode steps as device graphs (TPD_GRAPHS, 1)
- *   SKIP_ALLREDUCE  benchmarks only: leave out the all-reduces, so that the
- *                   time they add (exposed communication) can be measured;
- *                   the results are then wrong
- * Changing OVERLAP, AR_CHUNKS or SKIP_ALLREDUCE drops the captured decode
- * graphs; the next decode step captures them again. */
-typedef enum { TPD_OPT_OVERLAP = 1, TPD_OPT_AR_CHUNKS, TPD_OPT_GRAPHS, TPD_OPT_SKIP_ALLREDUCE } tpd_engine_option;
+ * Changing OVERLAP or AR_CHUNKS drops the captured decode graphs; the next
+ * decode step captures them again.  (Benchmark-only options and hooks are in
+ * runtime/engine/bench_hooks.h, not part of this API.) */
+typedef enum { TPD_OPT_OVERLAP = 1, TPD_OPT_AR_CHUNKS, TPD_OPT_GRAPHS } tpd_engine_option;
 tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value);
 int tpd_engine_get_option(const tpd_engine *e, tpd_engine_option opt);
 

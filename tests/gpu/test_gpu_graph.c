@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "launch/tools/synth.h"
-#include "runtime/engine/tpdecode.h"
+#include "runtime/engine/bench_hooks.h"
 #include "tests/gpu/gpu_test.h"
 
 static const char *PROG = "test_gpu_graph";

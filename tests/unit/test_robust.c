@@ -15,7 +15,7 @@
 
 #include "launch/tools/synth.h"
 #include "runtime/engine/kvcache.h"
-#include "runtime/engine/tpdecode.h"
+#include "runtime/engine/bench_hooks.h"
 #include "testutil.h"
 
 /* Expects `st` to be `want` with a message containing `needle`; clears it. */

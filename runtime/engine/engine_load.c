@@ -1,0 +1,380 @@
+/* Loading: this rank's shard of the checkpoint into backend memory, the
+ * step buffers, and the engine's create/destroy.  The step is engine.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/base/fileio.h"
+#include "runtime/engine/engine_internal.h"
+
+
+/* ------------------------------------------------------------------ */
+/* loading                                                             */
+
+typedef struct {
+  const tpd_st_tensor *t;
+  int r0, r1, c0, c1; /* rows [r0, r1), columns [c0, c1) */
+} part;
+
+/* Copies a block of a 2-D (or 1-D: one row) tensor into dst as dtype dt. */
+static void copy_part(const tpd_st *st, const part *p, void *dst, tpd_dtype dt) {
+  const tpd_st_tensor *t = p->t;
+  const int64_t cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+  const size_t esz = tpd_dtype_size((tpd_dtype)t->dtype), osz = tpd_dtype_size(dt);
+  const uint8_t *src = tpd_st_data(st, t);
+  const int w = p->c1 - p->c0;
+  for (int r = p->r0; r < p->r1; r++) {
+    const uint8_t *s = src + ((size_t)r * (size_t)cols + (size_t)p->c0) * esz;
+    uint8_t *d = (uint8_t *)dst + (size_t)(r - p->r0) * w * osz;
+    tpd_convert(d, dt, s, (tpd_dtype)t->dtype, (size_t)w);
+  }
+}
+
+/* Stacks parts vertically into one weight [sum rows, cols]. */
+static tpd_status load_stacked(tpd_engine *e, const part *parts, int n_parts, tpd_weight *out) {
+  tpd_dtype dt = (tpd_dtype)parts[0].t->dtype;
+  int rows = 0;
+  const int cols = parts[0].c1 - parts[0].c0;
+  for (int i = 0; i < n_parts; i++) {
+    if ((tpd_dtype)parts[i].t->dtype != dt) dt = TPD_F32; /* mixed dtypes: widen */
+    rows += parts[i].r1 - parts[i].r0;
+  }
+  const size_t esz = tpd_dtype_size(dt);
+  uint8_t *host = malloc((size_t)rows * cols * esz);
+  if (!host) return TPD_FAIL(TPD_ERR_OOM, "out of host memory staging a %d x %d weight", rows, cols);
+  size_t off = 0;
+  for (int i = 0; i < n_parts; i++) {
+    copy_part(e->st, &parts[i], host + off, dt);
+    off += (size_t)(parts[i].r1 - parts[i].r0) * cols * esz;
+  }
+  tpd_status s = e->be->ops->load_weight(e->be, host, dt, rows, cols, out);
+  free(host);
+  if (s == TPD_OK) e->weight_bytes += (double)rows * cols * tpd_dtype_size(out->dtype);
+  return s;
+}
+
+/* Concatenates 1-D slices [c0, c1) of vectors as f32 in backend memory. */
+static tpd_status load_vec(tpd_engine *e, const part *parts, int n_parts, float **out) {
+  int n = 0;
+  for (int i = 0; i < n_parts; i++) n += parts[i].c1 - parts[i].c0;
+  float *host = malloc(sizeof(float) * (size_t)n);
+  if (!host) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  int off = 0;
+  for (int i = 0; i < n_parts; i++) {
+    part p = parts[i];
+    p.r0 = 0;
+    p.r1 = 1;
+    copy_part(e->st, &p, host + off, TPD_F32);
+    off += p.c1 - p.c0;
+  }
+  void *dev = NULL;
+  tpd_status s = e->be->ops->alloc(e->be, sizeof(float) * (size_t)n, &dev);
+  if (s == TPD_OK) s = e->be->ops->upload(e->be, dev, host, sizeof(float) * (size_t)n);
+  free(host);
+  if (s != TPD_OK) {
+    if (dev) e->be->ops->free(e->be, dev);
+    return s;
+  }
+  e->weight_bytes += sizeof(float) * (double)n;
+  *out = dev;
+  return TPD_OK;
+}
+
+static const tpd_st_tensor *find(const tpd_engine *e, const char *fmt, int layer) {
+  char name[256];
+  snprintf(name, sizeof name, fmt, layer);
+  return tpd_st_find(e->st, name);
+}
+
+/* Every tensor the config implies, with its exact shape, before any load. */
+static tpd_status validate_tensors(tpd_engine *e) {
+  const tpd_model_config *c = &e->cfg;
+  const int64_t D = c->dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+  const int64_t F = c->ffn_dim, V = c->vocab;
+  char n[256];
+  TPD_TRY(tpd_st_expect(e->st, "model.embed_tokens.weight", 2, V, D, &e->embed));
+  TPD_TRY(tpd_st_expect(e->st, "model.norm.weight", 1, D, 0, NULL));
+  /* tie_word_embeddings against the files: untied needs lm_head.weight;
+   * tied ignores one that is there, as transformers does, and says so */
+  if (!c->tie_embeddings && !tpd_st_find(e->st, "lm_head.weight"))
+    return TPD_FAIL(TPD_ERR_FORMAT,
+                    "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings=false or does not set it)");
+  if (!c->tie_embeddings) TPD_TRY(tpd_st_expect(e->st, "lm_head.weight", 2, V, D, NULL));
+  if (c->tie_embeddings && tpd_st_find(e->st, "lm_head.weight") && tpd_log_rank() <= 0)
+    TPD_WARN("config.json has tie_word_embeddings=true: lm_head.weight in the checkpoint is ignored and "
+             "model.embed_tokens.weight is the output projection (as in transformers)");
+  for (int l = 0; l < c->n_layers; l++) {
+    const struct { const char *fmt; int ndim; int64_t d0, d1; int present; } want[] = {
+        {"model.layers.%d.input_layernorm.weight", 1, D, 0, 1},
+        {"model.layers.%d.post_attention_layernorm.weight", 1, D, 0, 1},
+        {"model.layers.%d.self_attn.q_proj.weight", 2, Q, D, 1},
+        {"model.layers.%d.self_attn.k_proj.weight", 2, KV, D, 1},
+        {"model.layers.%d.self_attn.v_proj.weight", 2, KV, D, 1},
+        {"model.layers.%d.self_attn.o_proj.weight", 2, D, Q, 1},
+        {"model.layers.%d.mlp.gate_proj.weight", 2, F, D, 1},
+        {"model.layers.%d.mlp.up_proj.weight", 2, F, D, 1},
+        {"model.layers.%d.mlp.down_proj.weight", 2, D, F, 1},
+        {"model.layers.%d.self_attn.q_proj.bias", 1, Q, 0, c->qkv_bias},
+        {"model.layers.%d.self_attn.k_proj.bias", 1, KV, 0, c->qkv_bias},
+        {"model.layers.%d.self_attn.v_proj.bias", 1, KV, 0, c->qkv_bias},
+        {"model.layers.%d.self_attn.o_proj.bias", 1, D, 0, c->o_bias},
+        {"model.layers.%d.mlp.gate_proj.bias", 1, F, 0, c->mlp_bias},
+        {"model.layers.%d.mlp.up_proj.bias", 1, F, 0, c->mlp_bias},
+        {"model.layers.%d.mlp.down_proj.bias", 1, D, 0, c->mlp_bias},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+      if (!want[i].present) continue;
+      snprintf(n, sizeof n, want[i].fmt, l);
+      TPD_TRY(tpd_st_expect(e->st, n, want[i].ndim, want[i].d0, want[i].d1, NULL));
+    }
+  }
+  return TPD_OK;
+}
+
+static tpd_status load_layer(tpd_engine *e, int l) {
+  const tpd_model_config *c = &e->cfg;
+  const tpd_shard_plan *p = &e->plan;
+  const int D = c->dim, Dh = c->head_dim;
+  layer_w *L = &e->layers[l];
+  const int q0 = p->q_head0 * Dh, q1 = q0 + p->n_q_heads * Dh;
+  const int k0 = p->kv_head0 * Dh, k1 = k0 + p->n_kv_heads * Dh;
+  const int f0 = p->ffn.begin, f1 = p->ffn.end;
+#define T_(name) find(e, "model.layers.%d." name, l)
+  part qkv[3] = {{T_("self_attn.q_proj.weight"), q0, q1, 0, D},
+                 {T_("self_attn.k_proj.weight"), k0, k1, 0, D},
+                 {T_("self_attn.v_proj.weight"), k0, k1, 0, D}};
+  TPD_TRY(load_stacked(e, qkv, 3, &L->qkv));
+  part o = {T_("self_attn.o_proj.weight"), 0, D, q0, q1};
+  TPD_TRY(load_stacked(e, &o, 1, &L->o));
+  part gu[2] = {{T_("mlp.gate_proj.weight"), f0, f1, 0, D}, {T_("mlp.up_proj.weight"), f0, f1, 0, D}};
+  TPD_TRY(load_stacked(e, gu, 2, &L->gu));
+  part down = {T_("mlp.down_proj.weight"), 0, D, f0, f1};
+  TPD_TRY(load_stacked(e, &down, 1, &L->down));
+  part ln1 = {T_("input_layernorm.weight"), 0, 1, 0, D}, ln2 = {T_("post_attention_layernorm.weight"), 0, 1, 0, D};
+  TPD_TRY(load_vec(e, &ln1, 1, &L->ln1));
+  TPD_TRY(load_vec(e, &ln2, 1, &L->ln2));
+  if (c->qkv_bias) {
+    part b[3] = {{T_("self_attn.q_proj.bias"), 0, 1, q0, q1},
+                 {T_("self_attn.k_proj.bias"), 0, 1, k0, k1},
+                 {T_("self_attn.v_proj.bias"), 0, 1, k0, k1}};
+    TPD_TRY(load_vec(e, b, 3, &L->b_qkv));
+  }
+  if (c->o_bias && p->rank == 0) { /* row-parallel bias: added once, before the all-reduce */
+    part b = {T_("self_attn.o_proj.bias"), 0, 1, 0, D};
+    TPD_TRY(load_vec(e, &b, 1, &L->b_o));
+  }
+  if (c->mlp_bias) {
+    part b[2] = {{T_("mlp.gate_proj.bias"), 0, 1, f0, f1}, {T_("mlp.up_proj.bias"), 0, 1, f0, f1}};
+    TPD_TRY(load_vec(e, b, 2, &L->b_gu));
+    if (p->rank == 0) {
+      part bd = {T_("mlp.down_proj.bias"), 0, 1, 0, D};
+      TPD_TRY(load_vec(e, &bd, 1, &L->b_down));
+    }
+  }
+#undef T_
+  return TPD_OK;
+}
+
+static tpd_status alloc_be(tpd_engine *e, size_t n_bytes, void *out) {
+  return e->be->ops->alloc(e->be, n_bytes ? n_bytes : 64, (void **)out);
+}
+
+static tpd_status alloc_buffers(tpd_engine *e, int max_seqs) {
+  const tpd_model_config *c = &e->cfg;
+  const size_t as = tpd_dtype_size(e->be->ops->act_dtype), T = (size_t)e->T_cap, D = (size_t)c->dim;
+  TPD_TRY(alloc_be(e, T * D * as, &e->x));
+  TPD_TRY(alloc_be(e, T * D * as, &e->h));
+  TPD_TRY(alloc_be(e, T * (size_t)e->qkv_w * as, &e->qkv));
+  TPD_TRY(alloc_be(e, T * (size_t)e->q_w * as, &e->att));
+  TPD_TRY(alloc_be(e, T * D * as, &e->proj));
+  if (!e->be->ops->matmul_swiglu) /* the fused op needs no gate/up buffer */
+    TPD_TRY(alloc_be(e, T * 2 * (size_t)e->ffn_l * as, &e->gu));
+  TPD_TRY(alloc_be(e, T * (size_t)e->ffn_l * as, &e->act));
+  TPD_TRY(alloc_be(e, (size_t)max_seqs * D * as, &e->last));
+  TPD_TRY(alloc_be(e, (size_t)max_seqs * e->V_l * sizeof(float), &e->logits));
+  TPD_TRY(alloc_be(e, (size_t)max_seqs * sizeof(float), &e->amax_val));
+  TPD_TRY(alloc_be(e, (size_t)max_seqs * sizeof(int32_t), &e->amax_idx));
+  const size_t table_n = (size_t)e->kv.max_slots * e->kv.max_blocks;
+  if (e->be->ops->host_memory) { /* kernels read the host arrays directly */
+    e->d_table = e->kv.table;
+  } else {
+    TPD_TRY(alloc_be(e, T * sizeof(int32_t), &e->d_pos));
+    TPD_TRY(alloc_be(e, T * sizeof(int32_t), &e->d_slot));
+    TPD_TRY(alloc_be(e, table_n * sizeof(int32_t), &e->d_table));
+  }
+  /* KV storage: per layer K and V of [n_blocks, Hkv, block_size, Dh] */
+  const size_t per = (size_t)e->kv.n_blocks * e->plan.n_kv_heads * e->kv.block_size * c->head_dim *
+                     tpd_dtype_size(e->be->ops->kv_dtype);
+  TPD_TRY(alloc_be(e, per * 2 * (size_t)c->n_layers, &e->kv_storage));
+  TPD_TRY(e->be->ops->zero(e->be, e->kv_storage, per * 2 * (size_t)c->n_layers));
+  for (int l = 0; l < c->n_layers; l++) {
+    e->layers[l].k = (uint8_t *)e->kv_storage + per * (2 * (size_t)l);
+    e->layers[l].v = (uint8_t *)e->kv_storage + per * (2 * (size_t)l + 1);
+  }
+  /* host side */
+  const int tp = e->plan.tp, chunk = e->plan.vocab_chunk;
+  e->h_pos = calloc(T, sizeof(int32_t));
+  e->h_slot = calloc(T, sizeof(int32_t));
+  e->h_last_rows = calloc((size_t)max_seqs, sizeof(int32_t));
+  e->h_last_item = calloc((size_t)max_seqs, sizeof(int32_t));
+  e->h_embed = malloc(T * D * as);
+  e->h_logits = calloc((size_t)max_seqs * chunk, sizeof(float));
+  e->h_logits_all = calloc((size_t)tp * max_seqs * chunk, sizeof(float));
+  e->h_full = calloc((size_t)c->vocab, sizeof(float));
+  e->h_vals = calloc((size_t)max_seqs, sizeof *e->h_vals);
+  e->h_idxs = calloc((size_t)max_seqs, sizeof *e->h_idxs);
+  e->h_pairs = calloc((size_t)max_seqs, sizeof *e->h_pairs);
+  e->h_pairs_all = calloc((size_t)tp * max_seqs, sizeof *e->h_pairs_all);
+  if (!e->h_pos || !e->h_slot || !e->h_last_rows || !e->h_last_item || !e->h_embed || !e->h_logits ||
+      !e->h_logits_all || !e->h_full || !e->h_vals || !e->h_idxs || !e->h_pairs || !e->h_pairs_all)
+    return TPD_FAIL(TPD_ERR_OOM, "out of host memory for step buffers");
+  if (tp > 1 && e->comm->ops->data_on_device == e->be->ops->host_memory) {
+    e->h_stage = malloc(T * D * sizeof(float));
+    e->h_stage_act = malloc(T * D * as);
+    if (!e->h_stage || !e->h_stage_act) return TPD_FAIL(TPD_ERR_OOM, "out of host memory for staging");
+  }
+  return TPD_OK;
+}
+
+static int default_threads(const tpd_comm *comm) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int per = (int)(cores / (comm->local_size > 0 ? comm->local_size : 1));
+  return per > 0 ? per : 1;
+}
+
+tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
+  *out = NULL;
+  if (!o || !o->model_dir) return TPD_FAIL(TPD_ERR_ARG, "engine options: model_dir is required");
+  if (!comm) return TPD_FAIL(TPD_ERR_ARG, "engine options: a communicator is required");
+  if (o->max_ctx < 0 || o->max_seqs < 0 || o->max_step_tokens < 0 || o->kv_block_size < 0 || o->n_threads < 0)
+    return TPD_FAIL(TPD_ERR_ARG, "engine options: negative size");
+  tpd_engine *e = calloc(1, sizeof *e);
+  if (!e) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  e->comm = comm;
+  tpd_status s;
+  const tpd_model_config *c = &e->cfg;
+  if (!tpd_is_dir(o->model_dir)) {
+    s = TPD_FAIL(TPD_ERR_IO, "model directory %s does not exist", o->model_dir);
+    goto fail;
+  }
+  TPD_TRY_GOTO(tpd_config_load(o->model_dir, &e->cfg), s, fail);
+  if (c->head_dim > TPD_MAX_HEAD_DIM) {
+    s = TPD_FAIL(TPD_ERR_UNSUPPORTED, "head_dim %d exceeds the supported %d", c->head_dim, TPD_MAX_HEAD_DIM);
+    goto fail;
+  }
+  TPD_TRY_GOTO(tpd_shard_plan_make(c, comm->size, comm->rank, &e->plan), s, fail);
+  TPD_TRY_GOTO(tpd_st_open(o->model_dir, &e->st), s, fail);
+  TPD_TRY_GOTO(validate_tensors(e), s, fail);
+
+  e->n_threads = o->n_threads > 0 ? o->n_threads : default_threads(comm);
+  tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank,
+                         .activations = o->activations};
+  TPD_TRY_GOTO(tpd_backend_create(o->backend ? o->backend : "cpu", &bo, &e->be), s, fail);
+
+  const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
+  const int max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+  e->T_cap = o->max_step_tokens > 0 ? o->max_step_tokens : 512;
+  if (e->T_cap < max_seqs) e->T_cap = max_seqs;
+  TPD_TRY_GOTO(tpd_kv_init(&e->kv, max_seqs, max_ctx, o->kv_block_size > 0 ? o->kv_block_size : 16, o->kv_blocks),
+               s, fail);
+
+  e->q_w = e->plan.n_q_heads * c->head_dim;
+  e->qkv_w = (e->plan.n_q_heads + 2 * e->plan.n_kv_heads) * c->head_dim;
+  e->ffn_l = e->plan.ffn.end - e->plan.ffn.begin;
+  e->V_l = e->plan.vocab.end - e->plan.vocab.begin;
+
+  e->layers = calloc((size_t)c->n_layers, sizeof *e->layers);
+  if (!e->layers) {
+    s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    goto fail;
+  }
+  for (int l = 0; l < c->n_layers; l++) TPD_TRY_GOTO(load_layer(e, l), s, fail);
+  part fn = {tpd_st_find(e->st, "model.norm.weight"), 0, 1, 0, c->dim};
+  TPD_TRY_GOTO(load_vec(e, &fn, 1, &e->final_norm), s, fail);
+  part lm = {tpd_st_find(e->st, c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+             e->plan.vocab.begin, e->plan.vocab.end, 0, c->dim};
+  TPD_TRY_GOTO(load_stacked(e, &lm, 1, &e->lm_head), s, fail);
+
+  double inv_freq[TPD_MAX_HEAD_DIM / 2];
+  tpd_rope_inv_freq(c, inv_freq);
+  TPD_TRY_GOTO(alloc_be(e, sizeof(double) * (size_t)(c->head_dim / 2), &e->inv_freq), s, fail);
+  TPD_TRY_GOTO(e->be->ops->upload(e->be, e->inv_freq, inv_freq, sizeof(double) * (size_t)(c->head_dim / 2)), s, fail);
+  TPD_TRY_GOTO(alloc_buffers(e, max_seqs), s, fail);
+  e->graphs = calloc((size_t)max_seqs + 1, sizeof *e->graphs);
+  if (!e->graphs) {
+    s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    goto fail;
+  }
+  /* Overlap and chunking are off by default everywhere, NCCL included, until
+   * a GPU measures that they pay: 4 chunks turn 2 all-reduces per layer into
+   * 8, each hiding only a 1-3 us GEMV chunk, and at batch >= 2 the
+   * micro-batch ping-pong reads every weight twice (docs/cuda.md). */
+  e->overlap = (int)tpd_param_int("OVERLAP", 0) != 0;
+  e->ar_chunks = (int)tpd_param_int("AR_CHUNKS", 1);
+  if (e->ar_chunks < 1) e->ar_chunks = 1;
+  e->use_graphs = (int)tpd_param_int("GRAPHS", 1) != 0;
+  TPD_INFO("rank %d/%d: %.1f MB of weights, %d q heads, %d kv heads, ffn [%d, %d), vocab [%d, %d)", comm->rank,
+           comm->size, e->weight_bytes / 1e6, e->plan.n_q_heads, e->plan.n_kv_heads, e->plan.ffn.begin,
+           e->plan.ffn.end, e->plan.vocab.begin, e->plan.vocab.end);
+  *out = e;
+  return TPD_OK;
+fail:
+  tpd_engine_destroy(e);
+  return s;
+}
+
+void tpd_engine_destroy(tpd_engine *e) {
+  if (!e) return;
+  if (e->graphs) {
+    for (int i = 0; i <= e->kv.max_slots; i++)
+      if (e->graphs[i] && e->be && e->be->ops->graph_destroy) e->be->ops->graph_destroy(e->be, e->graphs[i]);
+    free(e->graphs);
+  }
+  if (e->be) {
+    const tpd_backend_ops *b = e->be->ops;
+    if (e->layers)
+      for (int l = 0; l < e->cfg.n_layers; l++) {
+        layer_w *L = &e->layers[l];
+        b->free(e->be, (void *)L->qkv.data);
+        b->free(e->be, (void *)L->o.data);
+        b->free(e->be, (void *)L->gu.data);
+        b->free(e->be, (void *)L->down.data);
+        b->free(e->be, L->ln1);
+        b->free(e->be, L->ln2);
+        b->free(e->be, L->b_qkv);
+        b->free(e->be, L->b_o);
+        b->free(e->be, L->b_gu);
+        b->free(e->be, L->b_down);
+      }
+    void *bufs[] = {e->final_norm, (void *)e->lm_head.data, e->inv_freq, e->x, e->h, e->qkv, e->att,
+                    e->proj, e->gu, e->act, e->last, e->logits, e->amax_val, e->amax_idx, e->d_pos,
+                    e->d_slot, e->kv_storage};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(e->be, bufs[i]);
+    if (!b->host_memory) b->free(e->be, e->d_table);
+    tpd_backend_destroy(e->be);
+  }
+  free(e->layers);
+  tpd_kv_free(&e->kv);
+  tpd_st_close(e->st);
+  free(e->h_pos);
+  free(e->h_slot);
+  free(e->h_last_rows);
+  free(e->h_last_item);
+  free(e->h_embed);
+  free(e->h_stage);
+  free(e->h_stage_act);
+  free(e->h_logits);
+  free(e->h_logits_all);
+  free(e->h_full);
+  free(e->h_vals);
+  free(e->h_idxs);
+  free(e->h_pairs);
+  free(e->h_pairs_all);
+  tpd_sampler_scratch_free(&e->ss);
+  free(e);
+}
+
+const tpd_model_config *tpd_engine_config(const tpd_engine *e) { return &e->cfg; }
+tpd_comm *tpd_engine_comm(const tpd_engine *e) { return e->comm; }
+int tpd_engine_max_ctx(const tpd_engine *e) { return e->kv.max_ctx; }
