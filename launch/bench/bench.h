@@ -202,7 +202,7 @@ tpd_status bench_write_plot(const bopts *o, const bresults *res, const bpareto *
 /* ---- output (bench_report.c), rank 0 only ---- */
 /* stdout: the JSON lines, the CSV, or the tables */
 void bench_print(const bopts *o, const bresults *res, const bcomm *cb, int n_cb, const bpredict *pr, int n_ranks);
-/* bench.json, bench.csv, comm.json, comm.csv and pareto.svg in o->out_dir */
+/* bench.json, bench.csv, comm.json and comm.csv in o->out_dir (pareto.svg: bench_write_plot) */
 tpd_status bench_write_files(const bopts *o, const bresults *res, const bpareto *pp, const bpredict *pr,
                              const bcomm *cb, int n_cb, int n_ranks);
 tpd_status bench_write_text(const char *dir, const char *name, const char *text);

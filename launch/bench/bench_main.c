@@ -305,6 +305,10 @@ int main(int argc, char **argv) {
   if (comm->rank == 0) {
     bench_print(&o, res, cb, n_cb, pr, comm->size);
     if (o.out_dir) st = bench_write_files(&o, res, pp, pr, cb, n_cb, comm->size);
+    if (o.out_dir && o.sweep && st == TPD_OK) {
+      st = bench_write_plot(&o, res, pp, pr, o.out_dir);
+      if (st == TPD_OK && !o.json && !o.csv) printf("wrote %s/pareto.svg\n", o.out_dir);
+    }
     fflush(stdout);
   }
   /* rank 0's file errors end the job on every rank */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "launch/bench/bench.h"
+#include "launch/tools/pareto.h"
 #include "launch/tools/plot_svg.h"
 #include "launch/tools/sol.h"
 #include "runtime/base/dtype.h"

@@ -441,9 +441,7 @@ tpd_status bench_write_files(const bopts *o, const bresults *res, const bpareto 
       if (fclose(f) != 0) st = TPD_FAIL(TPD_ERR_IO, "cannot write %s", path);
     }
   }
-  if (st == TPD_OK && o->sweep) st = bench_write_plot(o, res, pp, pr, o->out_dir);
   if (st == TPD_OK && !machine_readable)
-    printf("wrote %s/bench.json%s%s%s\n", o->out_dir, res->n_rows ? ", bench.csv" : "",
-           o->sweep ? ", pareto.svg" : "", n_cb ? ", comm.json, comm.csv" : "");
+    printf("wrote %s/bench.json%s%s\n", o->out_dir, res->n_rows ? ", bench.csv" : "", n_cb ? ", comm.json, comm.csv" : "");
   return st;
 }

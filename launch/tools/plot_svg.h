@@ -1,6 +1,6 @@
-/* The Pareto frontier of (x, y) points where more is better on both axes,
- * and a small hand-written SVG scatter/line plot to draw it.  No I/O: the
- * plot is returned as a string. */
+/* A small hand-written SVG scatter/line plot (the Pareto frontier's
+ * picture; the frontier itself is pareto.h).  No I/O: the plot is returned
+ * as a string. */
 #ifndef TPD_PLOT_SVG_H
 #define TPD_PLOT_SVG_H
 
@@ -9,14 +9,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Indices of the points no other point dominates (q dominates p when
- * q.x >= p.x and q.y >= p.y with at least one strict), in order of
- * increasing x (so decreasing y).  Of exactly equal points only the lowest
- * index is kept.  Points with a NaN or infinite coordinate are ignored.
- * out_idx holds n entries; returns the frontier's size (0 also when memory
- * for n points is short). */
-int tpd_pareto_frontier(const double *x, const double *y, int n, int *out_idx);
 
 typedef enum {
   TPD_PLOT_POINTS = 0, /* markers, each with its label */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "launch/tools/pareto.h"
 #include "launch/tools/plot_svg.h"
 #include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
