@@ -3,22 +3,6 @@
 
 #include "comm/comm.h"
 
-int tpd_comm_have_mpi(void) {
-#ifdef TPD_HAVE_MPI
-  return 1;
-#else
-  return 0;
-#endif
-}
-
-int tpd_comm_have_nccl(void) {
-#ifdef TPD_HAVE_NCCL
-  return 1;
-#else
-  return 0;
-#endif
-}
-
 void tpd_comm_destroy(tpd_comm *c) {
   if (c) c->ops->destroy(c);
 }

@@ -85,8 +85,6 @@ tpd_status tpd_comm_create_default(int *argc, char ***argv, tpd_comm **out);
 tpd_status tpd_comm_for_backend(tpd_comm *comm, const char *backend, tpd_comm **use, tpd_comm **owned, char *note,
                                 size_t note_cap);
 int tpd_comm_launched_by_mpi(void);
-int tpd_comm_have_mpi(void);
-int tpd_comm_have_nccl(void);
 
 void tpd_comm_destroy(tpd_comm *c);
 

@@ -18,10 +18,18 @@
     }                                                                                              \
   } while (0)
 
+/* All-reduces in flight at once per communicator (allreduce_start before
+ * its wait): the engine has at most 2 micro-batches x 8 chunks (AR_MAX in
+ * runtime/engine/engine.c).  The requests are a fixed pool, so starting one
+ * never allocates; a start with every request in flight is an error. */
+#define TPD_MPI_MAX_REQS 16
+
 typedef struct {
   MPI_Comm world;
   MPI_Op op_bf16, op_f16;
   int counted; /* holds a reference on g_mpi_users */
+  MPI_Request reqs[TPD_MPI_MAX_REQS];
+  unsigned char req_busy[TPD_MPI_MAX_REQS];
 } mpi_impl;
 
 /* MPI's lifetime in this process.  Every communicator made by
@@ -108,26 +116,34 @@ static tpd_status mpi_allreduce_start(tpd_comm *c, void *buf, size_t n, tpd_dtyp
   MPI_Op op = MPI_SUM;
   TPD_TRY(mpi_type(m, dt, &type, &op));
   if (!count_ok(n)) return TPD_FAIL(TPD_ERR_ARG, "all-reduce of %zu elements exceeds MPI's int count", n);
-  MPI_Request *r = malloc(sizeof *r);
-  if (!r) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
-  int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, type, op, m->world, r);
-  if (rc != MPI_SUCCESS) {
-    free(r);
-    TPD_MPI_CHECK(rc);
-  }
+  int k = 0;
+  while (k < TPD_MPI_MAX_REQS && m->req_busy[k]) k++;
+  if (k == TPD_MPI_MAX_REQS)
+    return TPD_FAIL(TPD_ERR_INTERNAL,
+                    "MPI all-reduce: all %d requests of the communicator are in flight; wait for one before starting "
+                    "another (rank %d)",
+                    TPD_MPI_MAX_REQS, tpd_log_rank());
+  MPI_Request *r = &m->reqs[k];
+  TPD_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, type, op, m->world, r));
+  m->req_busy[k] = 1;
   req->impl = r;
   req->active = 1;
   return TPD_OK;
 }
 
 static tpd_status mpi_wait(tpd_comm *c, tpd_comm_req *req) {
-  (void)c;
+  mpi_impl *m = c->impl;
   if (!req->active) return TPD_OK;
   MPI_Request *r = req->impl;
   req->active = 0;
   req->impl = NULL;
+  int k = 0;
+  while (k < TPD_MPI_MAX_REQS && &m->reqs[k] != r) k++;
+  if (k == TPD_MPI_MAX_REQS || !m->req_busy[k])
+    return TPD_FAIL(TPD_ERR_ARG, "MPI wait: the request is not one in flight on this communicator (rank %d)",
+                    tpd_log_rank());
   int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
-  free(r);
+  m->req_busy[k] = 0;
   TPD_MPI_CHECK(rc);
   return TPD_OK;
 }

@@ -104,6 +104,21 @@ typedef struct {
   int idx_offset;
 } tpd_argmax_args;
 
+/* What an engine will ask of a backend, known when it is created: the
+ * backend sizes every workspace from it once (tpd_backend_ops.reserve).
+ * Sizes are this rank's. */
+#define TPD_PLAN_MAX_K 8
+typedef struct {
+  int max_rows;              /* M of any matmul, T of any step (tokens in one forward) */
+  int max_ctx;               /* bound on tpd_step_meta.max_ctx */
+  int n_q_heads, n_kv_heads; /* Hq, Hkv */
+  int head_dim;              /* Dh */
+  int max_n;                 /* largest N of any matmul (LM head and fused gate/up included) */
+  int n_k;                   /* number of distinct K ... */
+  int k[TPD_PLAN_MAX_K];     /* ... of the matmuls (input widths) */
+  int gate_up_rows;          /* N (2F) of the weights given to matmul_swiglu */
+} tpd_backend_plan;
+
 typedef struct tpd_backend_ops {
   const char *name;
   tpd_dtype act_dtype; /* fixed when the backend is created (tpd_backend_opts.activations) */
@@ -130,13 +145,21 @@ typedef struct tpd_backend_ops {
   tpd_status (*rope_kv)(tpd_backend *be, const tpd_rope_kv_args *a);
   tpd_status (*attention)(tpd_backend *be, const tpd_attention_args *a);
   tpd_status (*swiglu)(tpd_backend *be, const tpd_swiglu_args *a);
-  /* x[n] += y[n], act */
-  tpd_status (*add)(tpd_backend *be, void *x, const void *y, size_t n_elems);
   /* dst[i, :] = src[rows[i], :] for i < n, width D, act; rows is host memory */
   tpd_status (*gather_rows)(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
   tpd_status (*argmax)(tpd_backend *be, const tpd_argmax_args *a);
 
   /* ---- optional: NULL where a backend does not provide them ---- */
+  /* Sizes every workspace the ops use (matmul scratch, attention partials,
+   * ...) for all steps within the plan; *n_bytes = their total.  commit = 0
+   * only computes it; commit = 1 allocates them, at once.  After a committed
+   * reserve no op allocates: one that would need more than planned fails
+   * naming the workspace and both sizes (a planning bug).  Without a reserve
+   * the workspaces grow on demand.  NULL: the backend has none. */
+  tpd_status (*reserve)(tpd_backend *be, const tpd_backend_plan *p, int commit, size_t *n_bytes);
+  /* The dtype load_weight stores a weight given in `dtype` in (NULL: the
+   * same dtype), for planning memory before loading. */
+  tpd_dtype (*weight_dtype)(tpd_backend *be, tpd_dtype dtype);
   /* A view of rows [row0, row0 + n_rows) of a loaded weight (no copy);
    * row0 must be a multiple of 64.  Used to split a row-parallel matmul into
    * chunks whose all-reduces start while the next chunk computes. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
+#include "runtime/engine/tpdecode.h"
 
 int tpd_cli_int(const char *s, long lo, long hi, long *out) {
   if (!s || !*s) return 0;
@@ -96,7 +97,7 @@ int tpd_cli_threads(const char *prog, const tpd_comm *comm, long requested) {
 }
 
 void tpd_cli_version(const char *prog) {
-  printf("%s %s (backends: cpu%s; MPI: %s; NCCL: %s)\n", prog, TPD_VERSION, tpd_backend_available("cuda") ? ", cuda" : "",
+  printf("%s %s (backends: cpu%s; MPI: %s; NCCL: %s)\n", prog, tpd_version(), tpd_backend_available("cuda") ? ", cuda" : "",
 #ifdef TPD_HAVE_MPI
          "yes",
 #else

@@ -25,6 +25,11 @@ void tpd_cpu_free(void *p) { free(p); }
 
 tpd_status tpd_cpu_scratch(tpd_cpu *cpu, size_t n_bytes) {
   if (n_bytes <= cpu->scratch_bytes) return TPD_OK;
+  if (cpu->planned)
+    return TPD_FAIL(TPD_ERR_INTERNAL,
+                    "cpu: the matmul scratch workspace needs %zu bytes but the memory plan gave it %zu (a planning "
+                    "bug)",
+                    n_bytes, cpu->scratch_bytes);
   tpd_cpu_free(cpu->scratch);
   cpu->scratch = tpd_cpu_alloc(n_bytes);
   cpu->scratch_bytes = cpu->scratch ? n_bytes : 0;
@@ -99,6 +104,41 @@ static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0
   return TPD_OK;
 }
 
+/* The workspaces for every step within the plan: the matmul scratch (x
+ * zero-padded to Kp in f32 where K is not a multiple of the tile, or x
+ * rounded to bf16 where the bf16 dot path may run) and one attention score
+ * row of max_ctx per thread (kernels/cpu/matmul.c, ops.c). */
+static void plan_sizes(const tpd_backend_plan *p, size_t *scratch, size_t *att_floats) {
+  const tpd_isa isa = tpd_isa_active();
+  size_t need = 0;
+  for (int i = 0; i < p->n_k && isa != TPD_ISA_SCALAR; i++) {
+    const size_t Mp = (size_t)p->max_rows * (size_t)tpd_tile_kp(p->k[i]);
+    if (tpd_tile_kp(p->k[i]) != p->k[i] && Mp * sizeof(float) > need) need = Mp * sizeof(float);
+    if (isa == TPD_ISA_AVX512BF16 && Mp * sizeof(uint16_t) > need) need = Mp * sizeof(uint16_t);
+  }
+  *scratch = need;
+  *att_floats = (size_t)p->max_ctx + (size_t)p->head_dim + 16;
+}
+
+static tpd_status cpu_reserve(tpd_backend *be, const tpd_backend_plan *p, int commit, size_t *n_bytes) {
+  tpd_cpu *cpu = be->impl;
+  size_t scratch = 0, att_floats = 0;
+  plan_sizes(p, &scratch, &att_floats);
+  const size_t n_threads = (size_t)tpd_pool_size(cpu->pool), att_bytes = sizeof(float) * att_floats * n_threads;
+  *n_bytes = scratch + att_bytes;
+  if (!commit) return TPD_OK;
+  tpd_cpu_free(cpu->scratch);
+  free(cpu->att);
+  cpu->scratch = scratch ? tpd_cpu_alloc(scratch) : NULL;
+  cpu->att = malloc(att_bytes);
+  cpu->scratch_bytes = cpu->scratch ? scratch : 0;
+  cpu->att_floats_per_thread = cpu->att ? att_floats : 0;
+  if ((scratch && !cpu->scratch) || !cpu->att)
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the cpu workspaces (%zu bytes)", *n_bytes);
+  cpu->planned = 1;
+  return TPD_OK;
+}
+
 static const tpd_backend_ops cpu_ops = {
     .name = "cpu",
     .act_dtype = TPD_F32,
@@ -118,10 +158,10 @@ static const tpd_backend_ops cpu_ops = {
     .rope_kv = tpd_cpu_rope_kv,
     .attention = tpd_cpu_attention,
     .swiglu = tpd_cpu_swiglu,
-    .add = tpd_cpu_add,
     .gather_rows = tpd_cpu_gather_rows,
     .argmax = tpd_cpu_argmax,
     .weight_view = cpu_weight_view,
+    .reserve = cpu_reserve,
 };
 
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {

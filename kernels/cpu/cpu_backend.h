@@ -1,4 +1,5 @@
-/* Internal state of the CPU backend, shared by its source files. */
+/* Internal state of the CPU backend, shared by its source files; the
+ * allocator (tpd_cpu_alloc) also serves the bandwidth probe of launch/tools. */
 #ifndef TPD_CPU_BACKEND_H
 #define TPD_CPU_BACKEND_H
 
@@ -10,8 +11,9 @@
 
 typedef struct {
   tpd_pool *pool;
-  uint16_t *scratch; /* matmul: bf16 hi/lo split of x */
+  void *scratch; /* matmul, [M, Kp]: x rounded to bf16 (the opt-in bf16 dot path) or a zero-padded f32 x */
   size_t scratch_bytes;
+  int planned; /* reserve ran: the workspaces are fixed (a larger need is an error) */
   float *att; /* attention: one score row per thread */
   size_t att_floats_per_thread;
 } tpd_cpu;
@@ -23,7 +25,6 @@ tpd_status tpd_cpu_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);
 tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a);
 tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a);
 tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
-tpd_status tpd_cpu_add(tpd_backend *be, void *x, const void *y, size_t n_elems);
 tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
 tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a);
 

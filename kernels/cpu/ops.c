@@ -1,6 +1,6 @@
 /* CPU reference kernels other than matmul: rmsnorm (+ residual add), rotary
  * embedding + KV append, decode/prefill attention over the paged KV cache,
- * SwiGLU, residual add, row gather, argmax.  Plain C, fp32 activations,
+ * SwiGLU, row gather, argmax.  Plain C, fp32 activations,
  * double where a reduction or an angle benefits; threaded over rows. */
 #include <math.h>
 #include <stdlib.h>
@@ -182,14 +182,6 @@ tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a) {
 }
 
 /* ---- small ops ---- */
-tpd_status tpd_cpu_add(tpd_backend *be, void *x, const void *y, size_t n_elems) {
-  (void)be;
-  float *xf = x;
-  const float *yf = y;
-  for (size_t i = 0; i < n_elems; i++) xf[i] += yf[i];
-  return TPD_OK;
-}
-
 tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D) {
   (void)be;
   for (int i = 0; i < n; i++)

@@ -33,6 +33,7 @@
 #include "kernels/cuda/attention_split.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/kv_index.h"
 
 #define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
@@ -45,8 +46,7 @@ typedef struct {
   int ldq;
   const void *k_cache, *v_cache; /* [n_blocks, Hkv, block_size, Dh] */
   void *out;                     /* [T, Hq Dh] */
-  const int32_t *pos, *slot, *block_table;
-  int max_blocks, block_size;
+  tpd_kv_index kv;
   int Hq, Hkv, Dh, group;
   int heads_per_block, n_hblocks;
   int window;
@@ -59,7 +59,7 @@ typedef struct {
 /* A token's live range [start, pos] and its splits (attention_split.h). */
 static __device__ __forceinline__ void att_range(const attn_params &p, int t, int *start, int *pos, int *n_live,
                                                  int *share) {
-  *pos = p.pos[t];
+  *pos = p.kv.pos[t];
   *start = p.window > 0 && *pos - p.window + 1 > 0 ? *pos - p.window + 1 : 0;
   const int n_pos = *pos - *start + 1;
   *n_live = tpd_att_live(n_pos, p.slots);
@@ -146,8 +146,8 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_par
   const int h_first = g * p.group + hb * p.heads_per_block;
   const int gb = min(p.heads_per_block, p.group - hb * p.heads_per_block);
   const int p_lo = start + split * share, p_hi = min(pos + 1, start + (split + 1) * share);
-  const int32_t *table = p.block_table + (size_t)p.slot[t] * p.max_blocks;
-  const int Dh = p.Dh, bs = p.block_size;
+  const int32_t *table = tpd_kv_blocks(p.kv, t);
+  const int Dh = p.Dh, bs = p.kv.block_size;
   const T *qrow = (const T *)p.q + (size_t)t * p.ldq;
   const T *kc = (const T *)p.k_cache, *vc = (const T *)p.v_cache;
 
@@ -174,11 +174,11 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_par
     const int p1 = p0 + ATT_WARPS;
     const bool two = p1 < p_hi;
     uint32_t k0[ATT_MAX_EPL], v0[ATT_MAX_EPL], k1[ATT_MAX_EPL], v1[ATT_MAX_EPL];
-    const size_t r0 = (((size_t)table[p0 / bs] * p.Hkv + g) * bs + p0 % bs) * Dh;
+    const size_t r0 = tpd_kv_row(table[p0 / bs], g, p0 % bs, p.Hkv, bs, Dh);
     att_load<T>(kc + r0, lane, Dh, p.kv_vec, EPL, k0);
     att_load<T>(vc + r0, lane, Dh, p.kv_vec, EPL, v0);
     if (two) {
-      const size_t r1 = (((size_t)table[p1 / bs] * p.Hkv + g) * bs + p1 % bs) * Dh;
+      const size_t r1 = tpd_kv_row(table[p1 / bs], g, p1 % bs, p.Hkv, bs, Dh);
       att_load<T>(kc + r1, lane, Dh, p.kv_vec, EPL, k1);
       att_load<T>(vc + r1, lane, Dh, p.kv_vec, EPL, v1);
     } else {
@@ -289,11 +289,7 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
   p.k_cache = a->k_cache;
   p.v_cache = a->v_cache;
   p.out = a->out;
-  p.pos = mt->pos;
-  p.slot = mt->slot;
-  p.block_table = mt->block_table;
-  p.max_blocks = mt->max_blocks;
-  p.block_size = mt->block_size;
+  p.kv = tpd_kv_index_of(mt);
   p.Hq = Hq;
   p.Hkv = Hkv;
   p.Dh = Dh;

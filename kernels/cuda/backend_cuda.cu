@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cuda/attention_split.h"
 #include "kernels/cuda/cuda_backend.h"
 
 /* The crossover between the GEMV kernels and cuBLASLt, in rows of X.
@@ -50,8 +51,28 @@ static __global__ void probe_kernel(int *p) {
   if (p) *p = 0;
 }
 
+/* Room for n more outgrown device buffers, kept until destroy (a graph may
+ * still use them). */
+static tpd_status retire_room(tpd_cuda *c, int n) {
+  while (c->cap_retired - c->n_retired < n) {
+    const int cap = c->cap_retired ? 2 * c->cap_retired : 8;
+    void **grown = (void **)realloc(c->retired, sizeof(void *) * (size_t)cap);
+    if (!grown) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    c->retired = grown;
+    c->cap_retired = cap;
+  }
+  return TPD_OK;
+}
+
 extern "C" tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, size_t need, const char *what) {
   if (need <= *cap) return TPD_OK;
+  if (c->planned) {
+    if (c->capturing) c->capture_broken = 1;
+    return TPD_FAIL(TPD_ERR_INTERNAL,
+                    "cuda: the %s workspace needs %zu bytes but the memory plan gave it %zu (a planning bug: the "
+                    "step is larger than tpd_backend_plan said; device %d, rank %d)",
+                    what, need, *cap, c->device, tpd_log_rank());
+  }
   if (c->capturing && c->capture_mode == cudaStreamCaptureModeGlobal) {
     c->capture_broken = 1;
     return TPD_FAIL(TPD_ERR_DEVICE,
@@ -61,13 +82,7 @@ extern "C" tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, siz
   }
   size_t want = need > 2 * *cap ? need : 2 * *cap;
   want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
-  if (*buf && c->n_retired == c->cap_retired) {
-    const int n = c->cap_retired ? 2 * c->cap_retired : 8;
-    void **grown = (void **)realloc(c->retired, sizeof(void *) * (size_t)n);
-    if (!grown) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
-    c->retired = grown;
-    c->cap_retired = n;
-  }
+  if (*buf) TPD_TRY(retire_room(c, 1));
   void *nb = NULL;
   const cudaError_t e = cudaMalloc(&nb, want);
   if (e != cudaSuccess) {
@@ -83,6 +98,93 @@ extern "C" tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, siz
   *cap = want;
   TPD_DEBUG("cuda: %s workspace grown to %zu bytes", what, want);
   return TPD_OK;
+}
+
+/* ---- the memory plan: every workspace sized once ---- */
+
+typedef struct {
+  size_t lt, splitk, att, gu; /* bytes, each a multiple of 256 */
+} ws_sizes;
+
+static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
+/* What each workspace needs for the steps the plan allows.
+ *   cuBLASLt: the fixed workspace, if any matmul has more rows than the
+ *     GEMV kernels take;
+ *   split-K: S <= 32 splits of M x N partials (GEMV rows: at most 16),
+ *     capped at the fixed size tpd_cuda_gemv_split already respects, so the
+ *     split choice is the one an uncapped workspace gives;
+ *   attention: the partials of T tokens x Hq heads x slots x (Dh + 2), for
+ *     every T up to max_rows, with the slots of one head block per KV head
+ *     (more head blocks only mean fewer slots: an upper bound);
+ *   gate/up scratch: M x 2F of act, for M above the GEMV rows. */
+static void ws_plan(const tpd_cuda *c, const tpd_backend_plan *p, ws_sizes *w) {
+  const int gemv_rows = p->max_rows < TPD_GEMV_HARD_MAX_M ? p->max_rows : TPD_GEMV_HARD_MAX_M;
+  const size_t splitk = (size_t)32 * (size_t)gemv_rows * (size_t)p->max_n * sizeof(float);
+  w->lt = p->max_rows > c->gemv_max_m ? LT_WORKSPACE_BYTES : 0;
+  w->splitk = round256(splitk < SPLITK_BYTES ? splitk : SPLITK_BYTES);
+  size_t att = 0;
+  for (int T = 1; T <= p->max_rows; T++) {
+    const int slots = tpd_att_slots(c->n_sm, (long)T * p->n_kv_heads, p->max_ctx);
+    const size_t need = (size_t)T * p->n_q_heads * (size_t)slots * (size_t)(p->head_dim + 2) * sizeof(float);
+    if (slots > 1 && need > att) att = need;
+  }
+  w->att = round256(att);
+  w->gu = p->max_rows > c->gemv_max_m
+              ? round256((size_t)p->max_rows * (size_t)p->gate_up_rows * tpd_dtype_size(c->act))
+              : 0;
+}
+
+static tpd_status cuda_reserve(tpd_backend *be, const tpd_backend_plan *p, int commit, size_t *n_bytes) {
+  tpd_cuda *c = (tpd_cuda *)be->impl;
+  if (!p || p->max_rows < 1 || p->max_ctx < 1 || p->n_q_heads < 1 || p->n_kv_heads < 1 || p->head_dim < 1 ||
+      p->max_n < 1)
+    return TPD_FAIL(TPD_ERR_ARG, "cuda reserve: incomplete plan (rows %d, ctx %d, heads %d/%d, head_dim %d, N %d)",
+                    p ? p->max_rows : 0, p ? p->max_ctx : 0, p ? p->n_q_heads : 0, p ? p->n_kv_heads : 0,
+                    p ? p->head_dim : 0, p ? p->max_n : 0);
+  ws_sizes w;
+  ws_plan(c, p, &w);
+  *n_bytes = w.lt + w.splitk + w.att + w.gu;
+  if (!commit) return TPD_OK;
+  if (c->capturing) return TPD_FAIL(TPD_ERR_ARG, "cuda reserve inside a graph capture");
+  TPD_TRY(retire_room(c, 5));
+  void *block = NULL;
+  const cudaError_t e = cudaMalloc(&block, *n_bytes ? *n_bytes : 256);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return TPD_FAIL(e == cudaErrorMemoryAllocation ? TPD_ERR_OOM : TPD_ERR_DEVICE,
+                    "cuda: cannot allocate the workspaces of the memory plan (%zu bytes): %s (device %d, rank %d)",
+                    *n_bytes, cudaGetErrorString(e), c->device, tpd_log_rank());
+  }
+  /* the buffers they replace: freed, or kept if a graph captured before may name them */
+  void *old[5] = {c->ws_block, c->ws_block ? NULL : c->lt_ws, c->ws_block ? NULL : c->splitk,
+                  c->ws_block ? NULL : c->att_ws, c->ws_block ? NULL : c->gu_scratch};
+  for (int i = 0; i < 5; i++) {
+    if (old[i] && c->captured_any) c->retired[c->n_retired++] = old[i];
+    else if (old[i]) TPD_CUDA_WARN(cudaFree(old[i]));
+  }
+  uint8_t *b = (uint8_t *)block;
+  c->ws_block = block;
+  c->ws_block_bytes = *n_bytes;
+  c->lt_ws = w.lt ? b : NULL;
+  c->lt_ws_bytes = w.lt;
+  c->splitk = w.splitk ? (float *)(b + w.lt) : NULL;
+  c->splitk_bytes = w.splitk;
+  c->att_ws = w.att ? b + w.lt + w.splitk : NULL;
+  c->att_ws_bytes = w.att;
+  c->gu_scratch = w.gu ? b + w.lt + w.splitk + w.att : NULL;
+  c->gu_scratch_bytes = w.gu;
+  c->planned = 1;
+  TPD_DEBUG("cuda: workspaces of the memory plan: cuBLASLt %zu, split-K %zu, attention %zu, gate/up %zu bytes", w.lt,
+            w.splitk, w.att, w.gu);
+  return TPD_OK;
+}
+
+/* How load_weight stores a weight (load_weight.cu): bf16, except f32 and f16
+ * ones in the f32 activation mode, which are stored as f32. */
+static tpd_dtype cuda_weight_dtype(tpd_backend *be, tpd_dtype dtype) {
+  const tpd_cuda *c = (const tpd_cuda *)be->impl;
+  return c->act == TPD_F32 && dtype != TPD_BF16 ? TPD_F32 : TPD_BF16;
 }
 
 /* "kernels/cuda/x.cu" out of a full __FILE__ path. */
@@ -126,10 +228,14 @@ static void cuda_destroy(tpd_backend *be) {
     for (int i = 0; i < TPD_CUDA_N_EVENTS; i++)
       if (c->events[i]) TPD_CUDA_WARN(cudaEventDestroy(c->events[i]));
     if (c->join) TPD_CUDA_WARN(cudaEventDestroy(c->join));
-    if (c->lt_ws) TPD_CUDA_WARN(cudaFree(c->lt_ws));
-    if (c->splitk) TPD_CUDA_WARN(cudaFree(c->splitk));
-    if (c->att_ws) TPD_CUDA_WARN(cudaFree(c->att_ws));
-    if (c->gu_scratch) TPD_CUDA_WARN(cudaFree(c->gu_scratch));
+    if (c->ws_block) { /* the four workspaces live in it */
+      TPD_CUDA_WARN(cudaFree(c->ws_block));
+    } else {
+      if (c->lt_ws) TPD_CUDA_WARN(cudaFree(c->lt_ws));
+      if (c->splitk) TPD_CUDA_WARN(cudaFree(c->splitk));
+      if (c->att_ws) TPD_CUDA_WARN(cudaFree(c->att_ws));
+      if (c->gu_scratch) TPD_CUDA_WARN(cudaFree(c->gu_scratch));
+    }
     for (int i = 0; i < c->n_retired; i++) TPD_CUDA_WARN(cudaFree(c->retired[i]));
     free(c->retired);
     if (c->comm_stream) TPD_CUDA_WARN(cudaStreamDestroy(c->comm_stream));
@@ -270,6 +376,7 @@ static tpd_status cuda_graph_end(tpd_backend *be, void **graph) {
                     cudaGetErrorString(inst_err), c->device, tpd_log_rank());
   }
   *graph = (void *)exec;
+  c->captured_any = 1;
   return TPD_OK;
 }
 
@@ -311,9 +418,6 @@ static tpd_status op_attention(tpd_backend *be, const tpd_attention_args *a) {
   return mark(be, tpd_cuda_attention(be, a));
 }
 static tpd_status op_swiglu(tpd_backend *be, const tpd_swiglu_args *a) { return mark(be, tpd_cuda_swiglu(be, a)); }
-static tpd_status op_add(tpd_backend *be, void *x, const void *y, size_t n_elems) {
-  return mark(be, tpd_cuda_add(be, x, y, n_elems));
-}
 static tpd_status op_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D) {
   return mark(be, tpd_cuda_gather_rows(be, dst, src, rows, n, D));
 }
@@ -358,7 +462,6 @@ static void fill_ops(tpd_backend_ops *o, tpd_dtype act) {
   o->rope_kv = op_rope_kv;
   o->attention = op_attention;
   o->swiglu = op_swiglu;
-  o->add = op_add;
   o->gather_rows = op_gather_rows;
   o->argmax = op_argmax;
   o->weight_view = tpd_cuda_weight_view;
@@ -370,6 +473,8 @@ static void fill_ops(tpd_backend_ops *o, tpd_dtype act) {
   o->graph_end = cuda_graph_end;
   o->graph_launch = cuda_graph_launch;
   o->graph_destroy = cuda_graph_destroy;
+  o->reserve = cuda_reserve;
+  o->weight_dtype = cuda_weight_dtype;
 }
 
 static tpd_status setup(tpd_cuda *c) {

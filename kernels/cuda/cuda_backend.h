@@ -10,11 +10,15 @@
  * f32 mode, where F32 and F16 checkpoints are stored as f32 (BF16 ones stay
  * bf16).  Norm weights, biases and logits are f32.
  *
- * Workspaces that can grow (attention partials, the gate/up scratch of the
- * large-M fused SwiGLU) grow by allocating a larger buffer; the old one is
- * kept (freed at destroy) because a graph captured earlier may still use it.
- * Growth inside a capture is allowed in relaxed capture mode (the default)
- * and refused in global mode. */
+ * Workspaces (cuBLASLt, split-K partials, attention partials, the gate/up
+ * scratch of the large-M fused SwiGLU): ops.reserve, which the engine calls
+ * at create with its memory plan, sizes all four once, in one allocation
+ * (ws_block); after it they never grow, and an op needing more fails naming
+ * the workspace (a planning bug).  Without a reserve (the op tests) the
+ * attention and gate/up workspaces grow on demand by allocating a larger
+ * buffer; the old one is kept (freed at destroy) because a graph captured
+ * earlier may still use it.  Growth inside a capture is allowed in relaxed
+ * capture mode (the default) and refused in global mode. */
 #ifndef TPD_CUDA_BACKEND_H
 #define TPD_CUDA_BACKEND_H
 
@@ -77,6 +81,10 @@ typedef struct tpd_cuda {
   size_t att_ws_bytes;
   void *gu_scratch; /* large-M matmul_swiglu gate/up, grows */
   size_t gu_scratch_bytes;
+  void *ws_block;   /* reserve: the one allocation holding the four workspaces above, or NULL */
+  size_t ws_block_bytes;
+  int planned;      /* reserve ran: workspaces are fixed */
+  int captured_any; /* a graph was instantiated (it may name the workspaces of the time) */
 
   int gemv_max_m;                                  /* M <= this: GEMV kernels; above: cuBLASLt */
   int gemv_blocks_per_sm[2][TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS]; /* occupancy, [plain|swiglu][combo][variant]; 0 = not asked */
@@ -88,7 +96,8 @@ extern "C" {
 
 /* Makes *buf hold at least need bytes of device memory (at least doubling
  * when it grows; the old buffer is retired, not freed).  Refused inside a
- * global-mode capture. */
+ * global-mode capture, and after ops.reserve (the memory plan): then a need
+ * above the planned size is an error naming the workspace and both sizes. */
 tpd_status tpd_cuda_reserve(tpd_cuda *c, void **buf, size_t *cap, size_t need, const char *what);
 
 /* ---- ops (one .cu file each) ---- */
@@ -98,7 +107,6 @@ tpd_status tpd_cuda_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);
 tpd_status tpd_cuda_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a);
 tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a);
 tpd_status tpd_cuda_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
-tpd_status tpd_cuda_add(tpd_backend *be, void *x, const void *y, size_t n_elems);
 tpd_status tpd_cuda_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
 tpd_status tpd_cuda_argmax(tpd_backend *be, const tpd_argmax_args *a);
 tpd_status tpd_cuda_weight_view(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out);

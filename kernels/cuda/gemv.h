@@ -1,5 +1,7 @@
-/* The decode GEMV body shared by matmul.cu (plain) and matmul_swiglu.cu
- * (gate/up with the SwiGLU epilogue).  Include from .cu files only.
+/* The decode GEMV shared by matmul.cu (plain) and matmul_swiglu.cu (gate/up
+ * with the SwiGLU epilogue): the kernel body, and tpd_cuda_gemv, the one
+ * host launch path of both (defined in matmul.cu).  Include from .cu files
+ * only.
  *
  *   Y[m, n] = sum_k X[m, k] W[n, k]  (+ bias[n]),  m < M <= 16
  *
@@ -24,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
 
 #define GEMV_WARPS 8
@@ -214,5 +217,27 @@ static const char *const tpd_gemv_combo_name[TPD_GEMV_N_COMBOS] = {"bf16 x, bf16
 
 /* Rows of X per launch for M rows: 1, 2, 4, 8 or 16, and its variant index. */
 static inline int tpd_gemv_variant(int M) { return M <= 1 ? 0 : M <= 2 ? 1 : M <= 4 ? 2 : M <= 8 ? 3 : 4; }
+
+/* ---- host: the one launch path of both GEMV flavours ---- */
+
+/* Split-K finish: sums the S partials in a fixed order, then the epilogue. */
+typedef void (*tpd_gemv_reduce_fn)(const tpd_gemv_params, int S);
+
+/* A GEMV flavour: what tpd_cuda_gemv needs to launch it. */
+typedef struct {
+  const char *name; /* "gemv" or "gemv_swiglu", for the debug line */
+  int swiglu;       /* the kernels' SWIGLU: 0 plain, 1 gate/up pairs */
+  const tpd_gemv_fn (*kernels)[TPD_GEMV_N_VARIANTS];      /* [combo][variant] */
+  const char *const (*kernel_names)[TPD_GEMV_N_VARIANTS]; /* [combo][variant] */
+  tpd_gemv_reduce_fn reduce[TPD_GEMV_N_COMBOS];
+  const char *reduce_names[TPD_GEMV_N_COMBOS];
+} tpd_gemv_op;
+
+/* Y = the op over all a->M rows of a->x and the weight a->w (bias a->bias),
+ * GEMV_MAX_MT rows per pass, split over K when the rows alone would not fill
+ * the GPU (matmul.cu).  y: [M, ldy], f32 when y_f32, else bf16 (swiglu: y
+ * has the activation dtype, y_f32 = f32 activations). */
+tpd_status tpd_cuda_gemv(tpd_cuda *c, const tpd_gemv_op *op, int combo, const tpd_matmul_args *a, void *y, int ldy,
+                         int y_f32);
 
 #endif

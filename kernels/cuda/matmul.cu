@@ -57,8 +57,8 @@ extern "C" int tpd_cuda_gemv_combo(tpd_dtype act, tpd_dtype w) {
 /* Grid-stride launches for elementwise kernels: enough blocks to fill the
  * GPU a few times over, no more. */
 static unsigned elementwise_blocks(const tpd_cuda *c, size_t n) {
-  const size_t want = (n + 255) / 256, cap = (size_t)c->n_sm * 8;
-  return (unsigned)(want < 1 ? 1 : want < cap ? want : cap);
+  const size_t want = (n + 255) / 256, cap = (size_t)c->n_sm * 8, b = want < cap ? want : cap;
+  return (unsigned)(b > 0 ? b : 1);
 }
 
 /* How many K-splits for a GEMV whose rows alone need n_warps_needed warps:
@@ -94,35 +94,37 @@ extern "C" int tpd_cuda_gemv_split(const tpd_cuda *c, int blocks_per_sm, int n_w
 }
 
 /* One GEMV launch (plus the reduce when split) for M <= 16 rows. */
-static tpd_status gemv_plain_launch(tpd_cuda *c, int combo, tpd_gemv_params p) {
+static tpd_status gemv_launch(tpd_cuda *c, const tpd_gemv_op *op, int combo, tpd_gemv_params p) {
   const int v = tpd_gemv_variant(p.M);
-  const tpd_gemv_fn k = plain_kernels[combo][v];
-  if (!c->gemv_blocks_per_sm[0][combo][v]) {
+  const tpd_gemv_fn k = op->kernels[combo][v];
+  int *const blocks_per_sm = &c->gemv_blocks_per_sm[op->swiglu][combo][v];
+  if (!*blocks_per_sm) {
     int n = 0;
     TPD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, (const void *)k, GEMV_THREADS, 0));
-    c->gemv_blocks_per_sm[0][combo][v] = n > 0 ? n : 1;
+    *blocks_per_sm = n > 0 ? n : 1;
   }
-  const int n_warps = (p.N + GEMV_R - 1) / GEMV_R;
-  const int S = tpd_cuda_gemv_split(c, c->gemv_blocks_per_sm[0][combo][v], n_warps, p.K,
-                                    (size_t)p.M * p.N * sizeof(float), &p.k_per_split);
+  /* outputs per row of X, and per warp: plain N (4 rows); swiglu F (2 gate/up pairs) */
+  const int n_out = op->swiglu ? p.F : p.N, per_warp = op->swiglu ? GEMV_R / 2 : GEMV_R;
+  const int n_warps = (n_out + per_warp - 1) / per_warp;
+  const int S = tpd_cuda_gemv_split(c, *blocks_per_sm, n_warps, p.K, (size_t)p.M * p.N * sizeof(float), &p.k_per_split);
   p.partial = S > 1 ? c->splitk : NULL;
   const dim3 grid((unsigned)((n_warps + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)S);
-  TPD_DEBUG("gemv M=%d N=%d K=%d (%s): variant %d, grid %u x %u (%d K-splits of %d)", p.M, p.N, p.K,
-            tpd_gemv_combo_name[combo], v, grid.x, grid.y, S, p.k_per_split);
+  TPD_DEBUG("%s M=%d %s=%d K=%d (%s): variant %d, grid %u x %u (%d K-splits of %d)", op->name, p.M,
+            op->swiglu ? "F" : "N", n_out, p.K, tpd_gemv_combo_name[combo], v, grid.x, grid.y, S, p.k_per_split);
   k<<<grid, GEMV_THREADS, 0, c->stream>>>(p);
-  static const char *const names[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = TPD_GEMV_NAMES("gemv");
-  TPD_CUDA_CHECK_LAUNCH(c, names[combo][v]);
+  TPD_CUDA_CHECK_LAUNCH(c, op->kernel_names[combo][v]);
   if (S > 1) {
-    gemv_reduce<<<elementwise_blocks(c, (size_t)p.M * p.N), 256, 0, c->stream>>>(p, S);
-    TPD_CUDA_CHECK_LAUNCH(c, "gemv_reduce");
+    const tpd_gemv_reduce_fn r = op->reduce[combo];
+    r<<<elementwise_blocks(c, (size_t)p.M * n_out), 256, 0, c->stream>>>(p, S);
+    TPD_CUDA_CHECK_LAUNCH(c, op->reduce_names[combo]);
   }
   return TPD_OK;
 }
 
-/* All M rows through the GEMV kernels, 16 rows per pass. */
-static tpd_status gemv_plain(tpd_cuda *c, int combo, const tpd_matmul_args *a) {
+tpd_status tpd_cuda_gemv(tpd_cuda *c, const tpd_gemv_op *op, int combo, const tpd_matmul_args *a, void *y, int ldy,
+                         int y_f32) {
   const int K = a->w->n_cols, N = a->w->n_rows;
-  const size_t ysz = a->y_dtype == TPD_F32 ? 4 : 2, xsz = (size_t)tpd_gemv_x_size(combo);
+  const size_t xsz = (size_t)tpd_gemv_x_size(combo), ysz = y_f32 ? 4 : 2;
   for (int m0 = 0; m0 < a->M; m0 += GEMV_MAX_MT) {
     tpd_gemv_params p;
     p.x = (const uint16_t *)((const char *)a->x + (size_t)m0 * a->ldx * xsz); /* typed as bf16; cast back for f32 */
@@ -132,17 +134,25 @@ static tpd_status gemv_plain(tpd_cuda *c, int combo, const tpd_matmul_args *a) {
     p.M = a->M - m0 < GEMV_MAX_MT ? a->M - m0 : GEMV_MAX_MT;
     p.N = N;
     p.K = K;
-    p.F = 0;
+    p.F = op->swiglu ? N / 2 : 0;
     p.bias = a->bias;
-    p.y = (char *)a->y + (size_t)m0 * a->ldy * ysz;
-    p.ldy = a->ldy;
-    p.y_f32 = a->y_dtype == TPD_F32;
+    p.y = (char *)y + (size_t)m0 * ldy * ysz;
+    p.ldy = ldy;
+    p.y_f32 = y_f32;
     p.partial = NULL;
     p.k_per_split = K;
     p.x_vec = tpd_aligned16(p.x) && ((size_t)a->ldx * xsz) % 16 == 0;
-    TPD_TRY(gemv_plain_launch(c, combo, p));
+    TPD_TRY(gemv_launch(c, op, combo, p));
   }
   return TPD_OK;
+}
+
+static const char *const plain_names[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = TPD_GEMV_NAMES("gemv");
+static const tpd_gemv_op plain_op = {"gemv", 0, plain_kernels, plain_names, {gemv_reduce, gemv_reduce, gemv_reduce},
+                                     {"gemv_reduce", "gemv_reduce", "gemv_reduce"}};
+
+static tpd_status gemv_plain(tpd_cuda *c, int combo, const tpd_matmul_args *a) {
+  return tpd_cuda_gemv(c, &plain_op, combo, a, a->y, a->ldy, a->y_dtype == TPD_F32);
 }
 
 extern "C" tpd_status tpd_cuda_bias_add(tpd_cuda *c, void *y, int ldy, int y_f32, const float *bias, int M, int N) {

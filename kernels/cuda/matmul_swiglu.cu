@@ -38,58 +38,15 @@ static __global__ void __launch_bounds__(256) gemv_swiglu_reduce(const tpd_gemv_
 static const tpd_gemv_fn swiglu_kernels[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = {
     TPD_GEMV_VARIANTS(uint16_t, uint16_t, 1), TPD_GEMV_VARIANTS(float, uint16_t, 1), TPD_GEMV_VARIANTS(float, float, 1)};
 
-static tpd_status gemv_swiglu_launch(tpd_cuda *c, int combo, tpd_gemv_params p) {
-  const int v = tpd_gemv_variant(p.M);
-  const tpd_gemv_fn k = swiglu_kernels[combo][v];
-  if (!c->gemv_blocks_per_sm[1][combo][v]) {
-    int n = 0;
-    TPD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, (const void *)k, GEMV_THREADS, 0));
-    c->gemv_blocks_per_sm[1][combo][v] = n > 0 ? n : 1;
-  }
-  const int n_warps = (p.F + GEMV_R / 2 - 1) / (GEMV_R / 2);
-  const int S = tpd_cuda_gemv_split(c, c->gemv_blocks_per_sm[1][combo][v], n_warps, p.K,
-                                    (size_t)p.M * p.N * sizeof(float), &p.k_per_split);
-  p.partial = S > 1 ? c->splitk : NULL;
-  const dim3 grid((unsigned)((n_warps + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)S);
-  TPD_DEBUG("gemv_swiglu M=%d F=%d K=%d (%s): variant %d, grid %u x %u (%d K-splits of %d)", p.M, p.F, p.K,
-            tpd_gemv_combo_name[combo], v, grid.x, grid.y, S, p.k_per_split);
-  k<<<grid, GEMV_THREADS, 0, c->stream>>>(p);
-  static const char *const names[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = TPD_GEMV_NAMES("gemv_swiglu");
-  TPD_CUDA_CHECK_LAUNCH(c, names[combo][v]);
-  if (S > 1) {
-    const size_t n_out = (size_t)p.M * p.F;
-    size_t blocks = (n_out + 255) / 256;
-    if (blocks > (size_t)c->n_sm * 8) blocks = (size_t)c->n_sm * 8;
-    void (*const r)(const tpd_gemv_params, int) = combo == 0 ? gemv_swiglu_reduce<uint16_t> : gemv_swiglu_reduce<float>;
-    r<<<(unsigned)(blocks ? blocks : 1), 256, 0, c->stream>>>(p, S);
-    TPD_CUDA_CHECK_LAUNCH(c, combo == 0 ? "gemv_swiglu_reduce<bf16>" : "gemv_swiglu_reduce<f32>");
-  }
-  return TPD_OK;
-}
+static const char *const swiglu_names[TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS] = TPD_GEMV_NAMES("gemv_swiglu");
+static const tpd_gemv_op swiglu_op = {
+    "gemv_swiglu", 1, swiglu_kernels, swiglu_names,
+    {gemv_swiglu_reduce<uint16_t>, gemv_swiglu_reduce<float>, gemv_swiglu_reduce<float>},
+    {"gemv_swiglu_reduce<bf16>", "gemv_swiglu_reduce<f32>", "gemv_swiglu_reduce<f32>"}};
 
+/* out has the activation dtype, as X: f32 for every combo but bf16 x bf16 */
 static tpd_status gemv_swiglu(tpd_cuda *c, int combo, const tpd_matmul_args *a, void *out, int ld_out) {
-  const int K = a->w->n_cols, N = a->w->n_rows;
-  const size_t xsz = (size_t)tpd_gemv_x_size(combo);
-  for (int m0 = 0; m0 < a->M; m0 += GEMV_MAX_MT) {
-    tpd_gemv_params p;
-    p.x = (const uint16_t *)((const char *)a->x + (size_t)m0 * a->ldx * xsz); /* typed as bf16; cast back for f32 */
-    p.ldx = a->ldx;
-    p.w = a->w->data;
-    p.ldw = tpd_cuda_ldw(K);
-    p.M = a->M - m0 < GEMV_MAX_MT ? a->M - m0 : GEMV_MAX_MT;
-    p.N = N;
-    p.K = K;
-    p.F = N / 2;
-    p.bias = a->bias;
-    p.y = (char *)out + (size_t)m0 * ld_out * xsz; /* out has the activation dtype, as X */
-    p.ldy = ld_out;
-    p.y_f32 = xsz == 4;
-    p.partial = NULL;
-    p.k_per_split = K;
-    p.x_vec = tpd_aligned16(p.x) && ((size_t)a->ldx * xsz) % 16 == 0;
-    TPD_TRY(gemv_swiglu_launch(c, combo, p));
-  }
-  return TPD_OK;
+  return tpd_cuda_gemv(c, &swiglu_op, combo, a, out, ld_out, tpd_gemv_x_size(combo) == 4);
 }
 
 extern "C" tpd_status tpd_cuda_matmul_swiglu(tpd_backend *be, const tpd_matmul_args *a, void *out, int ld_out) {

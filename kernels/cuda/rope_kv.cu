@@ -15,6 +15,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/kv_index.h"
 
 #define ROPE_THREADS 128
 #define ROPE_HEADS 8
@@ -23,8 +24,7 @@ typedef struct {
   void *qkv; /* [T, (Hq + 2 Hkv) Dh] */
   const double *inv_freq;
   void *k_cache, *v_cache;
-  const int32_t *pos, *slot, *block_table;
-  int max_blocks, block_size;
+  tpd_kv_index kv;
   int Hq, Hkv, Dh;
 } rope_params;
 
@@ -34,15 +34,15 @@ static __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_kernel(const rope
   const int t = blockIdx.x, h0 = blockIdx.y * ROPE_HEADS;
   const int half = p.Dh / 2, n_heads = p.Hq + 2 * p.Hkv;
   const int nh = n_heads - h0 < ROPE_HEADS ? n_heads - h0 : ROPE_HEADS;
-  const int pos = p.pos[t];
+  const int pos = p.kv.pos[t];
   if (h0 < p.Hq + p.Hkv) /* block-uniform: this block rotates at least one head */
     for (int i = threadIdx.x; i < half; i += ROPE_THREADS) {
       const double turns = (double)pos * p.inv_freq[i] * 0.31830988618379067154; /* ang / pi */
       sincospi(turns, &sn[i], &cs[i]);
     }
   __syncthreads();
-  const int blk = p.block_table[(size_t)p.slot[t] * p.max_blocks + pos / p.block_size];
-  const int off = pos % p.block_size;
+  const int blk = tpd_kv_blocks(p.kv, t)[pos / p.kv.block_size];
+  const int off = pos % p.kv.block_size;
   T *row = (T *)p.qkv + (size_t)t * n_heads * p.Dh;
   for (int j = threadIdx.x; j < nh * half; j += ROPE_THREADS) {
     const int h = h0 + j / half, i = j % half;
@@ -54,12 +54,12 @@ static __global__ void __launch_bounds__(ROPE_THREADS) rope_kv_kernel(const rope
       v[i] = y0;
       v[i + half] = y1;
       if (h >= p.Hq) {
-        T *k = (T *)p.k_cache + (((size_t)blk * p.Hkv + (h - p.Hq)) * p.block_size + off) * p.Dh;
+        T *k = (T *)p.k_cache + tpd_kv_row(blk, h - p.Hq, off, p.Hkv, p.kv.block_size, p.Dh);
         k[i] = y0;
         k[i + half] = y1;
       }
     } else {
-      T *d = (T *)p.v_cache + (((size_t)blk * p.Hkv + (h - p.Hq - p.Hkv)) * p.block_size + off) * p.Dh;
+      T *d = (T *)p.v_cache + tpd_kv_row(blk, h - p.Hq - p.Hkv, off, p.Hkv, p.kv.block_size, p.Dh);
       d[i] = v[i];
       d[i + half] = v[i + half];
     }
@@ -81,11 +81,7 @@ extern "C" tpd_status tpd_cuda_rope_kv(tpd_backend *be, const tpd_rope_kv_args *
   p.inv_freq = a->inv_freq;
   p.k_cache = a->k_cache;
   p.v_cache = a->v_cache;
-  p.pos = mt->pos;
-  p.slot = mt->slot;
-  p.block_table = mt->block_table;
-  p.max_blocks = mt->max_blocks;
-  p.block_size = mt->block_size;
+  p.kv = tpd_kv_index_of(mt);
   p.Hq = a->n_q_heads;
   p.Hkv = a->n_kv_heads;
   p.Dh = a->head_dim;

@@ -104,10 +104,10 @@ void tpd_membw_close(tpd_membw_probe *p) {
   free(p);
 }
 
-static int run(int n_threads, size_t n_bytes, int reps, int copy, tpd_membw *out) {
+int tpd_membw_copy(int n_threads, size_t n_bytes, int reps, tpd_membw *out) {
   memset(out, 0, sizeof *out);
   if (reps < 1) return 0;
-  tpd_membw_probe *p = tpd_membw_open(n_threads, n_bytes, copy);
+  tpd_membw_probe *p = tpd_membw_open(n_threads, n_bytes, 1);
   double *g = malloc(sizeof *g * (size_t)reps);
   if (!p || !g) {
     tpd_membw_close(p);
@@ -126,12 +126,4 @@ static int run(int n_threads, size_t n_bytes, int reps, int copy, tpd_membw *out
   tpd_membw_close(p);
   free(g);
   return 1;
-}
-
-int tpd_membw_read(int n_threads, size_t n_bytes, int reps, tpd_membw *out) {
-  return run(n_threads, n_bytes, reps, 0, out);
-}
-
-int tpd_membw_copy(int n_threads, size_t n_bytes, int reps, tpd_membw *out) {
-  return run(n_threads, n_bytes, reps, 1, out);
 }

@@ -23,8 +23,9 @@ typedef struct {
   int threads, reps;
 } tpd_membw;
 
-/* open + one untimed pass + reps timed passes + close; returns 0 on failure. */
-int tpd_membw_read(int n_threads, size_t n_bytes, int reps, tpd_membw *out);
+/* A copy probe: open + one untimed pass + reps timed passes + close;
+ * returns 0 on failure.  (The read floor is measured interleaved with the
+ * timed steps, through the probe above.) */
 int tpd_membw_copy(int n_threads, size_t n_bytes, int reps, tpd_membw *out);
 
 #endif

@@ -61,6 +61,10 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->backend = e->be->ops->name;
   info->kernels = e->be->kernels ? e->be->kernels : e->be->ops->name;
   info->n_threads = e->n_threads;
+  info->kv_bytes = (double)e->mem.kv_bytes;
+  info->act_bytes = (double)e->mem.act_bytes;
+  info->workspace_bytes = (double)e->mem.ws_bytes;
+  info->host_bytes = (double)e->mem.host_bytes;
 }
 
 tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot) { return tpd_kv_acquire(&e->kv, slot); }
@@ -301,6 +305,27 @@ static int same_sched(const struct sched_key *a, const struct sched_key *b) {
          a->act_dtype == b->act_dtype && a->be == b->be && a->comm == b->comm && a->x == b->x;
 }
 
+/* The block-table rows that changed since the last upload (slots that took
+ * blocks or were released), one copy per run of consecutive rows. */
+static tpd_status upload_changed_rows(tpd_engine *e) {
+  tpd_kv_pool *kv = &e->kv;
+  if (!kv->n_dirty) return TPD_OK;
+  const size_t row_bytes = sizeof(int32_t) * (size_t)kv->max_blocks;
+  for (int s0 = 0; s0 < kv->max_slots;) {
+    if (!kv->dirty[s0]) {
+      s0++;
+      continue;
+    }
+    int s1 = s0 + 1;
+    while (s1 < kv->max_slots && kv->dirty[s1]) s1++;
+    TPD_TRY(e->be->ops->upload(e->be, (uint8_t *)e->d_table + (size_t)s0 * row_bytes,
+                               kv->table + (size_t)s0 * kv->max_blocks, (size_t)(s1 - s0) * row_bytes));
+    s0 = s1;
+  }
+  tpd_kv_clean(kv);
+  return TPD_OK;
+}
+
 static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, int max_ctx) {
   const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
@@ -325,10 +350,11 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
     meta.pos = e->h_pos;
     meta.slot = e->h_slot;
     meta.block_table = e->kv.table;
+    tpd_kv_clean(&e->kv); /* the kernels read the table itself */
   } else {
     TPD_TRY(b->upload(be, e->d_pos, e->h_pos, sizeof(int32_t) * (size_t)T));
     TPD_TRY(b->upload(be, e->d_slot, e->h_slot, sizeof(int32_t) * (size_t)T));
-    TPD_TRY(b->upload(be, e->d_table, e->kv.table, sizeof(int32_t) * (size_t)e->kv.max_slots * e->kv.max_blocks));
+    TPD_TRY(upload_changed_rows(e));
     meta.pos = e->d_pos;
     meta.slot = e->d_slot;
     meta.block_table = e->d_table;
@@ -442,8 +468,7 @@ tpd_status tpd_engine_step(tpd_engine *e, const tpd_step_item *items, int n_item
                            float *out_logits) {
   TPD_TRY(check_items(e, items, n_items));
   for (int i = 0; i < n_items; i++) TPD_TRY(tpd_kv_reserve(&e->kv, items[i].slot, items[i].n_tokens));
-  int32_t *tok = malloc(sizeof(int32_t) * (size_t)e->T_cap);
-  if (!tok) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  int32_t *tok = e->h_tok;
   tpd_status s = TPD_OK;
   int item = 0, off = 0;
   while (item < n_items && s == TPD_OK) {
@@ -472,7 +497,6 @@ tpd_status tpd_engine_step(tpd_engine *e, const tpd_step_item *items, int n_item
     s = forward(e, T, tok, n_last, max_ctx);
     if (s == TPD_OK && n_last > 0) s = select_tokens(e, items, n_last, out_tokens, out_logits);
   }
-  free(tok);
   if (s != TPD_OK) return s;
   for (int i = 0; i < n_items; i++) e->kv.n_tokens[items[i].slot] += items[i].n_tokens;
   return TPD_OK;

@@ -6,6 +6,7 @@
 
 #include "kernels/backend.h"
 #include "runtime/engine/kvcache.h"
+#include "runtime/engine/mem_plan.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/shard.h"
 #include "runtime/engine/tpdecode.h"
@@ -29,6 +30,7 @@ struct tpd_engine {
   tpd_weight lm_head;
   double *inv_freq;
   tpd_kv_pool kv;
+  size_t kv_host_bytes; /* the KV pool's bookkeeping, placed in host_arena */
   int T_cap, n_threads;
   int overlap;        /* micro-batch ping-pong and chunked all-reduce */
   int ar_chunks;      /* chunks of a single row's row-parallel output */
@@ -41,17 +43,25 @@ struct tpd_engine {
     const void *be, *comm, *x;
   } graph_key;
   int q_w, qkv_w, ffn_l, V_l; /* local widths */
+  int max_seqs;
   double weight_bytes;
+  int counting; /* the loading pass that only counts weight bytes (the plan) */
 
-  /* backend buffers */
+  /* Memory (mem_plan.c): one arena per memory space, sized at create */
+  tpd_mem_plan mem;
+  void *step_arena; /* backend memory: the step buffers below (mem.act_bytes) */
+  void *kv_storage; /* backend memory: the KV cache (mem.kv_bytes) */
+  void *host_arena; /* host memory: the host buffers below, KV bookkeeping, sampler scratch (mem.host_bytes) */
+
+  /* backend buffers, in step_arena */
   void *x, *h, *qkv, *att, *proj, *gu, *act, *last;
   float *logits, *amax_val;
   int32_t *amax_idx;
-  int32_t *d_pos, *d_slot, *d_table;
-  void *kv_storage;
+  int32_t *d_pos, *d_slot, *d_table; /* d_table: the KV pool's table itself on a host-memory backend */
 
-  /* host buffers */
+  /* host buffers, in host_arena */
   int32_t *h_pos, *h_slot, *h_last_rows, *h_last_item;
+  int32_t *h_tok;      /* [T_cap] token ids of one forward */
   void *h_embed;
   float *h_stage;      /* device backend + host comm: all-reduce staging, [T_cap, D] f32 */
   void *h_stage_act;

@@ -40,6 +40,11 @@ static tpd_status load_stacked(tpd_engine *e, const part *parts, int n_parts, tp
     if ((tpd_dtype)parts[i].t->dtype != dt) dt = TPD_F32; /* mixed dtypes: widen */
     rows += parts[i].r1 - parts[i].r0;
   }
+  if (e->counting) { /* the memory plan: what load_weight will store */
+    const tpd_dtype stored = e->be->ops->weight_dtype ? e->be->ops->weight_dtype(e->be, dt) : dt;
+    e->weight_bytes += (double)rows * cols * tpd_dtype_size(stored);
+    return TPD_OK;
+  }
   const size_t esz = tpd_dtype_size(dt);
   uint8_t *host = malloc((size_t)rows * cols * esz);
   if (!host) return TPD_FAIL(TPD_ERR_OOM, "out of host memory staging a %d x %d weight", rows, cols);
@@ -58,6 +63,10 @@ static tpd_status load_stacked(tpd_engine *e, const part *parts, int n_parts, tp
 static tpd_status load_vec(tpd_engine *e, const part *parts, int n_parts, float **out) {
   int n = 0;
   for (int i = 0; i < n_parts; i++) n += parts[i].c1 - parts[i].c0;
+  if (e->counting) {
+    e->weight_bytes += sizeof(float) * (double)n;
+    return TPD_OK;
+  }
   float *host = malloc(sizeof(float) * (size_t)n);
   if (!host) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
   int off = 0;
@@ -176,65 +185,17 @@ static tpd_status load_layer(tpd_engine *e, int l) {
   return TPD_OK;
 }
 
-static tpd_status alloc_be(tpd_engine *e, size_t n_bytes, void *out) {
-  return e->be->ops->alloc(e->be, n_bytes ? n_bytes : 64, (void **)out);
-}
-
-static tpd_status alloc_buffers(tpd_engine *e, int max_seqs) {
+/* Every weight of this rank's shard: layers, final norm, LM head.  With
+ * e->counting set it only adds up e->weight_bytes (the memory plan). */
+static tpd_status load_weights(tpd_engine *e) {
   const tpd_model_config *c = &e->cfg;
-  const size_t as = tpd_dtype_size(e->be->ops->act_dtype), T = (size_t)e->T_cap, D = (size_t)c->dim;
-  TPD_TRY(alloc_be(e, T * D * as, &e->x));
-  TPD_TRY(alloc_be(e, T * D * as, &e->h));
-  TPD_TRY(alloc_be(e, T * (size_t)e->qkv_w * as, &e->qkv));
-  TPD_TRY(alloc_be(e, T * (size_t)e->q_w * as, &e->att));
-  TPD_TRY(alloc_be(e, T * D * as, &e->proj));
-  if (!e->be->ops->matmul_swiglu) /* the fused op needs no gate/up buffer */
-    TPD_TRY(alloc_be(e, T * 2 * (size_t)e->ffn_l * as, &e->gu));
-  TPD_TRY(alloc_be(e, T * (size_t)e->ffn_l * as, &e->act));
-  TPD_TRY(alloc_be(e, (size_t)max_seqs * D * as, &e->last));
-  TPD_TRY(alloc_be(e, (size_t)max_seqs * e->V_l * sizeof(float), &e->logits));
-  TPD_TRY(alloc_be(e, (size_t)max_seqs * sizeof(float), &e->amax_val));
-  TPD_TRY(alloc_be(e, (size_t)max_seqs * sizeof(int32_t), &e->amax_idx));
-  const size_t table_n = (size_t)e->kv.max_slots * e->kv.max_blocks;
-  if (e->be->ops->host_memory) { /* kernels read the host arrays directly */
-    e->d_table = e->kv.table;
-  } else {
-    TPD_TRY(alloc_be(e, T * sizeof(int32_t), &e->d_pos));
-    TPD_TRY(alloc_be(e, T * sizeof(int32_t), &e->d_slot));
-    TPD_TRY(alloc_be(e, table_n * sizeof(int32_t), &e->d_table));
-  }
-  /* KV storage: per layer K and V of [n_blocks, Hkv, block_size, Dh] */
-  const size_t per = (size_t)e->kv.n_blocks * e->plan.n_kv_heads * e->kv.block_size * c->head_dim *
-                     tpd_dtype_size(e->be->ops->kv_dtype);
-  TPD_TRY(alloc_be(e, per * 2 * (size_t)c->n_layers, &e->kv_storage));
-  TPD_TRY(e->be->ops->zero(e->be, e->kv_storage, per * 2 * (size_t)c->n_layers));
-  for (int l = 0; l < c->n_layers; l++) {
-    e->layers[l].k = (uint8_t *)e->kv_storage + per * (2 * (size_t)l);
-    e->layers[l].v = (uint8_t *)e->kv_storage + per * (2 * (size_t)l + 1);
-  }
-  /* host side */
-  const int tp = e->plan.tp, chunk = e->plan.vocab_chunk;
-  e->h_pos = calloc(T, sizeof(int32_t));
-  e->h_slot = calloc(T, sizeof(int32_t));
-  e->h_last_rows = calloc((size_t)max_seqs, sizeof(int32_t));
-  e->h_last_item = calloc((size_t)max_seqs, sizeof(int32_t));
-  e->h_embed = malloc(T * D * as);
-  e->h_logits = calloc((size_t)max_seqs * chunk, sizeof(float));
-  e->h_logits_all = calloc((size_t)tp * max_seqs * chunk, sizeof(float));
-  e->h_full = calloc((size_t)c->vocab, sizeof(float));
-  e->h_vals = calloc((size_t)max_seqs, sizeof *e->h_vals);
-  e->h_idxs = calloc((size_t)max_seqs, sizeof *e->h_idxs);
-  e->h_pairs = calloc((size_t)max_seqs, sizeof *e->h_pairs);
-  e->h_pairs_all = calloc((size_t)tp * max_seqs, sizeof *e->h_pairs_all);
-  if (!e->h_pos || !e->h_slot || !e->h_last_rows || !e->h_last_item || !e->h_embed || !e->h_logits ||
-      !e->h_logits_all || !e->h_full || !e->h_vals || !e->h_idxs || !e->h_pairs || !e->h_pairs_all)
-    return TPD_FAIL(TPD_ERR_OOM, "out of host memory for step buffers");
-  if (tp > 1 && e->comm->ops->data_on_device == e->be->ops->host_memory) {
-    e->h_stage = malloc(T * D * sizeof(float));
-    e->h_stage_act = malloc(T * D * as);
-    if (!e->h_stage || !e->h_stage_act) return TPD_FAIL(TPD_ERR_OOM, "out of host memory for staging");
-  }
-  return TPD_OK;
+  e->weight_bytes = 0;
+  for (int l = 0; l < c->n_layers; l++) TPD_TRY(load_layer(e, l));
+  part fn = {tpd_st_find(e->st, "model.norm.weight"), 0, 1, 0, c->dim};
+  TPD_TRY(load_vec(e, &fn, 1, &e->final_norm));
+  part lm = {tpd_st_find(e->st, c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+             e->plan.vocab.begin, e->plan.vocab.end, 0, c->dim};
+  return load_stacked(e, &lm, 1, &e->lm_head);
 }
 
 static int default_threads(const tpd_comm *comm) {
@@ -274,9 +235,11 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
 
   const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
   const int max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+  e->max_seqs = max_seqs;
   e->T_cap = o->max_step_tokens > 0 ? o->max_step_tokens : 512;
   if (e->T_cap < max_seqs) e->T_cap = max_seqs;
-  TPD_TRY_GOTO(tpd_kv_init(&e->kv, max_seqs, max_ctx, o->kv_block_size > 0 ? o->kv_block_size : 16, o->kv_blocks),
+  TPD_TRY_GOTO(tpd_kv_plan(&e->kv, max_seqs, max_ctx, o->kv_block_size > 0 ? o->kv_block_size : 16, o->kv_blocks,
+                           &e->kv_host_bytes),
                s, fail);
 
   e->q_w = e->plan.n_q_heads * c->head_dim;
@@ -289,18 +252,19 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
     goto fail;
   }
-  for (int l = 0; l < c->n_layers; l++) TPD_TRY_GOTO(load_layer(e, l), s, fail);
-  part fn = {tpd_st_find(e->st, "model.norm.weight"), 0, 1, 0, c->dim};
-  TPD_TRY_GOTO(load_vec(e, &fn, 1, &e->final_norm), s, fail);
-  part lm = {tpd_st_find(e->st, c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
-             e->plan.vocab.begin, e->plan.vocab.end, 0, c->dim};
-  TPD_TRY_GOTO(load_stacked(e, &lm, 1, &e->lm_head), s, fail);
-
-  double inv_freq[TPD_MAX_HEAD_DIM / 2];
-  tpd_rope_inv_freq(c, inv_freq);
-  TPD_TRY_GOTO(alloc_be(e, sizeof(double) * (size_t)(c->head_dim / 2), &e->inv_freq), s, fail);
-  TPD_TRY_GOTO(e->be->ops->upload(e->be, e->inv_freq, inv_freq, sizeof(double) * (size_t)(c->head_dim / 2)), s, fail);
-  TPD_TRY_GOTO(alloc_buffers(e, max_seqs), s, fail);
+  /* the memory plan, printed before the arenas are allocated and the weights loaded */
+  e->counting = 1;
+  s = load_weights(e);
+  e->counting = 0;
+  if (s != TPD_OK) goto fail;
+  TPD_TRY_GOTO(tpd_mem_plan_make(e), s, fail);
+  TPD_TRY_GOTO(tpd_mem_alloc(e), s, fail);
+  TPD_TRY_GOTO(load_weights(e), s, fail);
+  if ((size_t)e->weight_bytes != e->mem.weight_bytes) {
+    s = TPD_FAIL(TPD_ERR_INTERNAL, "memory plan: the loaded weights hold %.0f bytes, the plan counted %zu",
+                 e->weight_bytes, e->mem.weight_bytes);
+    goto fail;
+  }
   e->graphs = calloc((size_t)max_seqs + 1, sizeof *e->graphs);
   if (!e->graphs) {
     s = TPD_FAIL(TPD_ERR_OOM, "out of memory");
@@ -347,31 +311,16 @@ void tpd_engine_destroy(tpd_engine *e) {
         b->free(e->be, L->b_gu);
         b->free(e->be, L->b_down);
       }
-    void *bufs[] = {e->final_norm, (void *)e->lm_head.data, e->inv_freq, e->x, e->h, e->qkv, e->att,
-                    e->proj, e->gu, e->act, e->last, e->logits, e->amax_val, e->amax_idx, e->d_pos,
-                    e->d_slot, e->kv_storage};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(e->be, bufs[i]);
-    if (!b->host_memory) b->free(e->be, e->d_table);
+    b->free(e->be, e->final_norm);
+    b->free(e->be, (void *)e->lm_head.data);
+    tpd_mem_free(e);
     tpd_backend_destroy(e->be);
   }
+  tpd_mem_free(e); /* the host arena, when the backend was never made */
   free(e->layers);
-  tpd_kv_free(&e->kv);
+  tpd_kv_free(&e->kv);             /* its memory is in the host arena */
+  tpd_sampler_scratch_free(&e->ss); /* likewise */
   tpd_st_close(e->st);
-  free(e->h_pos);
-  free(e->h_slot);
-  free(e->h_last_rows);
-  free(e->h_last_item);
-  free(e->h_embed);
-  free(e->h_stage);
-  free(e->h_stage_act);
-  free(e->h_logits);
-  free(e->h_logits_all);
-  free(e->h_full);
-  free(e->h_vals);
-  free(e->h_idxs);
-  free(e->h_pairs);
-  free(e->h_pairs_all);
-  tpd_sampler_scratch_free(&e->ss);
   free(e);
 }
 

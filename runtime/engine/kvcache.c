@@ -4,7 +4,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks) {
+/* The host arrays, in one block: int32 arrays first, then the byte flags. */
+static size_t layout(tpd_kv_pool *kv, uint8_t *base) {
+  const size_t table = (size_t)kv->max_slots * (size_t)kv->max_blocks, slots = (size_t)kv->max_slots;
+  size_t off = 0;
+#define KV_TAKE(field, n_elems)                                       \
+  do {                                                                \
+    if (base) kv->field = (void *)(base + off);                       \
+    off += (size_t)(n_elems) * sizeof *kv->field;                     \
+  } while (0)
+  KV_TAKE(table, table);
+  KV_TAKE(free_blocks, kv->n_blocks);
+  KV_TAKE(n_tokens, slots);
+  KV_TAKE(n_alloc, slots);
+  KV_TAKE(in_use, slots);
+  KV_TAKE(dirty, slots);
+#undef KV_TAKE
+  return (off + 7) / 8 * 8;
+}
+
+tpd_status tpd_kv_plan(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks,
+                       size_t *host_bytes) {
   memset(kv, 0, sizeof *kv);
   if (max_slots < 1) return TPD_FAIL(TPD_ERR_ARG, "KV cache: max_slots = %d (need >= 1)", max_slots);
   if (max_ctx < 1) return TPD_FAIL(TPD_ERR_ARG, "KV cache: max_ctx = %d (need >= 1)", max_ctx);
@@ -25,30 +45,49 @@ tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_si
   kv->max_ctx = max_ctx;
   kv->max_blocks = (int)max_blocks;
   kv->n_blocks = n_blocks > 0 ? n_blocks : (int)table;
-  kv->table = calloc((size_t)table, sizeof *kv->table);
-  kv->n_tokens = calloc((size_t)max_slots, sizeof *kv->n_tokens);
-  kv->n_alloc = calloc((size_t)max_slots, sizeof *kv->n_alloc);
-  kv->in_use = calloc((size_t)max_slots, 1);
-  kv->free_blocks = calloc((size_t)kv->n_blocks, sizeof *kv->free_blocks);
-  if (!kv->table || !kv->n_tokens || !kv->n_alloc || !kv->in_use || !kv->free_blocks) {
-    const int64_t n = kv->n_blocks;
-    tpd_kv_free(kv);
-    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the KV block table (%lld entries) and free list (%lld blocks)",
-                    (long long)table, (long long)n);
-  }
+  *host_bytes = layout(kv, NULL);
+  return TPD_OK;
+}
+
+void tpd_kv_attach(tpd_kv_pool *kv, void *mem) {
+  layout(kv, mem);
   /* hand out low block ids first */
   for (int i = 0; i < kv->n_blocks; i++) kv->free_blocks[i] = kv->n_blocks - 1 - i;
   kv->n_free = kv->n_blocks;
+  kv->n_dirty = 0;
+}
+
+tpd_status tpd_kv_init(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_size, int n_blocks) {
+  size_t n_bytes = 0;
+  TPD_TRY(tpd_kv_plan(kv, max_slots, max_ctx, block_size, n_blocks, &n_bytes));
+  void *mem = calloc(1, n_bytes);
+  if (!mem) {
+    const int64_t table = (int64_t)kv->max_slots * kv->max_blocks, n = kv->n_blocks;
+    memset(kv, 0, sizeof *kv);
+    return TPD_FAIL(TPD_ERR_OOM, "out of memory for the KV block table (%lld entries) and free list (%lld blocks)",
+                    (long long)table, (long long)n);
+  }
+  tpd_kv_attach(kv, mem);
+  kv->own = mem;
   return TPD_OK;
 }
 
 void tpd_kv_free(tpd_kv_pool *kv) {
-  free(kv->table);
-  free(kv->n_tokens);
-  free(kv->n_alloc);
-  free(kv->in_use);
-  free(kv->free_blocks);
+  free(kv->own);
   memset(kv, 0, sizeof *kv);
+}
+
+static void mark(tpd_kv_pool *kv, int slot) {
+  if (!kv->dirty[slot]) {
+    kv->dirty[slot] = 1;
+    kv->n_dirty++;
+  }
+}
+
+void tpd_kv_clean(tpd_kv_pool *kv) {
+  if (!kv->n_dirty) return;
+  memset(kv->dirty, 0, (size_t)kv->max_slots);
+  kv->n_dirty = 0;
 }
 
 tpd_status tpd_kv_acquire(tpd_kv_pool *kv, int *slot) {
@@ -67,6 +106,10 @@ void tpd_kv_release(tpd_kv_pool *kv, int slot) {
   if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot]) return;
   int32_t *row = kv->table + (size_t)slot * kv->max_blocks;
   for (int i = kv->n_alloc[slot] - 1; i >= 0; i--) kv->free_blocks[kv->n_free++] = row[i];
+  if (kv->n_alloc[slot] > 0) {
+    memset(row, 0, sizeof *row * (size_t)kv->n_alloc[slot]);
+    mark(kv, slot);
+  }
   kv->n_alloc[slot] = 0;
   kv->n_tokens[slot] = 0;
   kv->in_use[slot] = 0;
@@ -86,6 +129,7 @@ tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new) {
     return TPD_FAIL(TPD_ERR_OOM, "KV cache pool exhausted: %d free blocks, %d needed", kv->n_free,
                     blocks - kv->n_alloc[slot]);
   int32_t *row = kv->table + (size_t)slot * kv->max_blocks;
+  if (kv->n_alloc[slot] < blocks) mark(kv, slot);
   while (kv->n_alloc[slot] < blocks) row[kv->n_alloc[slot]++] = kv->free_blocks[--kv->n_free];
   return TPD_OK;
 }

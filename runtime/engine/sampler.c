@@ -3,6 +3,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* exponent bins of the top-p pre-filter; smaller probabilities share the last */
 #define TPD_SAMPLER_BINS 96
@@ -21,25 +22,45 @@ double tpd_rng_uniform(uint64_t seed, uint64_t stream, uint64_t counter) {
   return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
+size_t tpd_sampler_scratch_bytes(int V) {
+  const size_t n = V > 0 ? (size_t)V : 0;
+  return n * (sizeof(double) + 2 * sizeof(int32_t) + sizeof(float));
+}
+
+void tpd_sampler_scratch_attach(tpd_sampler_scratch *s, void *mem, int V) {
+  const size_t n = V > 0 ? (size_t)V : 0;
+  s->prob = mem; /* doubles first: mem is 8-byte aligned */
+  s->idx = (int32_t *)(s->prob + n);
+  s->idx2 = s->idx + n;
+  s->tmp = (float *)(s->idx2 + n);
+  s->cap = (int)n;
+  s->fixed = 1;
+}
+
 void tpd_sampler_scratch_free(tpd_sampler_scratch *s) {
-  free(s->idx);
-  free(s->prob);
-  free(s->tmp);
-  s->idx = NULL;
-  s->prob = NULL;
-  s->tmp = NULL;
-  s->cap = 0;
+  if (!s->fixed) {
+    free(s->idx);
+    free(s->idx2);
+    free(s->prob);
+    free(s->tmp);
+  }
+  memset(s, 0, sizeof *s);
 }
 
 static tpd_status reserve(tpd_sampler_scratch *s, int n) {
   if (n <= s->cap) return TPD_OK;
+  if (s->fixed)
+    return TPD_FAIL(TPD_ERR_INTERNAL, "sampler: a vocabulary of %d tokens exceeds the scratch planned for %d", n,
+                    s->cap);
   int32_t *i = realloc(s->idx, sizeof *i * (size_t)n);
   if (i) s->idx = i;
+  int32_t *i2 = realloc(s->idx2, sizeof *i2 * (size_t)n);
+  if (i2) s->idx2 = i2;
   double *p = realloc(s->prob, sizeof *p * (size_t)n);
   if (p) s->prob = p;
   float *t = realloc(s->tmp, sizeof *t * (size_t)n);
   if (t) s->tmp = t;
-  if (!i || !p || !t) return TPD_FAIL(TPD_ERR_OOM, "out of memory in the sampler");
+  if (!i || !i2 || !p || !t) return TPD_FAIL(TPD_ERR_OOM, "out of memory in the sampler");
   s->cap = n;
   return TPD_OK;
 }
@@ -69,12 +90,41 @@ static float kth_largest(const float *src, int n, int k, float *tmp) {
   return tmp[want];
 }
 
-static int cmp_desc(const void *a, const void *b, void *ctx) {
-  const double *prob = ctx;
-  const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-  const double px = prob[x], py = prob[y];
-  if (px != py) return px > py ? -1 : 1;
-  return x < y ? -1 : x > y; /* equal probabilities: lower token id first */
+/* Token a ranks before token b: higher probability first, equal
+ * probabilities by lower id (a total order, so any correct sort gives the
+ * same sequence). */
+static int before(const double *prob, int32_t a, int32_t b) {
+  return prob[a] > prob[b] || (prob[a] == prob[b] && a < b);
+}
+
+/* Sorts a[0..n) by `before`, using tmp[n]: insertion sort of runs of 16,
+ * then bottom-up merges.  No allocation (glibc's qsort_r mallocs a merge
+ * buffer above 1 KB). */
+static void sort_desc(int32_t *a, int32_t *tmp, int n, const double *prob) {
+  enum { RUN = 16 };
+  for (int lo = 0; lo < n; lo += RUN) {
+    const int hi = n - lo < RUN ? n : lo + RUN;
+    for (int i = lo + 1; i < hi; i++) {
+      const int32_t v = a[i];
+      int j = i;
+      for (; j > lo && before(prob, v, a[j - 1]); j--) a[j] = a[j - 1];
+      a[j] = v;
+    }
+  }
+  int32_t *src = a, *dst = tmp;
+  for (int w = RUN; w < n; w = w > n / 2 ? n : 2 * w) {
+    for (int lo = 0; lo < n; lo += 2 * w) {
+      const int mid = n - lo < w ? n : lo + w, hi = n - lo < 2 * w ? n : lo + 2 * w;
+      int i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) dst[k++] = before(prob, src[j], src[i]) ? src[j++] : src[i++];
+      while (i < mid) dst[k++] = src[i++];
+      while (j < hi) dst[k++] = src[j++];
+    }
+    int32_t *t = src;
+    src = dst;
+    dst = t;
+  }
+  if (src != a) memcpy(a, src, sizeof *a * (size_t)n);
 }
 
 /* Inverse CDF over idx[0..n) with weights prob[idx[i]] summing (in this
@@ -174,7 +224,7 @@ tpd_status tpd_sample(const float *logits, int V, const tpd_sampling *s, uint64_
   for (int i = 0; i < n; i++)
     if (sc->prob[sc->idx[i]] >= cut) sc->idx[m++] = sc->idx[i];
   if (m == 0) return TPD_FAIL(TPD_ERR_INTERNAL, "sampler: top-p pre-filter kept no token");
-  qsort_r(sc->idx, (size_t)m, sizeof *sc->idx, cmp_desc, sc->prob);
+  sort_desc(sc->idx, sc->idx2, m, sc->prob);
   double cum = 0.0;
   int keep = 0;
   while (keep < m && cum < target) cum += sc->prob[sc->idx[keep++]];

@@ -16,6 +16,7 @@
 #ifndef TPD_SAMPLER_H
 #define TPD_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/base/error.h"
@@ -38,13 +39,24 @@ static inline int tpd_sampling_is_greedy(const tpd_sampling *s) {
 /* Uniform double in [0, 1) from (seed, stream, counter). */
 double tpd_rng_uniform(uint64_t seed, uint64_t stream, uint64_t counter);
 
+/* Scratch of tpd_sample for temperature sampling (greedy needs none).  A
+ * zeroed struct grows on demand (freed by tpd_sampler_scratch_free); one
+ * attached to caller memory (tpd_sampler_scratch_attach, as the engine does
+ * in its host arena) never allocates, and a vocabulary larger than it was
+ * sized for is an error. */
 typedef struct {
-  int32_t *idx;
-  double *prob;
-  float *tmp;
+  int32_t *idx, *idx2; /* [cap] candidates; merge buffer of the top-p sort */
+  double *prob;        /* [cap] */
+  float *tmp;          /* [cap] top-k selection */
   int cap;
+  int fixed; /* 1: caller memory, never grown or freed here */
 } tpd_sampler_scratch;
 
+/* Bytes of scratch for vocabularies of up to V tokens. */
+size_t tpd_sampler_scratch_bytes(int V);
+/* Places the scratch in mem (tpd_sampler_scratch_bytes(V) bytes, 8-byte
+ * aligned, owned by the caller). */
+void tpd_sampler_scratch_attach(tpd_sampler_scratch *s, void *mem, int V);
 void tpd_sampler_scratch_free(tpd_sampler_scratch *s);
 
 /* Samples one token from logits[V]. */

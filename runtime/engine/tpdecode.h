@@ -27,6 +27,10 @@
 extern "C" {
 #endif
 
+/* The library's version, "MAJOR.MINOR.PATCH" (CMake's PROJECT_VERSION; the
+ * shared library's SONAME carries MAJOR).  Static storage; never NULL. */
+const char *tpd_version(void);
+
 typedef struct tpd_engine tpd_engine;
 
 typedef struct {
@@ -62,6 +66,11 @@ typedef struct {
   const char *backend;
   const char *kernels;       /* e.g. "avx512bf16" */
   int n_threads;
+  /* the rest of this rank's memory plan, fixed at create (docs/architecture.md, "Memory plan") */
+  double kv_bytes;           /* KV cache (backend memory) */
+  double act_bytes;          /* step buffers: activations, logits, step metadata (backend memory) */
+  double workspace_bytes;    /* the backend's kernel workspaces */
+  double host_bytes;         /* host step buffers, sampler scratch, KV bookkeeping */
 } tpd_engine_info;
 
 tpd_status tpd_engine_create(const tpd_engine_opts *opts, tpd_comm *comm, tpd_engine **out);

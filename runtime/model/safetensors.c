@@ -326,8 +326,6 @@ const uint8_t *tpd_st_data(const tpd_st *st, const tpd_st_tensor *t) {
   return st->files[t->file].map + t->offset;
 }
 
-const char *tpd_st_file_path(const tpd_st *st, int file) { return st->files[file].path; }
-
 tpd_status tpd_st_expect(const tpd_st *st, const char *name, int ndim, int64_t d0, int64_t d1,
                          const tpd_st_tensor **out) {
   const tpd_st_tensor *t = tpd_st_find(st, name);

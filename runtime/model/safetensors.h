@@ -44,7 +44,6 @@ const tpd_st_tensor *tpd_st_at(const tpd_st *st, int i);
 const tpd_st_tensor *tpd_st_find(const tpd_st *st, const char *name);
 /* The mapped bytes of a tensor (valid until tpd_st_close). */
 const uint8_t *tpd_st_data(const tpd_st *st, const tpd_st_tensor *t);
-const char *tpd_st_file_path(const tpd_st *st, int file);
 
 /* Checks presence, supported dtype and exact shape of a tensor; messages
  * name the tensor and what was expected. ndim is 1 or 2. */

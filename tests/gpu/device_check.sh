@@ -332,7 +332,7 @@ if want sanitize; then
   if [ "$MODE" = rehearse ] || [ -z "$CS" ]; then
     # the same program lines, without the tool: they must start and skip
     for t in test_gpu_graph test_gpu_ops; do
-      GT_SEED=1 bounded 60 "$BIN/$t" >> "$OUT/sanitizer.log" 2>&1
+      TPD_TEST_SEED=1 bounded 60 "$BIN/$t" >> "$OUT/sanitizer.log" 2>&1
       rc=$?
       if [ "$MODE" = device ]; then r="missing (compute-sanitizer not found; $t alone: $(rc_word $rc))"
       elif [ "$rc" = 77 ]; then r="ok (starts, skips: no GPU)"
@@ -344,7 +344,7 @@ if want sanitize; then
       local tool=$1 t rc res=""
       for t in test_gpu_graph test_gpu_ops; do
         echo "== $tool: $t"
-        GT_SEED=1 bounded 170 "$CS" --tool "$tool" --error-exitcode 99 --print-limit 25 "$BIN/$t"
+        TPD_TEST_SEED=1 bounded 170 "$CS" --tool "$tool" --error-exitcode 99 --print-limit 25 "$BIN/$t"
         rc=$?
         case $rc in
           0) res="$res $t pass;" ;; 99) res="$res $t FAIL (errors reported);" ;; 124 | 137) res="$res $t timeout;" ;;

@@ -15,13 +15,14 @@
 
 #include "launch/tools/synth.h"
 #include "runtime/engine/tpdecode.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 
 static const char *PROG = "emu_engine_tp2";
 
 int main(int argc, char **argv) {
-  tpd_comm *mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
-  if (!mpi) return GT_SKIP;
+  tpd_comm *mpi = tu_mpi_gpu_or_skip(&argc, &argv, PROG);
+  if (!mpi) return TU_SKIP;
   struct {
     int ok;
     char dir[1024];
@@ -29,26 +30,26 @@ int main(int argc, char **argv) {
   } msg;
   memset(&msg, 0, sizeof msg);
   if (mpi->rank == 0) { /* rank 0 writes the model and picks the data seed */
-    gt_seed();
-    msg.seed = gt_state;
+    tu_seed(PROG);
+    msg.seed = tu_state;
     const char *tmp = getenv("TMPDIR");
     snprintf(msg.dir, sizeof msg.dir, "%s/tpd-emu-tp2-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     tpd_synth_spec s;
     msg.ok = mkdtemp(msg.dir) != NULL && tpd_synth_preset("small", &s) == TPD_OK;
     if (msg.ok) {
-      s.n_layers = 2, s.vocab = 1001, s.seed = gt_next();
+      s.n_layers = 2, s.vocab = 1001, s.seed = tu_next();
       msg.ok = tpd_synth_write(&s, msg.dir) == TPD_OK;
     }
   }
-  GT_TRY(mpi->ops->host_broadcast(mpi, &msg, sizeof msg, 0));
+  TU_TRY(mpi->ops->host_broadcast(mpi, &msg, sizeof msg, 0));
   if (!msg.ok) {
     if (mpi->rank == 0) printf("FAIL: could not write the synthetic model (%s)\n", tpd_last_error());
     tpd_comm_destroy(mpi);
     return 1;
   }
-  gt_state = msg.seed;
+  tu_state = msg.seed;
   tpd_comm *nc = NULL;
-  GT_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
+  TU_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
   tpd_engine_opts o;
   memset(&o, 0, sizeof o);
   o.model_dir = msg.dir;
@@ -61,27 +62,27 @@ int main(int argc, char **argv) {
   o.device = -1;
   tpd_engine *eg = NULL, *ec = NULL;
   tpd_comm *single = NULL;
-  GT_TRY(tpd_engine_create(&o, nc, &eg));
-  GT_TRY(tpd_engine_set_option(eg, TPD_OPT_OVERLAP, 1));
+  TU_TRY(tpd_engine_create(&o, nc, &eg));
+  TU_TRY(tpd_engine_set_option(eg, TPD_OPT_OVERLAP, 1));
   if (mpi->rank == 0) {
-    GT_TRY(tpd_comm_single_create(&single));
+    TU_TRY(tpd_comm_single_create(&single));
     o.backend = "cpu";
     o.n_threads = 2;
-    GT_TRY(tpd_engine_create(&o, single, &ec));
+    TU_TRY(tpd_engine_create(&o, single, &ec));
   }
   const int V = tpd_engine_config(eg)->vocab;
   int sg[2] = {0, 0}, sc[2] = {0, 0};
   for (int s = 0; s < 2; s++) {
-    GT_TRY(tpd_engine_seq_open(eg, &sg[s]));
-    if (ec) GT_TRY(tpd_engine_seq_open(ec, &sc[s]));
+    TU_TRY(tpd_engine_seq_open(eg, &sg[s]));
+    if (ec) TU_TRY(tpd_engine_seq_open(ec, &sc[s]));
   }
   const int plen[2] = {20, 9};
   int32_t prompt[2][20];
   for (int s = 0; s < 2; s++)
-    for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int32_t)gt_randint(V);
-  float *lg = gt_malloc(sizeof(float) * 2 * (size_t)V), *lc = gt_malloc(sizeof(float) * 2 * (size_t)V);
+    for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int32_t)tu_int(0, V - 1);
+  float *lg = tu_malloc(sizeof(float) * 2 * (size_t)V), *lc = tu_malloc(sizeof(float) * 2 * (size_t)V);
   int32_t feed[2] = {0, 0}, next_g[2] = {0, 0}, next_c[2] = {0, 0};
-  gt_cmp worst = {0, 0};
+  tu_cmp worst = {0, 0};
   int mismatches = 0;
   for (int step = 0; step < 6; step++) {
     const int n_seq = step < 3 ? 2 : 1; /* prefill 2, decode 2 (x2), decode 1 (x3) */
@@ -93,13 +94,13 @@ int main(int argc, char **argv) {
       it[s].slot = sg[s];
       it[s].stream = (uint64_t)s;
     }
-    GT_TRY(tpd_engine_step(eg, it, n_seq, next_g, lg));
+    TU_TRY(tpd_engine_step(eg, it, n_seq, next_g, lg));
     if (ec) {
       for (int s = 0; s < n_seq; s++) it[s].slot = sc[s];
-      GT_TRY(tpd_engine_step(ec, it, n_seq, next_c, lc));
+      TU_TRY(tpd_engine_step(ec, it, n_seq, next_c, lc));
       for (int s = 0; s < n_seq; s++) {
         const float *a = lg + (size_t)s * V, *b = lc + (size_t)s * V;
-        const gt_cmp c = gt_compare(a, V, b, V, 1, V);
+        const tu_cmp c = tu_compare(a, V, b, V, 1, V);
         printf("     step %d sequence %d: logits err %.3e%s\n", step, s, c.err, c.n_nan ? " (NaN)" : "");
         if (!(c.err <= worst.err)) worst.err = c.err; /* NaN-safe running maximum */
         worst.n_nan += c.n_nan;
@@ -113,20 +114,20 @@ int main(int argc, char **argv) {
         feed[s] = next_c[s];
       }
     }
-    GT_TRY(mpi->ops->host_broadcast(mpi, feed, sizeof feed, 0));
+    TU_TRY(mpi->ops->host_broadcast(mpi, feed, sizeof feed, 0));
   }
   int verdict = 0;
   if (mpi->rank == 0) {
-    gt_report("cuda engine TP=2 (emulated nccl, overlap, graphs) vs cpu TP=1: logits", worst, 3e-2);
-    gt_expect(mismatches == 0, "cuda engine TP=2 (emulated nccl, overlap, graphs) vs cpu TP=1: greedy ids");
-    verdict = gt_finish(PROG);
+    tu_report("cuda engine TP=2 (emulated nccl, overlap, graphs) vs cpu TP=1: logits", worst, 3e-2);
+    tu_expect(mismatches == 0, "cuda engine TP=2 (emulated nccl, overlap, graphs) vs cpu TP=1: greedy ids");
+    verdict = tu_finish(PROG);
   }
-  GT_TRY(mpi->ops->host_broadcast(mpi, &verdict, sizeof verdict, 0));
+  TU_TRY(mpi->ops->host_broadcast(mpi, &verdict, sizeof verdict, 0));
   tpd_engine_destroy(eg);
   tpd_engine_destroy(ec);
   tpd_comm_destroy(single);
   tpd_comm_destroy(nc);
-  GT_TRY(mpi->ops->barrier(mpi));
+  TU_TRY(mpi->ops->barrier(mpi));
   if (mpi->rank == 0) {
     char p[1200];
     snprintf(p, sizeof p, "%s/config.json", msg.dir);

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tests/testutil.h"
+
 int emu_occupancy(int regs, size_t static_smem, int block, size_t dyn_smem);
 
 int main(int argc, char **argv) {
@@ -35,7 +37,7 @@ int main(int argc, char **argv) {
   p.reservedSharedMemPerBlock = 1024;
   cudaOccDeviceState st;
   char line[1024], name[900];
-  int kernels = 0, checks = 0, bad = 0;
+  int kernels = 0;
   /* the table's kernels, then made-up ones that reach each limit */
   const int extra_regs[] = {0, 16, 64, 96, 168, 200, 255};
   const size_t extra_smem[] = {0, 4096, 16896, 40000, 48 * 1024};
@@ -74,16 +76,13 @@ int main(int argc, char **argv) {
                              ? r.activeBlocksPerMultiprocessor
                              : 0;
         const int got = emu_occupancy(regs, smem, block, d);
-        checks++;
-        if (got != want) {
-          if (bad < 20)
-            printf("FAIL %s, %d threads, %zu B dynamic: emulation %d blocks per SM, cuda_occupancy.h %d\n", name, block,
-                   d, got, want);
-          bad++;
-        }
+        if (!tu_count(got == want) && tu_failures <= 20)
+          printf("FAIL %s, %d threads, %zu B dynamic: emulation %d blocks per SM, cuda_occupancy.h %d\n", name, block,
+                 d, got, want);
       }
   }
   printf("%s emulated occupancy == cuda_occupancy.h for %d kernels of the table and %d made up: %d of %d differ\n",
-         bad ? "FAIL" : "ok  ", kernels, extra, bad, checks);
-  return bad || !kernels ? 1 : 0;
+         tu_failures ? "FAIL" : "ok  ", kernels, extra, tu_failures, tu_checks);
+  tu_expect(kernels > 0, "the ptxas table lists kernels");
+  return tu_finish("emu_occupancy_ref");
 }

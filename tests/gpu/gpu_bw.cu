@@ -32,52 +32,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda_runtime_api.h>
-
 #include "kernels/backend.h"
 #include "runtime/base/dtype.h"
 #include "runtime/base/error.h"
+#define TU_WITH_CUDA /* TU_TRY, TU_CUDA, tu_malloc, tu_require_gpu */
+#include "tests/testutil.h"
 
-/* (C++: tests/gpu/gpu_test.h is C11; the few helpers needed are here) */
 static const char *PROG = "tpd-gpu-bw";
-
-#define GT_TRY(expr)                                                                                         \
-  do {                                                                                                       \
-    const tpd_status gt_s_ = (expr);                                                                         \
-    if (gt_s_ != TPD_OK) {                                                                                   \
-      fprintf(stderr, "%s: %s:%d: %s -> %s: %s\n", PROG, __FILE__, __LINE__, #expr, tpd_status_name(gt_s_),    \
-              tpd_last_error());                                                                             \
-      exit(1);                                                                                               \
-    }                                                                                                        \
-  } while (0)
-
-#define GT_CUDA(expr)                                                                                           \
-  do {                                                                                                          \
-    const cudaError_t gt_e_ = (expr);                                                                           \
-    if (gt_e_ != cudaSuccess) {                                                                                 \
-      fprintf(stderr, "%s: %s:%d: %s -> %s\n", PROG, __FILE__, __LINE__, #expr, cudaGetErrorString(gt_e_));     \
-      exit(1);                                                                                                  \
-    }                                                                                                           \
-  } while (0)
-
-static void *gt_malloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "%s: out of host memory (%zu bytes)\n", PROG, n);
-    exit(1);
-  }
-  return p;
-}
-
-/* exit 77 (skip) where no CUDA device is usable */
-static void require_gpu(void) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n <= 0) {
-    printf("SKIP: no CUDA device (%s): %s not run\n", e != cudaSuccess ? cudaGetErrorString(e) : "none visible", PROG);
-    exit(77);
-  }
-}
 
 /* ---- kernels ---- */
 
@@ -149,7 +110,7 @@ static double median(double *v, int n) {
 
 static void fill_device(void *p, size_t n_bytes, uint64_t seed, cudaStream_t s) {
   fill_kernel<<<256, 256, 0, s>>>((uint32_t *)p, n_bytes / 4, seed);
-  GT_CUDA(cudaGetLastError());
+  TU_CUDA(cudaGetLastError());
 }
 
 static int parse_list(const char *v, int *out, int cap) {
@@ -174,11 +135,11 @@ typedef void (*read_fn)(const uint4 *, size_t, uint32_t *);
 static int cmd_read(size_t mb, int tiny) {
   const size_t n_bytes = mb << 20, n16 = n_bytes / 16;
   cudaDeviceProp prop;
-  GT_CUDA(cudaGetDeviceProperties(&prop, 0));
+  TU_CUDA(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
   void *buf = NULL;
   uint32_t *out = NULL;
-  GT_CUDA(cudaMalloc(&buf, n_bytes));
+  TU_CUDA(cudaMalloc(&buf, n_bytes));
   fill_device(buf, n_bytes, 12345, 0);
   struct variant {
     const char *name;
@@ -196,10 +157,10 @@ static int cmd_read(size_t mb, int tiny) {
     const size_t w = (size_t)(tiny ? 2 : sms * vs[v].blocks_per_sm) * (size_t)(tiny ? 64 : vs[v].threads) / 32;
     if (w > max_warps) max_warps = w;
   }
-  GT_CUDA(cudaMalloc((void **)&out, max_warps * sizeof(uint32_t)));
+  TU_CUDA(cudaMalloc((void **)&out, max_warps * sizeof(uint32_t)));
   cudaEvent_t e0, e1;
-  GT_CUDA(cudaEventCreate(&e0));
-  GT_CUDA(cudaEventCreate(&e1));
+  TU_CUDA(cudaEventCreate(&e0));
+  TU_CUDA(cudaEventCreate(&e1));
   const int WARM = tiny ? 1 : 2, REPS = tiny ? 3 : 11;
   double best = 0;
   printf("read probe: %zu MB, %d SMs, median of %d after %d warm-ups\n", mb, sms, REPS, WARM);
@@ -207,14 +168,14 @@ static int cmd_read(size_t mb, int tiny) {
     const int threads = tiny ? 64 : vs[v].threads, blocks = tiny ? 2 : sms * vs[v].blocks_per_sm;
     double gbs[11];
     for (int r = 0; r < WARM + REPS; r++) {
-      GT_CUDA(cudaEventRecord(e0, 0));
+      TU_CUDA(cudaEventRecord(e0, 0));
       const read_fn fn = vs[v].fn; /* a plain name before the launch (the emulation rewrites it) */
       fn<<<blocks, threads, 0, 0>>>((const uint4 *)buf, n16, out);
-      GT_CUDA(cudaGetLastError());
-      GT_CUDA(cudaEventRecord(e1, 0));
-      GT_CUDA(cudaEventSynchronize(e1));
+      TU_CUDA(cudaGetLastError());
+      TU_CUDA(cudaEventRecord(e1, 0));
+      TU_CUDA(cudaEventSynchronize(e1));
       float ms = 0;
-      GT_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      TU_CUDA(cudaEventElapsedTime(&ms, e0, e1));
       if (r >= WARM) gbs[r - WARM] = (double)n_bytes / (ms * 1e-3) / 1e9;
     }
     const double med = median(gbs, REPS);
@@ -224,11 +185,11 @@ static int cmd_read(size_t mb, int tiny) {
   }
   /* the result is used: a compiler may not drop the loads */
   uint32_t h = 0;
-  GT_CUDA(cudaMemcpy(&h, out, sizeof h, cudaMemcpyDeviceToHost));
+  TU_CUDA(cudaMemcpy(&h, out, sizeof h, cudaMemcpyDeviceToHost));
   printf("(checksum word %08x)\n", h);
   printf("read_gbs %.1f\n", best);
-  GT_CUDA(cudaFree(buf));
-  GT_CUDA(cudaFree(out));
+  TU_CUDA(cudaFree(buf));
+  TU_CUDA(cudaFree(out));
   return 0;
 }
 
@@ -237,30 +198,30 @@ static int cmd_read(size_t mb, int tiny) {
 static int cmd_copy(size_t mb) {
   const size_t n = mb << 20;
   void *a = NULL, *b = NULL;
-  GT_CUDA(cudaMalloc(&a, n));
-  GT_CUDA(cudaMalloc(&b, n));
+  TU_CUDA(cudaMalloc(&a, n));
+  TU_CUDA(cudaMalloc(&b, n));
   fill_device(a, n, 777, 0);
   fill_device(b, n, 778, 0);
   cudaEvent_t e0, e1;
-  GT_CUDA(cudaEventCreate(&e0));
-  GT_CUDA(cudaEventCreate(&e1));
+  TU_CUDA(cudaEventCreate(&e0));
+  TU_CUDA(cudaEventCreate(&e1));
   enum { WARM = 3, REPS = 15 };
   double gbs[REPS];
   for (int i = 0; i < WARM + REPS; i++) {
-    GT_CUDA(cudaEventRecord(e0, 0));
-    GT_CUDA(cudaMemcpyAsync(i & 1 ? a : b, i & 1 ? b : a, n, cudaMemcpyDeviceToDevice, 0));
-    GT_CUDA(cudaEventRecord(e1, 0));
-    GT_CUDA(cudaEventSynchronize(e1));
+    TU_CUDA(cudaEventRecord(e0, 0));
+    TU_CUDA(cudaMemcpyAsync(i & 1 ? a : b, i & 1 ? b : a, n, cudaMemcpyDeviceToDevice, 0));
+    TU_CUDA(cudaEventRecord(e1, 0));
+    TU_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
-    GT_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    TU_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     if (i >= WARM) gbs[i - WARM] = 2.0 * (double)n / (ms * 1e-3) / 1e9;
   }
   const double med = median(gbs, REPS);
   printf("copy: %zu MB device to device, read + write counted, median of %d (min %.1f, max %.1f)\n", mb, REPS, gbs[0],
          gbs[REPS - 1]);
   printf("copy_gbs %.1f\n", med);
-  GT_CUDA(cudaFree(a));
-  GT_CUDA(cudaFree(b));
+  TU_CUDA(cudaFree(a));
+  TU_CUDA(cudaFree(b));
   return 0;
 }
 
@@ -297,7 +258,7 @@ static int shapes_of(const shape_model *m, int P, shape *out) {
 
 /* host bf16 random values in [-0.05, 0.05), xorshift */
 static uint16_t *host_random_bf16(size_t n, uint64_t seed) {
-  uint16_t *h = (uint16_t *)gt_malloc(n * 2);
+  uint16_t *h = (uint16_t *)tu_malloc(n * 2);
   uint64_t s = seed | 1;
   for (size_t i = 0; i < n; i++) {
     s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -344,7 +305,7 @@ static int cmd_gemv(int argc, char **argv) {
   bo.device = -1;
   bo.activations = act;
   tpd_backend *be = NULL;
-  GT_TRY(tpd_backend_create("cuda", &bo, &be));
+  TU_TRY(tpd_backend_create("cuda", &bo, &be));
   const tpd_dtype at = be->ops->act_dtype;
   const size_t as = tpd_dtype_size(at);
   const long max_m = tpd_param_int("GEMV_MAX_M", 8);
@@ -372,20 +333,20 @@ static int cmd_gemv(int argc, char **argv) {
       if ((size_t)sh[s].N > max_n) max_n = (size_t)sh[s].N;
   }
   void *dx = NULL, *dy = NULL;
-  GT_TRY(be->ops->alloc(be, (size_t)max_b * max_k * as, &dx));
-  GT_TRY(be->ops->alloc(be, (size_t)max_b * max_n * 4, &dy));
+  TU_TRY(be->ops->alloc(be, (size_t)max_b * max_k * as, &dx));
+  TU_TRY(be->ops->alloc(be, (size_t)max_b * max_n * 4, &dy));
   if (at == TPD_F32) { /* random bits are not all finite floats: upload real values */
-    float *hx = (float *)gt_malloc((size_t)max_b * max_k * 4);
+    float *hx = (float *)tu_malloc((size_t)max_b * max_k * 4);
     for (size_t i = 0; i < (size_t)max_b * max_k; i++) hx[i] = tpd_bf16_to_f32(hw[i % max_w]) * 20.0f;
-    GT_TRY(be->ops->upload(be, dx, hx, (size_t)max_b * max_k * 4));
+    TU_TRY(be->ops->upload(be, dx, hx, (size_t)max_b * max_k * 4));
     free(hx);
   } else {
-    GT_TRY(be->ops->upload(be, dx, hw, (size_t)max_b * max_k * 2)); /* bf16 values in [-0.05, 0.05) */
+    TU_TRY(be->ops->upload(be, dx, hw, (size_t)max_b * max_k * 2)); /* bf16 values in [-0.05, 0.05) */
   }
-  GT_CUDA(cudaDeviceSynchronize());
+  TU_CUDA(cudaDeviceSynchronize());
   cudaEvent_t e0, e1;
-  GT_CUDA(cudaEventCreate(&e0));
-  GT_CUDA(cudaEventCreate(&e1));
+  TU_CUDA(cudaEventCreate(&e0));
+  TU_CUDA(cudaEventCreate(&e1));
 
   printf("gemv,tp,op,M,N,K,path,us,gbs,frac_of_read\n");
   for (int t = 0; t < n_tp; t++) {
@@ -397,32 +358,32 @@ static int cmd_gemv(int argc, char **argv) {
       int copies = (int)((pass_bytes + wbytes - 1) / wbytes);
       if (copies > max_copies) copies = max_copies;
       if (copies < 1) copies = 1;
-      tpd_weight *w = (tpd_weight *)gt_malloc(sizeof(tpd_weight) * (size_t)copies);
-      for (int c = 0; c < copies; c++) GT_TRY(be->ops->load_weight(be, hw, TPD_BF16, p->N, p->K, &w[c]));
+      tpd_weight *w = (tpd_weight *)tu_malloc(sizeof(tpd_weight) * (size_t)copies);
+      for (int c = 0; c < copies; c++) TU_TRY(be->ops->load_weight(be, hw, TPD_BF16, p->N, p->K, &w[c]));
       const int calls = copies > min_calls ? copies : min_calls;
       for (int b = 0; b < n_b; b++) {
         const int M = batches[b];
         void *graph = NULL;
-        GT_TRY(be->ops->graph_begin(be));
+        TU_TRY(be->ops->graph_begin(be));
         for (int c = 0; c < calls; c++) {
           tpd_matmul_args a;
           memset(&a, 0, sizeof a);
           a.M = M, a.x = dx, a.ldx = p->K, a.w = &w[c % copies], a.bias = NULL, a.y = dy;
           a.ldy = p->swiglu ? p->N / 2 : p->N;
           a.y_dtype = p->logits ? TPD_F32 : at;
-          if (p->swiglu) GT_TRY(be->ops->matmul_swiglu(be, &a, dy, p->N / 2));
-          else GT_TRY(be->ops->matmul(be, &a));
+          if (p->swiglu) TU_TRY(be->ops->matmul_swiglu(be, &a, dy, p->N / 2));
+          else TU_TRY(be->ops->matmul(be, &a));
         }
-        GT_TRY(be->ops->graph_end(be, &graph));
+        TU_TRY(be->ops->graph_end(be, &graph));
         const int WARM = tiny ? 1 : 2, REPS = tiny ? 3 : 9;
         double us[9];
         for (int r = 0; r < WARM + REPS; r++) {
-          GT_CUDA(cudaEventRecord(e0, st));
-          GT_TRY(be->ops->graph_launch(be, graph));
-          GT_CUDA(cudaEventRecord(e1, st));
-          GT_CUDA(cudaEventSynchronize(e1));
+          TU_CUDA(cudaEventRecord(e0, st));
+          TU_TRY(be->ops->graph_launch(be, graph));
+          TU_CUDA(cudaEventRecord(e1, st));
+          TU_CUDA(cudaEventSynchronize(e1));
           float ms = 0;
-          GT_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+          TU_CUDA(cudaEventElapsedTime(&ms, e0, e1));
           if (r >= WARM) us[r - WARM] = ms * 1e3 / calls;
         }
         be->ops->graph_destroy(be, graph);
@@ -437,7 +398,7 @@ static int cmd_gemv(int argc, char **argv) {
                t_us, gbs, frac);
         fflush(stdout);
       }
-      GT_TRY(be->ops->synchronize(be));
+      TU_TRY(be->ops->synchronize(be));
       for (int c = 0; c < copies; c++) be->ops->free(be, (void *)w[c].data);
       free(w);
     }
@@ -455,7 +416,7 @@ int main(int argc, char **argv) {
                     "[--activations f32|bf16] [--tiny]\n", PROG);
     return 1;
   }
-  require_gpu();
+  tu_require_gpu(PROG);
   const char *cmd = argv[1];
   const int tiny = argc > 2 && !strcmp(argv[2], "--tiny");
   if (!strcmp(cmd, "read")) return cmd_read(argc > 2 && !tiny ? (size_t)strtoul(argv[2], NULL, 10) : tiny ? 1 : 4096, tiny);

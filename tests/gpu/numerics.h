@@ -30,7 +30,8 @@
 #include "runtime/base/fileio.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/engine/tpdecode.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 #include "tests/unit/ref_model.c" /* the float64 reference (see above) */
 
 #define GN_MAX_CASES 16
@@ -122,7 +123,7 @@ static inline void gn_reference(const char *dir, gn_case *pc, double **ref) {
   pc->k_max = cfg->dim;
   if (cfg->ffn_dim > pc->k_max) pc->k_max = cfg->ffn_dim;
   if (cfg->n_heads * cfg->head_dim > pc->k_max) pc->k_max = cfg->n_heads * cfg->head_dim;
-  double *r = (double *)gt_malloc(sizeof(double) * (size_t)pc->n * pc->V);
+  double *r = (double *)tu_malloc(sizeof(double) * (size_t)pc->n * pc->V);
   int tokens[2 * GN_MAX_TOKENS];
   for (int i = 0; i < pc->np; i++) tokens[i] = pc->prompt[i];
   for (int i = 0; i < pc->n; i++) {
@@ -215,11 +216,11 @@ static inline void gn_check_f32(const gn_case *pc, const char *dir, const int32_
     }
   snprintf(what, sizeof what, "f32  TP=%d %-18.100s prompt %2d: %d of %d pack ids identical, logits vs pack %.2e (<= %.0e)",
            tp, pc->model, pc->np, pc->n - mism, pc->n, pack, GN_PACK_TOL);
-  gt_expect(mism == 0 && tu_within(pack, GN_PACK_TOL), what);
+  tu_expect(mism == 0 && tu_within(pack, GN_PACK_TOL), what);
   snprintf(what, sizeof what, "f32  TP=%d %-18.100s prompt %2d: rho vs float64 over %d steps", tp, pc->model, pc->np,
            n_logits);
-  const gt_cmp c = {rho, isfinite(rho) ? 0u : 1u};
-  gt_report(what, c, gn_rho_max_f32(pc));
+  const tu_cmp c = {rho, isfinite(rho) ? 0u : 1u};
+  tu_report(what, c, gn_rho_max_f32(pc));
   all->rho = tu_worst(all->rho, rho);
   all->pack_diff = tu_worst(all->pack_diff, pack);
   all->ids += pc->n;
@@ -261,16 +262,16 @@ static inline void gn_check_bf16(const gn_case *pc, int n, const int32_t *picks,
   char what[600];
   snprintf(what, sizeof what, "bf16 TP=%d %-18.100s prompt %2d: rho over %d steps (R=%d)", tp, pc->model, pc->np,
            n_logits, gn_roundings(pc->n_layers, tp, pc->w_rounded));
-  const gt_cmp c1 = {rho, isfinite(rho) ? 0u : 1u};
-  gt_report(what, c1, rho_max);
+  const tu_cmp c1 = {rho, isfinite(rho) ? 0u : 1u};
+  tu_report(what, c1, rho_max);
   snprintf(what, sizeof what, "bf16 TP=%d %-18.100s prompt %2d: eta = max|diff| / rms", tp, pc->model, pc->np);
-  const gt_cmp c2 = {eta, isfinite(eta) ? 0u : 1u};
-  gt_report(what, c2, eta_max);
+  const tu_cmp c2 = {eta, isfinite(eta) ? 0u : 1u};
+  tu_report(what, c2, eta_max);
   snprintf(what, sizeof what,
            "bf16 TP=%d %-18.100s prompt %2d: greedy ids = float64 at %d of %d steps with margin >= %.2f rms (first "
            "step below it: %d; %d before it)",
            tp, pc->model, pc->np, compared - mism, compared, 2.0 * eta_max, first_low, matched_before_low);
-  gt_expect(mism == 0, what);
+  tu_expect(mism == 0, what);
   all->rho = tu_worst(all->rho, rho / rho_max); /* as a fraction of each case's bound */
   all->eta = tu_worst(all->eta, eta / eta_max);
   all->steps += n;

@@ -32,7 +32,8 @@
 #include "runtime/base/fileio.h"
 #include "launch/tools/synth.h"
 #include "runtime/engine/tpdecode.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 #include "tests/gpu/numerics.h"
 
 static const char *PROG = "test_gpu_engine";
@@ -78,10 +79,10 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   snprintf(dir, sizeof dir, "%s/tpd-gpu-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(dir)) {
     printf("FAIL %s: cannot create a temporary directory\n", ec->label);
-    gt_failures++;
+    tu_count(0); /* a failure */
     return;
   }
-  GT_TRY(tpd_synth_write(&ec->spec, dir));
+  TU_TRY(tpd_synth_write(&ec->spec, dir));
   tpd_engine_opts o;
   memset(&o, 0, sizeof o);
   o.model_dir = dir;
@@ -93,25 +94,25 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   o.device = -1;
   tpd_engine *e[2] = {NULL, NULL}; /* 0: cpu, 1: cuda */
   o.backend = "cpu";
-  GT_TRY(tpd_engine_create(&o, comm, &e[0]));
+  TU_TRY(tpd_engine_create(&o, comm, &e[0]));
   o.backend = "cuda";
-  GT_TRY(tpd_engine_create(&o, comm, &e[1]));
+  TU_TRY(tpd_engine_create(&o, comm, &e[1]));
   tpd_engine_info info;
   tpd_engine_get_info(e[1], &info);
-  gt_expect(!strcmp(info.backend, "cuda"), "engine reports the cuda backend");
+  tu_expect(!strcmp(info.backend, "cuda"), "engine reports the cuda backend");
   const int V = tpd_engine_config(e[0])->vocab;
   const int n_seq = ec->prompt[1] > 0 ? 2 : 1;
   int slots[2][2];
   int32_t *prompt[2] = {NULL, NULL};
   for (int k = 0; k < 2; k++)
-    for (int s = 0; s < n_seq; s++) GT_TRY(tpd_engine_seq_open(e[k], &slots[k][s]));
+    for (int s = 0; s < n_seq; s++) TU_TRY(tpd_engine_seq_open(e[k], &slots[k][s]));
   for (int s = 0; s < n_seq; s++) {
-    prompt[s] = gt_malloc(sizeof(int32_t) * (size_t)ec->prompt[s]);
-    for (int i = 0; i < ec->prompt[s]; i++) prompt[s][i] = (int32_t)gt_randint(V);
+    prompt[s] = tu_malloc(sizeof(int32_t) * (size_t)ec->prompt[s]);
+    for (int i = 0; i < ec->prompt[s]; i++) prompt[s][i] = (int32_t)tu_int(0, V - 1);
   }
-  float *logits[2] = {gt_malloc(sizeof(float) * (size_t)n_seq * V), gt_malloc(sizeof(float) * (size_t)n_seq * V)};
+  float *logits[2] = {tu_malloc(sizeof(float) * (size_t)n_seq * V), tu_malloc(sizeof(float) * (size_t)n_seq * V)};
   int32_t next[2][2], feed[2];
-  gt_cmp worst = {0, 0};
+  tu_cmp worst = {0, 0};
   int mismatches = 0, near_ties = 0, compared = 0;
   for (int step = 0; step <= ec->n_decode; step++) {
     for (int k = 0; k < 2; k++) {
@@ -123,10 +124,10 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
         items[s].tokens = step == 0 ? prompt[s] : &feed[s];
         items[s].stream = (uint64_t)s;
       }
-      GT_TRY(tpd_engine_step(e[k], items, n_seq, next[k], logits[k]));
+      TU_TRY(tpd_engine_step(e[k], items, n_seq, next[k], logits[k]));
     }
     for (int s = 0; s < n_seq; s++) {
-      const gt_cmp c = gt_compare(logits[1] + (size_t)s * V, V, logits[0] + (size_t)s * V, V, 1, V);
+      const tu_cmp c = tu_compare(logits[1] + (size_t)s * V, V, logits[0] + (size_t)s * V, V, 1, V);
       worst.err = tu_worst(worst.err, c.err); /* NaN-safe running maximum */
       worst.n_nan += c.n_nan;
       double margin = 0;
@@ -146,10 +147,10 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   }
   char what[200];
   snprintf(what, sizeof what, "engine %s: logits over %d steps x %d seq", ec->label, ec->n_decode + 1, n_seq);
-  gt_report(what, worst, LOGIT_TOL);
+  tu_report(what, worst, LOGIT_TOL);
   snprintf(what, sizeof what, "engine %s: greedy ids equal (%d compared, %d near ties excused)", ec->label, compared,
            near_ties);
-  gt_expect(mismatches == 0, what);
+  tu_expect(mismatches == 0, what);
   for (int k = 0; k < 2; k++) tpd_engine_destroy(e[k]);
   for (int s = 0; s < n_seq; s++) free(prompt[s]);
   free(logits[0]), free(logits[1]);
@@ -175,8 +176,8 @@ static void run_pack_case(const gn_case *pc, const char *dir, const char *activa
   o.max_ctx = pc->np + pc->n;
   o.device = -1;
   tpd_engine *e = NULL;
-  GT_TRY(tpd_engine_create(&o, comm, &e));
-  GT_TRY(gn_forced_run(e, pc, n, with_logits, picks, logits));
+  TU_TRY(tpd_engine_create(&o, comm, &e));
+  TU_TRY(gn_forced_run(e, pc, n, with_logits, picks, logits));
   tpd_engine_destroy(e);
 }
 
@@ -187,7 +188,7 @@ static void test_policy(tpd_comm *comm) {
   const int n_cases = gn_load_cases(dir, cases, GN_MAX_CASES);
   char what[400];
   snprintf(what, sizeof what, "conformance pack %.300s: %d cases", dir, n_cases);
-  gt_expect(n_cases >= 6, what);
+  tu_expect(n_cases >= 6, what);
   gn_stats f32_all, bf_all;
   gn_stats_init(&f32_all);
   gn_stats_init(&bf_all);
@@ -197,13 +198,13 @@ static void test_policy(tpd_comm *comm) {
     gn_reference(dir, pc, &ref);
     if (!ref) {
       printf("FAIL %s: the float64 reference model did not load\n", pc->model);
-      gt_failures++;
+      tu_count(0); /* a failure */
       continue;
     }
     const size_t nl = (size_t)pc->n * pc->V;
-    int32_t *picks = gt_malloc(sizeof(int32_t) * (size_t)pc->n);
-    int *with_logits = gt_malloc(sizeof(int) * (size_t)pc->n);
-    float *logits = gt_malloc(sizeof(float) * nl);
+    int32_t *picks = tu_malloc(sizeof(int32_t) * (size_t)pc->n);
+    int *with_logits = tu_malloc(sizeof(int) * (size_t)pc->n);
+    float *logits = tu_malloc(sizeof(float) * nl);
     /* f32 activations: the pack's ids exactly, its logits, the float64 reference */
     gn_logit_steps(pc, 0, with_logits);
     run_pack_case(pc, dir, "f32", comm, pc->n, with_logits, picks, logits);
@@ -217,7 +218,7 @@ static void test_policy(tpd_comm *comm) {
   }
   gn_stats_print("f32  TP=1", &f32_all);
   gn_stats_print("bf16 TP=1", &bf_all);
-  gt_expect(bf_all.compared > 0, "bf16 TP=1: some steps had a margin large enough to compare ids");
+  tu_expect(bf_all.compared > 0, "bf16 TP=1: some steps had a margin large enough to compare ids");
 }
 
 /* no argument: everything; "engine": the engines against the CPU; "policy":
@@ -229,48 +230,48 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: unknown part '%s' (all, engine or policy)\n", PROG, part);
     return 1;
   }
-  gt_require_gpu(PROG);
-  gt_seed();
+  tu_require_gpu(PROG);
+  tu_seed(PROG);
   tpd_comm *comm = NULL;
-  GT_TRY(tpd_comm_single_create(&comm));
+  TU_TRY(tpd_comm_single_create(&comm));
   engine_case cases[4];
   memset(cases, 0, sizeof cases);
   int n = 0;
   {
     engine_case *c = &cases[n++];
     c->label = "llama gqa, 2 seqs";
-    GT_TRY(tpd_synth_preset("small", &c->spec));
-    c->spec.n_layers = 2, c->spec.vocab = 1000, c->spec.seed = gt_next();
+    TU_TRY(tpd_synth_preset("small", &c->spec));
+    c->spec.n_layers = 2, c->spec.vocab = 1000, c->spec.seed = tu_next();
     c->prompt[0] = 40, c->prompt[1] = 17, c->n_decode = 5, c->block_size = 16, c->step_tokens = 64;
   }
   {
     engine_case *c = &cases[n++];
     c->label = "mistral window 24, chunked prefill";
-    GT_TRY(tpd_synth_preset("small", &c->spec));
+    TU_TRY(tpd_synth_preset("small", &c->spec));
     c->spec.arch = "mistral", c->spec.sliding_window = 24, c->spec.n_heads = 4, c->spec.n_kv_heads = 4;
-    c->spec.n_layers = 2, c->spec.vocab = 999, c->spec.seed = gt_next();
+    c->spec.n_layers = 2, c->spec.vocab = 999, c->spec.seed = tu_next();
     c->prompt[0] = 100, c->n_decode = 4, c->block_size = 8, c->step_tokens = 64;
   }
   {
     engine_case *c = &cases[n++];
     c->label = "qwen2 biases, f16 weights";
-    GT_TRY(tpd_synth_preset("small", &c->spec));
+    TU_TRY(tpd_synth_preset("small", &c->spec));
     c->spec.arch = "qwen2", c->spec.dtype = TPD_F16, c->spec.tie = 1, c->spec.n_layers = 2, c->spec.vocab = 1003;
-    c->spec.seed = gt_next();
+    c->spec.seed = tu_next();
     c->prompt[0] = 30, c->prompt[1] = 3, c->n_decode = 4, c->block_size = 16, c->step_tokens = 64;
   }
   {
     engine_case *c = &cases[n++];
     c->label = "llama o-bias, llama3 rope, f32, 1 kv head";
-    GT_TRY(tpd_synth_preset("tiny", &c->spec));
+    TU_TRY(tpd_synth_preset("tiny", &c->spec));
     c->spec.dim = 128, c->spec.n_heads = 4, c->spec.n_kv_heads = 1, c->spec.ffn_dim = 300, c->spec.vocab = 777;
     c->spec.attention_bias = 1, c->spec.rope_llama3 = 1, c->spec.rope_factor = 8.0, c->spec.rope_orig_max_pos = 64;
-    c->spec.dtype = TPD_F32, c->spec.seed = gt_next();
+    c->spec.dtype = TPD_F32, c->spec.seed = tu_next();
     c->prompt[0] = 20, c->n_decode = 4, c->block_size = 4, c->step_tokens = 16;
   }
   if (strcmp(part, "policy"))
     for (int i = 0; i < n; i++) run_case(&cases[i], comm);
   if (strcmp(part, "engine")) test_policy(comm);
   tpd_comm_destroy(comm);
-  return gt_finish(PROG);
+  return tu_finish(PROG);
 }

@@ -17,101 +17,107 @@
 
 #include "launch/tools/synth.h"
 #include "runtime/engine/bench_hooks.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 
 static const char *PROG = "test_gpu_graph";
 
 static int same_bits(tpd_backend *be, const void *a, const void *b, size_t n_bytes) {
-  unsigned char *ha = gt_malloc(n_bytes), *hb = gt_malloc(n_bytes);
-  GT_TRY(be->ops->download(be, ha, a, n_bytes));
-  GT_TRY(be->ops->download(be, hb, b, n_bytes));
+  unsigned char *ha = tu_malloc(n_bytes), *hb = tu_malloc(n_bytes);
+  TU_TRY(be->ops->download(be, ha, a, n_bytes));
+  TU_TRY(be->ops->download(be, hb, b, n_bytes));
   const int same = memcmp(ha, hb, n_bytes) == 0;
   free(ha), free(hb);
   return same;
 }
 
-/* x += y; rmsnorm(x += d) -> h; out = h W^T */
+/* the residual add x += d (in place, rounded to bf16), with h = rmsnorm(x) */
+static void residual(tpd_backend *be, void *x, const void *d, const float *w, void *h, int T, int D) {
+  tpd_rmsnorm_args n = {T, D, x, d, w, 1e-5f, h};
+  TU_TRY(be->ops->rmsnorm(be, &n));
+}
+
+/* rmsnorm(x += y) -> h; rmsnorm(x += d) -> h; out = h W^T */
 static void step_ops(tpd_backend *be, void *x, const void *y, const void *d, const float *w, void *h,
                      const tpd_weight *wt, void *out, int T, int D) {
-  GT_TRY(be->ops->add(be, x, y, (size_t)T * D));
-  tpd_rmsnorm_args n = {T, D, x, d, w, 1e-5f, h};
-  GT_TRY(be->ops->rmsnorm(be, &n));
+  residual(be, x, y, w, h, T, D);
+  residual(be, x, d, w, h, T, D);
   tpd_matmul_args m = {T, h, D, wt, NULL, out, wt->n_rows, TPD_BF16};
-  GT_TRY(be->ops->matmul(be, &m));
+  TU_TRY(be->ops->matmul(be, &m));
 }
 
 static void test_replay(tpd_backend *be) {
   const int T = 2, D = 1024, N = 512;
   const size_t n = (size_t)T * D;
-  float *x = gt_malloc(n * 4), *y = gt_malloc(n * 4), *d = gt_malloc(n * 4), *w = gt_malloc((size_t)D * 4);
-  float *wm = gt_malloc((size_t)N * D * 4);
-  gt_fill(x, n, 1.0f), gt_fill(y, n, 0.1f), gt_fill(d, n, 0.1f), gt_fill(w, (size_t)D, 1.0f);
-  gt_fill(wm, (size_t)N * D, 0.03f);
-  uint16_t *hw = gt_to_bf16(wm, (size_t)N * D);
+  float *x = tu_malloc(n * 4), *y = tu_malloc(n * 4), *d = tu_malloc(n * 4), *w = tu_malloc((size_t)D * 4);
+  float *wm = tu_malloc((size_t)N * D * 4);
+  tu_fill_bf16(x, n, 1.0f), tu_fill_bf16(y, n, 0.1f), tu_fill_bf16(d, n, 0.1f), tu_fill_bf16(w, (size_t)D, 1.0f);
+  tu_fill_bf16(wm, (size_t)N * D, 0.03f);
+  uint16_t *hw = tu_to_bf16(wm, (size_t)N * D);
   tpd_weight wt;
-  GT_TRY(be->ops->load_weight(be, hw, TPD_BF16, N, D, &wt));
-  void *xa = gt_dev_from(be, x, n, TPD_BF16), *xb = gt_dev_from(be, x, n, TPD_BF16);
-  void *dy = gt_dev_from(be, y, n, TPD_BF16), *dd = gt_dev_from(be, d, n, TPD_BF16);
-  float *dw = (float *)gt_dev_from(be, w, (size_t)D, TPD_F32);
-  void *ha = gt_dev_poison(be, n * 2), *hb = gt_dev_poison(be, n * 2);
-  void *oa = gt_dev_poison(be, (size_t)T * N * 2), *ob = gt_dev_poison(be, (size_t)T * N * 2);
+  TU_TRY(be->ops->load_weight(be, hw, TPD_BF16, N, D, &wt));
+  void *xa = tu_dev_from(be, x, n, TPD_BF16), *xb = tu_dev_from(be, x, n, TPD_BF16);
+  void *dy = tu_dev_from(be, y, n, TPD_BF16), *dd = tu_dev_from(be, d, n, TPD_BF16);
+  float *dw = (float *)tu_dev_from(be, w, (size_t)D, TPD_F32);
+  void *ha = tu_dev_poison(be, n * 2), *hb = tu_dev_poison(be, n * 2);
+  void *oa = tu_dev_poison(be, (size_t)T * N * 2), *ob = tu_dev_poison(be, (size_t)T * N * 2);
 
   void *graph = NULL;
-  GT_TRY(be->ops->graph_begin(be));
+  TU_TRY(be->ops->graph_begin(be));
   step_ops(be, xa, dy, dd, dw, ha, &wt, oa, T, D);
-  GT_TRY(be->ops->graph_end(be, &graph));
-  for (int i = 0; i < 3; i++) GT_TRY(be->ops->graph_launch(be, graph));
+  TU_TRY(be->ops->graph_end(be, &graph));
+  for (int i = 0; i < 3; i++) TU_TRY(be->ops->graph_launch(be, graph));
   for (int i = 0; i < 3; i++) step_ops(be, xb, dy, dd, dw, hb, &wt, ob, T, D);
-  GT_TRY(be->ops->synchronize(be));
-  gt_expect(same_bits(be, xa, xb, n * 2) && same_bits(be, ha, hb, n * 2) && same_bits(be, oa, ob, (size_t)T * N * 2),
-            "graph of add + rmsnorm + matmul, replayed 3 times == 3 eager runs (bitwise)");
+  TU_TRY(be->ops->synchronize(be));
+  tu_expect(same_bits(be, xa, xb, n * 2) && same_bits(be, ha, hb, n * 2) && same_bits(be, oa, ob, (size_t)T * N * 2),
+            "graph of 2 residual rmsnorms + matmul, replayed 3 times == 3 eager runs (bitwise)");
   be->ops->graph_destroy(be, graph);
 
   /* the comm stream: compute -> event -> comm copy -> event -> compute */
   cudaStream_t comm = (cudaStream_t)be->ops->comm_stream(be);
-  void *za = gt_dev_poison(be, n * 2), *zb = gt_dev_poison(be, n * 2);
+  void *za = tu_dev_poison(be, n * 2), *zb = tu_dev_poison(be, n * 2);
   for (int join = 1; join >= 0; join--) {
-    GT_TRY(be->ops->graph_begin(be));
-    GT_TRY(be->ops->add(be, xa, dy, n));
-    GT_TRY(be->ops->event_record(be, 3, 0));
-    GT_TRY(be->ops->event_wait(be, 3, 1));
-    GT_CUDA(cudaMemcpyAsync(za, xa, n * 2, cudaMemcpyDeviceToDevice, comm));
+    TU_TRY(be->ops->graph_begin(be));
+    residual(be, xa, dy, dw, ha, T, D);
+    TU_TRY(be->ops->event_record(be, 3, 0));
+    TU_TRY(be->ops->event_wait(be, 3, 1));
+    TU_CUDA(cudaMemcpyAsync(za, xa, n * 2, cudaMemcpyDeviceToDevice, comm));
     if (join) {
-      GT_TRY(be->ops->event_record(be, 63, 1));
-      GT_TRY(be->ops->event_wait(be, 63, 0));
+      TU_TRY(be->ops->event_record(be, 63, 1));
+      TU_TRY(be->ops->event_wait(be, 63, 0));
     }
-    GT_TRY(be->ops->graph_end(be, &graph));
-    GT_TRY(be->ops->graph_launch(be, graph));
-    GT_TRY(be->ops->synchronize(be));
-    GT_TRY(be->ops->add(be, xb, dy, n));
-    GT_TRY(be->ops->synchronize(be)); /* the legacy-stream copy below does not wait for the backend's stream */
-    GT_CUDA(cudaMemcpy(zb, xb, n * 2, cudaMemcpyDeviceToDevice));
-    GT_CUDA(cudaDeviceSynchronize());
-    gt_expect(same_bits(be, za, zb, n * 2) && same_bits(be, xa, xb, n * 2),
+    TU_TRY(be->ops->graph_end(be, &graph));
+    TU_TRY(be->ops->graph_launch(be, graph));
+    TU_TRY(be->ops->synchronize(be));
+    residual(be, xb, dy, dw, hb, T, D);
+    TU_TRY(be->ops->synchronize(be)); /* the legacy-stream copy below does not wait for the backend's stream */
+    TU_CUDA(cudaMemcpy(zb, xb, n * 2, cudaMemcpyDeviceToDevice));
+    TU_CUDA(cudaDeviceSynchronize());
+    tu_expect(same_bits(be, za, zb, n * 2) && same_bits(be, xa, xb, n * 2),
               join ? "graph with comm-stream work joined by the caller" : "graph with comm-stream work joined by graph_end");
     be->ops->graph_destroy(be, graph);
   }
 
   /* a failed capture: a host synchronisation inside it */
-  GT_TRY(be->ops->graph_begin(be));
-  GT_TRY(be->ops->add(be, xa, dy, n));
+  TU_TRY(be->ops->graph_begin(be));
+  residual(be, xa, dy, dw, ha, T, D);
   const tpd_status s_sync = be->ops->synchronize(be);
   tpd_clear_error();
   const tpd_status s_end = be->ops->graph_end(be, &graph);
   printf("     failed capture reports: %s\n", tpd_last_error());
-  gt_expect(s_sync != TPD_OK && s_end == TPD_ERR_DEVICE && graph == NULL && strstr(tpd_last_error(), "capture"),
+  tu_expect(s_sync != TPD_OK && s_end == TPD_ERR_DEVICE && graph == NULL && strstr(tpd_last_error(), "capture"),
             "synchronize inside a capture fails and graph_end says the capture failed");
   tpd_clear_error();
-  GT_TRY(be->ops->synchronize(be));
-  GT_CUDA(cudaMemcpy(xb, xa, n * 2, cudaMemcpyDeviceToDevice));
-  GT_CUDA(cudaDeviceSynchronize());
-  GT_TRY(be->ops->add(be, xa, dy, n));
-  GT_TRY(be->ops->synchronize(be));
-  float *fa = gt_host_from(be, xa, n, TPD_BF16), *fb = gt_host_from(be, xb, n, TPD_BF16), *fy = gt_host_from(be, dy, n, TPD_BF16);
+  TU_TRY(be->ops->synchronize(be));
+  TU_CUDA(cudaMemcpy(xb, xa, n * 2, cudaMemcpyDeviceToDevice));
+  TU_CUDA(cudaDeviceSynchronize());
+  residual(be, xa, dy, dw, ha, T, D);
+  TU_TRY(be->ops->synchronize(be));
+  float *fa = tu_host_from(be, xa, n, TPD_BF16), *fb = tu_host_from(be, xb, n, TPD_BF16), *fy = tu_host_from(be, dy, n, TPD_BF16);
   int bad = 0;
   for (size_t i = 0; i < n; i++)
     if (fa[i] != tpd_bf16_to_f32(tpd_f32_to_bf16(fb[i] + fy[i]))) bad++;
-  gt_expect(bad == 0, "eager launches work after a failed capture");
+  tu_expect(bad == 0, "eager launches work after a failed capture");
   free(fa), free(fb), free(fy);
 
   be->ops->free(be, (void *)wt.data);
@@ -127,47 +133,47 @@ static void test_replay(tpd_backend *be) {
 static void test_workspace(void) {
   tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
   tpd_backend *be = NULL;
-  GT_TRY(tpd_backend_create("cuda", &o, &be));
+  TU_TRY(tpd_backend_create("cuda", &o, &be));
   const int F = 1000, K = 256, M_small = 20, M_big = 600;
-  float *x = gt_malloc((size_t)M_big * K * 4), *w = gt_malloc((size_t)2 * F * K * 4);
-  gt_fill(x, (size_t)M_big * K, 1.0f), gt_fill(w, (size_t)2 * F * K, 0.1f);
-  uint16_t *hw = gt_to_bf16(w, (size_t)2 * F * K);
+  float *x = tu_malloc((size_t)M_big * K * 4), *w = tu_malloc((size_t)2 * F * K * 4);
+  tu_fill_bf16(x, (size_t)M_big * K, 1.0f), tu_fill_bf16(w, (size_t)2 * F * K, 0.1f);
+  uint16_t *hw = tu_to_bf16(w, (size_t)2 * F * K);
   tpd_weight wt;
-  GT_TRY(be->ops->load_weight(be, hw, TPD_BF16, 2 * F, K, &wt));
-  void *dx = gt_dev_from(be, x, (size_t)M_big * K, TPD_BF16);
-  void *oa = gt_dev_poison(be, (size_t)M_big * F * 2), *ob = gt_dev_poison(be, (size_t)M_big * F * 2);
+  TU_TRY(be->ops->load_weight(be, hw, TPD_BF16, 2 * F, K, &wt));
+  void *dx = tu_dev_from(be, x, (size_t)M_big * K, TPD_BF16);
+  void *oa = tu_dev_poison(be, (size_t)M_big * F * 2), *ob = tu_dev_poison(be, (size_t)M_big * F * 2);
   tpd_matmul_args a = {M_small, dx, K, &wt, NULL, NULL, 0, TPD_BF16};
 
   void *graph = NULL;
   setenv("TPD_CUDA_CAPTURE_MODE", "global", 1);
-  GT_TRY(be->ops->graph_begin(be));
+  TU_TRY(be->ops->graph_begin(be));
   unsetenv("TPD_CUDA_CAPTURE_MODE");
   const tpd_status s_op = be->ops->matmul_swiglu(be, &a, oa, F);
   printf("     op needing a new workspace inside a global-mode capture: %s\n", tpd_last_error());
   tpd_clear_error();
   const tpd_status s_end = be->ops->graph_end(be, &graph);
   printf("     and graph_end: %s\n", tpd_last_error());
-  gt_expect(s_op == TPD_ERR_DEVICE && s_end == TPD_ERR_DEVICE && graph == NULL,
+  tu_expect(s_op == TPD_ERR_DEVICE && s_end == TPD_ERR_DEVICE && graph == NULL,
             "a workspace that would grow inside a global-mode capture fails the op and the capture");
   tpd_clear_error();
-  GT_TRY(be->ops->graph_begin(be)); /* relaxed (default): the scratch is allocated inside the capture */
-  GT_TRY(be->ops->matmul_swiglu(be, &a, oa, F));
-  GT_TRY(be->ops->graph_end(be, &graph));
-  GT_TRY(be->ops->graph_launch(be, graph));
-  GT_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
-  GT_TRY(be->ops->synchronize(be));
-  gt_expect(same_bits(be, oa, ob, (size_t)M_small * F * 2),
+  TU_TRY(be->ops->graph_begin(be)); /* relaxed (default): the scratch is allocated inside the capture */
+  TU_TRY(be->ops->matmul_swiglu(be, &a, oa, F));
+  TU_TRY(be->ops->graph_end(be, &graph));
+  TU_TRY(be->ops->graph_launch(be, graph));
+  TU_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
+  TU_TRY(be->ops->synchronize(be));
+  tu_expect(same_bits(be, oa, ob, (size_t)M_small * F * 2),
             "a workspace grows inside a relaxed capture; the graph replays == eager (bitwise)");
   a.M = M_big; /* more rows: the scratch grows again */
-  GT_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
-  GT_TRY(be->ops->synchronize(be));
-  GT_CUDA(cudaMemset(oa, 0xFF, (size_t)M_big * F * 2));
-  GT_CUDA(cudaDeviceSynchronize());
-  GT_TRY(be->ops->graph_launch(be, graph));
+  TU_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
+  TU_TRY(be->ops->synchronize(be));
+  TU_CUDA(cudaMemset(oa, 0xFF, (size_t)M_big * F * 2));
+  TU_CUDA(cudaDeviceSynchronize());
+  TU_TRY(be->ops->graph_launch(be, graph));
   a.M = M_small;
-  GT_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
-  GT_TRY(be->ops->synchronize(be));
-  gt_expect(same_bits(be, oa, ob, (size_t)M_small * F * 2),
+  TU_TRY(be->ops->matmul_swiglu(be, &a, ob, F));
+  TU_TRY(be->ops->synchronize(be));
+  tu_expect(same_bits(be, oa, ob, (size_t)M_small * F * 2),
             "a graph captured before its workspace grew still replays correctly");
   be->ops->graph_destroy(be, graph);
   graph = NULL;
@@ -178,30 +184,30 @@ static void test_workspace(void) {
   const size_t nc = (size_t)max_blocks * Hkv * bs * Dh;
   int32_t pos[1] = {900}, slot[1] = {0}, table[64];
   for (int i = 0; i < 64; i++) table[i] = 63 - i;
-  float *kc = gt_malloc(nc * 4), *q = gt_malloc((size_t)ldq * 4);
-  gt_fill(kc, nc, 1.0f), gt_fill(q, (size_t)ldq, 1.0f);
-  void *dk = gt_dev_from(be, kc, nc, TPD_BF16), *dq = gt_dev_from(be, q, (size_t)ldq, TPD_BF16);
-  void *aa = gt_dev_poison(be, (size_t)Hq * Dh * 2), *ab = gt_dev_poison(be, (size_t)Hq * Dh * 2);
+  float *kc = tu_malloc(nc * 4), *q = tu_malloc((size_t)ldq * 4);
+  tu_fill_bf16(kc, nc, 1.0f), tu_fill_bf16(q, (size_t)ldq, 1.0f);
+  void *dk = tu_dev_from(be, kc, nc, TPD_BF16), *dq = tu_dev_from(be, q, (size_t)ldq, TPD_BF16);
+  void *aa = tu_dev_poison(be, (size_t)Hq * Dh * 2), *ab = tu_dev_poison(be, (size_t)Hq * Dh * 2);
   int32_t *dpos, *dslot, *dtab;
-  GT_TRY(be->ops->alloc(be, sizeof pos, (void **)&dpos));
-  GT_TRY(be->ops->alloc(be, sizeof slot, (void **)&dslot));
-  GT_TRY(be->ops->alloc(be, sizeof table, (void **)&dtab));
-  GT_TRY(be->ops->upload(be, dpos, pos, sizeof pos));
-  GT_TRY(be->ops->upload(be, dslot, slot, sizeof slot));
-  GT_TRY(be->ops->upload(be, dtab, table, sizeof table));
+  TU_TRY(be->ops->alloc(be, sizeof pos, (void **)&dpos));
+  TU_TRY(be->ops->alloc(be, sizeof slot, (void **)&dslot));
+  TU_TRY(be->ops->alloc(be, sizeof table, (void **)&dtab));
+  TU_TRY(be->ops->upload(be, dpos, pos, sizeof pos));
+  TU_TRY(be->ops->upload(be, dslot, slot, sizeof slot));
+  TU_TRY(be->ops->upload(be, dtab, table, sizeof table));
   tpd_step_meta m = {1, dpos, dslot, dtab, max_blocks, bs, max_blocks * bs};
   tpd_attention_args at = {&m, Hq, Hkv, Dh, dq, ldq, dk, dk, ab, 0, 0.088f};
-  GT_TRY(be->ops->attention(be, &at));
+  TU_TRY(be->ops->attention(be, &at));
   at.out = aa;
-  GT_TRY(be->ops->graph_begin(be));
-  GT_TRY(be->ops->attention(be, &at));
-  GT_TRY(be->ops->graph_end(be, &graph));
-  GT_TRY(be->ops->graph_launch(be, graph));
-  GT_TRY(be->ops->synchronize(be));
-  gt_expect(same_bits(be, aa, ab, (size_t)Hq * Dh * 2), "attention (split context) captured == eager (bitwise)");
+  TU_TRY(be->ops->graph_begin(be));
+  TU_TRY(be->ops->attention(be, &at));
+  TU_TRY(be->ops->graph_end(be, &graph));
+  TU_TRY(be->ops->graph_launch(be, graph));
+  TU_TRY(be->ops->synchronize(be));
+  tu_expect(same_bits(be, aa, ab, (size_t)Hq * Dh * 2), "attention (split context) captured == eager (bitwise)");
   be->ops->graph_destroy(be, graph);
 
-  gt_expect(be->ops->event_record(be, 64, 0) == TPD_ERR_ARG && be->ops->event_wait(be, -1, 1) == TPD_ERR_ARG,
+  tu_expect(be->ops->event_record(be, 64, 0) == TPD_ERR_ARG && be->ops->event_wait(be, -1, 1) == TPD_ERR_ARG,
             "event ids outside [0, 64) are refused");
   tpd_clear_error();
   be->ops->free(be, (void *)wt.data);
@@ -296,13 +302,13 @@ static const tpd_comm_ops fake_ops = {.name = "fake-device",
 
 /* number of all-reduces that ran in the last step; clears the ledger */
 static int ledger_count(fake_comm *f) {
-  unsigned char *h = gt_malloc((size_t)f->cap);
-  GT_CUDA(cudaDeviceSynchronize());
-  GT_CUDA(cudaMemcpy(h, f->ledger, (size_t)f->cap, cudaMemcpyDeviceToHost));
+  unsigned char *h = tu_malloc((size_t)f->cap);
+  TU_CUDA(cudaDeviceSynchronize());
+  TU_CUDA(cudaMemcpy(h, f->ledger, (size_t)f->cap, cudaMemcpyDeviceToHost));
   int n = 0;
   for (int i = 0; i < f->cap; i++) n += h[i] == 1;
-  GT_CUDA(cudaMemset(f->ledger, 0, (size_t)f->cap));
-  GT_CUDA(cudaDeviceSynchronize());
+  TU_CUDA(cudaMemset(f->ledger, 0, (size_t)f->cap));
+  TU_CUDA(cudaDeviceSynchronize());
   f->calls = 0;
   free(h);
   return n;
@@ -314,13 +320,13 @@ static void test_engine_options(void) {
   snprintf(dir, sizeof dir, "%s/tpd-gpu-graph-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(dir)) {
     printf("FAIL: cannot create a temporary directory\n");
-    gt_failures++;
+    tu_count(0); /* a failure */
     return;
   }
   tpd_synth_spec spec;
-  GT_TRY(tpd_synth_preset("tiny", &spec));
-  spec.dim = 256, spec.ffn_dim = 344, spec.vocab = 600, spec.seed = gt_next(); /* D = 256: 1, 2 or 4 chunks of 64 */
-  GT_TRY(tpd_synth_write(&spec, dir));
+  TU_TRY(tpd_synth_preset("tiny", &spec));
+  spec.dim = 256, spec.ffn_dim = 344, spec.vocab = 600, spec.seed = tu_next(); /* D = 256: 1, 2 or 4 chunks of 64 */
+  TU_TRY(tpd_synth_write(&spec, dir));
   const int max_seqs = 2, T_cap = 32;
   fake_comm fc[2];
   tpd_comm comm[2];
@@ -329,36 +335,36 @@ static void test_engine_options(void) {
     memset(&fc[k], 0, sizeof fc[k]);
     fc[k].cap = 4096;
     fc[k].zeros_bytes = (size_t)T_cap * spec.dim * 4;
-    GT_CUDA(cudaMalloc((void **)&fc[k].ledger, (size_t)fc[k].cap));
-    GT_CUDA(cudaMemset(fc[k].ledger, 0, (size_t)fc[k].cap));
-    GT_CUDA(cudaMalloc(&fc[k].zeros, fc[k].zeros_bytes));
-    GT_CUDA(cudaMemset(fc[k].zeros, 0, fc[k].zeros_bytes));
-    GT_CUDA(cudaDeviceSynchronize());
+    TU_CUDA(cudaMalloc((void **)&fc[k].ledger, (size_t)fc[k].cap));
+    TU_CUDA(cudaMemset(fc[k].ledger, 0, (size_t)fc[k].cap));
+    TU_CUDA(cudaMalloc(&fc[k].zeros, fc[k].zeros_bytes));
+    TU_CUDA(cudaMemset(fc[k].zeros, 0, fc[k].zeros_bytes));
+    TU_CUDA(cudaDeviceSynchronize());
     comm[k] = (tpd_comm){.ops = &fake_ops, .rank = 0, .size = 2, .local_rank = 0, .local_size = 1, .impl = &fc[k]};
     tpd_engine_opts o;
     memset(&o, 0, sizeof o);
     o.model_dir = dir, o.backend = "cuda", o.n_threads = 1, o.max_ctx = 64, o.max_seqs = max_seqs;
     o.max_step_tokens = T_cap, o.kv_block_size = 8, o.device = -1;
-    GT_TRY(tpd_engine_create(&o, &comm[k], &e[k]));
+    TU_TRY(tpd_engine_create(&o, &comm[k], &e[k]));
   }
-  GT_TRY(tpd_engine_set_option(e[1], TPD_OPT_GRAPHS, 0));
-  gt_expect(tpd_engine_get_option(e[0], TPD_OPT_GRAPHS) == 1 && tpd_engine_get_option(e[0], TPD_OPT_OVERLAP) == 0 &&
+  TU_TRY(tpd_engine_set_option(e[1], TPD_OPT_GRAPHS, 0));
+  tu_expect(tpd_engine_get_option(e[0], TPD_OPT_GRAPHS) == 1 && tpd_engine_get_option(e[0], TPD_OPT_OVERLAP) == 0 &&
                 tpd_engine_get_option(e[0], TPD_OPT_AR_CHUNKS) == 1,
             "engine defaults: graphs on, overlap off, 1 all-reduce chunk");
   const int V = spec.vocab;
   int slot[2][2];
   for (int k = 0; k < 2; k++)
-    for (int s = 0; s < 2; s++) GT_TRY(tpd_engine_seq_open(e[k], &slot[k][s]));
+    for (int s = 0; s < 2; s++) TU_TRY(tpd_engine_seq_open(e[k], &slot[k][s]));
   int32_t prompt[2][7], feed[2], next[2][2];
   for (int s = 0; s < 2; s++)
-    for (int i = 0; i < 7; i++) prompt[s][i] = (int32_t)gt_randint(V);
-  float *logits[2] = {gt_malloc(sizeof(float) * 2 * (size_t)V), gt_malloc(sizeof(float) * 2 * (size_t)V)};
+    for (int i = 0; i < 7; i++) prompt[s][i] = (int32_t)tu_int(0, V - 1);
+  float *logits[2] = {tu_malloc(sizeof(float) * 2 * (size_t)V), tu_malloc(sizeof(float) * 2 * (size_t)V)};
   /* the prompts (eager on both: more tokens than sequences) */
   for (int k = 0; k < 2; k++) {
     tpd_step_item it[2];
     memset(it, 0, sizeof it);
     for (int s = 0; s < 2; s++) it[s] = (tpd_step_item){.slot = slot[k][s], .n_tokens = 7 - 3 * s, .tokens = prompt[s]};
-    GT_TRY(tpd_engine_step(e[k], it, 2, next[k], logits[k]));
+    TU_TRY(tpd_engine_step(e[k], it, 2, next[k], logits[k]));
     (void)ledger_count(&fc[k]);
   }
   feed[0] = next[1][0], feed[1] = next[1][1];
@@ -373,7 +379,7 @@ static void test_engine_options(void) {
   const int batches[2] = {2, 1}; /* per phase: a step at batch 2 and one at batch 1 */
   for (size_t p = 0; p < sizeof phases / sizeof phases[0]; p++) {
     if (phases[p].opt != TPD_OPT_GRAPHS)
-      for (int k = 0; k < 2; k++) GT_TRY(tpd_engine_set_option(e[k], phases[p].opt, phases[p].value));
+      for (int k = 0; k < 2; k++) TU_TRY(tpd_engine_set_option(e[k], phases[p].opt, phases[p].value));
     for (int b = 0; b < 2; b++) {
       const int B = batches[b];
       int n_ar[2];
@@ -381,23 +387,23 @@ static void test_engine_options(void) {
         tpd_step_item it[2];
         memset(it, 0, sizeof it);
         for (int s = 0; s < B; s++) it[s] = (tpd_step_item){.slot = slot[k][s], .n_tokens = 1, .tokens = &feed[s]};
-        GT_TRY(tpd_engine_step(e[k], it, B, next[k], logits[k]));
+        TU_TRY(tpd_engine_step(e[k], it, B, next[k], logits[k]));
         n_ar[k] = ledger_count(&fc[k]);
       }
-      const gt_cmp c = gt_compare(logits[0], V, logits[1], V, B, V);
+      const tu_cmp c = tu_compare(logits[0], V, logits[1], V, B, V);
       char what[200];
       snprintf(what, sizeof what, "after %s, batch %d: graph replay == eager: %d == %d all-reduces", phases[p].name, B,
                n_ar[0], n_ar[1]);
-      gt_expect(n_ar[0] == n_ar[1], what);
+      tu_expect(n_ar[0] == n_ar[1], what);
       snprintf(what, sizeof what, "after %s, batch %d: graph replay == eager: logits", phases[p].name, B);
-      gt_report(what, c, 1e-2);
+      tu_report(what, c, 1e-2);
       for (int s = 0; s < B; s++) feed[s] = next[1][s];
     }
   }
   for (int k = 0; k < 2; k++) {
     tpd_engine_destroy(e[k]);
-    GT_CUDA(cudaFree(fc[k].ledger));
-    GT_CUDA(cudaFree(fc[k].zeros));
+    TU_CUDA(cudaFree(fc[k].ledger));
+    TU_CUDA(cudaFree(fc[k].zeros));
   }
   free(logits[0]), free(logits[1]);
   char p[4200];
@@ -409,14 +415,14 @@ static void test_engine_options(void) {
 }
 
 int main(void) {
-  gt_require_gpu(PROG);
-  gt_seed();
+  tu_require_gpu(PROG);
+  tu_seed(PROG);
   tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
   tpd_backend *be = NULL;
-  GT_TRY(tpd_backend_create("cuda", &o, &be));
+  TU_TRY(tpd_backend_create("cuda", &o, &be));
   test_replay(be);
   tpd_backend_destroy(be);
   test_workspace();
   test_engine_options();
-  return gt_finish(PROG);
+  return tu_finish(PROG);
 }

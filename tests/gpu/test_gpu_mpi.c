@@ -19,7 +19,8 @@
 
 #include "launch/tools/synth.h"
 #include "runtime/engine/tpdecode.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 #include "tests/gpu/numerics.h"
 
 static const char *PROG = "test_gpu_mpi";
@@ -31,39 +32,39 @@ typedef struct {
 } setup_msg;
 
 int main(int argc, char **argv) {
-  tpd_comm *mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
-  if (!mpi) return GT_SKIP;
+  tpd_comm *mpi = tu_mpi_gpu_or_skip(&argc, &argv, PROG);
+  if (!mpi) return TU_SKIP;
   /* rank 0 writes the model and picks the seed */
   setup_msg msg;
   memset(&msg, 0, sizeof msg);
   if (mpi->rank == 0) {
-    gt_seed();
-    msg.seed = gt_state;
+    tu_seed(PROG);
+    msg.seed = tu_state;
     const char *tmp = getenv("TMPDIR");
     snprintf(msg.dir, sizeof msg.dir, "%s/tpd-gpu-mpi-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     tpd_synth_spec s;
     msg.ok = mkdtemp(msg.dir) != NULL && tpd_synth_preset("small", &s) == TPD_OK;
     if (msg.ok) {
-      s.n_layers = 2, s.vocab = 1001, s.seed = gt_next();
+      s.n_layers = 2, s.vocab = 1001, s.seed = tu_next();
       msg.ok = tpd_synth_write(&s, msg.dir) == TPD_OK;
     }
   }
-  GT_TRY(mpi->ops->host_broadcast(mpi, &msg, sizeof msg, 0));
+  TU_TRY(mpi->ops->host_broadcast(mpi, &msg, sizeof msg, 0));
   if (!msg.ok) {
     if (mpi->rank == 0) printf("FAIL: could not write the synthetic model (%s)\n", tpd_last_error());
     tpd_comm_destroy(mpi);
     return 1;
   }
-  gt_state = msg.seed;
+  tu_state = msg.seed;
 
   tpd_comm *comm = mpi;
   if (getenv("GT_NCCL")) {
 #ifdef TPD_HAVE_NCCL
-    GT_TRY(tpd_comm_nccl_create(mpi, -1, &comm));
+    TU_TRY(tpd_comm_nccl_create(mpi, -1, &comm));
 #else
     if (mpi->rank == 0) printf("SKIP: GT_NCCL=1 but this build has no NCCL\n");
     tpd_comm_destroy(mpi);
-    return GT_SKIP;
+    return TU_SKIP;
 #endif
   }
   tpd_engine_opts o;
@@ -78,26 +79,26 @@ int main(int argc, char **argv) {
   o.device = -1;
   tpd_engine *eg = NULL, *ec = NULL;
   tpd_comm *single = NULL;
-  GT_TRY(tpd_engine_create(&o, comm, &eg));
+  TU_TRY(tpd_engine_create(&o, comm, &eg));
   if (mpi->rank == 0) {
-    GT_TRY(tpd_comm_single_create(&single));
+    TU_TRY(tpd_comm_single_create(&single));
     o.backend = "cpu";
     o.n_threads = 2;
-    GT_TRY(tpd_engine_create(&o, single, &ec));
+    TU_TRY(tpd_engine_create(&o, single, &ec));
   }
   const int V = tpd_engine_config(eg)->vocab;
   int sg[2] = {0, 0}, sc[2] = {0, 0};
   for (int s = 0; s < 2; s++) {
-    GT_TRY(tpd_engine_seq_open(eg, &sg[s]));
-    if (ec) GT_TRY(tpd_engine_seq_open(ec, &sc[s]));
+    TU_TRY(tpd_engine_seq_open(eg, &sg[s]));
+    if (ec) TU_TRY(tpd_engine_seq_open(ec, &sc[s]));
   }
   const int plen[2] = {33, 12};
   int32_t prompt[2][33];
   for (int s = 0; s < 2; s++)
-    for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int32_t)gt_randint(V);
-  float *lg = gt_malloc(sizeof(float) * 2 * (size_t)V), *lc = gt_malloc(sizeof(float) * 2 * (size_t)V);
+    for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int32_t)tu_int(0, V - 1);
+  float *lg = tu_malloc(sizeof(float) * 2 * (size_t)V), *lc = tu_malloc(sizeof(float) * 2 * (size_t)V);
   int32_t feed[2] = {0, 0}, next_g[2] = {0, 0}, next_c[2] = {0, 0};
-  gt_cmp worst = {0, 0};
+  tu_cmp worst = {0, 0};
   int mismatches = 0;
   for (int step = 0; step < 7; step++) {
     const int n_seq = step < 4 ? 2 : 1; /* prefill 2, decode 2 (x3), decode 1 (x3) */
@@ -109,13 +110,13 @@ int main(int argc, char **argv) {
       it[s].slot = sg[s];
       it[s].stream = (uint64_t)s;
     }
-    GT_TRY(tpd_engine_step(eg, it, n_seq, next_g, lg));
+    TU_TRY(tpd_engine_step(eg, it, n_seq, next_g, lg));
     if (ec) {
       for (int s = 0; s < n_seq; s++) it[s].slot = sc[s];
-      GT_TRY(tpd_engine_step(ec, it, n_seq, next_c, lc));
+      TU_TRY(tpd_engine_step(ec, it, n_seq, next_c, lc));
       for (int s = 0; s < n_seq; s++) {
         const float *a = lg + (size_t)s * V, *b = lc + (size_t)s * V;
-        const gt_cmp c = gt_compare(a, V, b, V, 1, V);
+        const tu_cmp c = tu_compare(a, V, b, V, 1, V);
         worst.err = tu_worst(worst.err, c.err); /* NaN-safe running maximum */
         worst.n_nan += c.n_nan;
         int best = 0;
@@ -128,7 +129,7 @@ int main(int argc, char **argv) {
         feed[s] = next_c[s];
       }
     }
-    GT_TRY(mpi->ops->host_broadcast(mpi, feed, sizeof feed, 0));
+    TU_TRY(mpi->ops->host_broadcast(mpi, feed, sizeof feed, 0));
   }
   /* the numerics policy at TP = 2 on the conformance pack, over NCCL
    * (GT_NCCL=1): with f32 activations, and so f32 all-reduces, every case
@@ -141,7 +142,7 @@ int main(int argc, char **argv) {
     if (mpi->rank == 0) {
       char what[4400];
       snprintf(what, sizeof what, "conformance pack %.3000s: %d cases", dir, n_cases);
-      gt_expect(n_cases >= 6, what);
+      tu_expect(n_cases >= 6, what);
     }
     gn_stats f32_all;
     gn_stats_init(&f32_all);
@@ -149,9 +150,9 @@ int main(int argc, char **argv) {
       gn_case *pc = &cases[i];
       double *ref = NULL;
       if (mpi->rank == 0) gn_reference(dir, pc, &ref);
-      int32_t *picks = gt_malloc(sizeof(int32_t) * (size_t)pc->n);
-      int *with_logits = gt_malloc(sizeof(int) * (size_t)pc->n);
-      float *logits = gt_malloc(sizeof(float) * (size_t)pc->n * pc->V);
+      int32_t *picks = tu_malloc(sizeof(int32_t) * (size_t)pc->n);
+      int *with_logits = tu_malloc(sizeof(int) * (size_t)pc->n);
+      float *logits = tu_malloc(sizeof(float) * (size_t)pc->n * pc->V);
       gn_logit_steps(pc, 0, with_logits);
       char path[4200];
       snprintf(path, sizeof path, "%.3000s/%.120s", dir, pc->model);
@@ -165,17 +166,17 @@ int main(int argc, char **argv) {
       po.max_ctx = pc->np + pc->n;
       po.device = -1;
       tpd_engine *pe = NULL;
-      GT_TRY(tpd_engine_create(&po, comm, &pe));
+      TU_TRY(tpd_engine_create(&po, comm, &pe));
       tpd_engine_info pinfo;
       tpd_engine_get_info(pe, &pinfo);
-      GT_TRY(gn_forced_run(pe, pc, pc->n, with_logits, picks, logits));
+      TU_TRY(gn_forced_run(pe, pc, pc->n, with_logits, picks, logits));
       tpd_engine_destroy(pe);
       if (mpi->rank == 0) {
         if (!ref) {
           printf("FAIL %s: the float64 reference model did not load\n", pc->model);
-          gt_failures++;
+          tu_count(0); /* a failure */
         } else {
-          gt_expect(pinfo.tp == 2 && pinfo.act_dtype == TPD_F32, "f32  TP=2 engine: 2 ranks, f32 activations");
+          tu_expect(pinfo.tp == 2 && pinfo.act_dtype == TPD_F32, "f32  TP=2 engine: 2 ranks, f32 activations");
           gn_check_f32(pc, dir, picks, logits, with_logits, ref, 2, &f32_all);
         }
       }
@@ -188,17 +189,17 @@ int main(int argc, char **argv) {
   if (mpi->rank == 0) {
     char what[160];
     snprintf(what, sizeof what, "cuda engine TP=2 (%s comm) vs cpu TP=1: logits", comm->ops->name);
-    gt_report(what, worst, 3e-2);
+    tu_report(what, worst, 3e-2);
     snprintf(what, sizeof what, "cuda engine TP=2 (%s comm) vs cpu TP=1: greedy ids", comm->ops->name);
-    gt_expect(mismatches == 0, what);
-    verdict = gt_finish(PROG);
+    tu_expect(mismatches == 0, what);
+    verdict = tu_finish(PROG);
   }
-  GT_TRY(mpi->ops->host_broadcast(mpi, &verdict, sizeof verdict, 0));
+  TU_TRY(mpi->ops->host_broadcast(mpi, &verdict, sizeof verdict, 0));
   tpd_engine_destroy(eg);
   tpd_engine_destroy(ec);
   tpd_comm_destroy(single);
   if (comm != mpi) tpd_comm_destroy(comm);
-  GT_TRY(mpi->ops->barrier(mpi));
+  TU_TRY(mpi->ops->barrier(mpi));
   if (mpi->rank == 0) {
     char p[1200];
     snprintf(p, sizeof p, "%s/config.json", msg.dir);

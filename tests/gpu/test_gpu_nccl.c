@@ -13,29 +13,30 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
-#include "tests/gpu/gpu_test.h"
+#define TU_WITH_CUDA /* the device helpers of tests/testutil.h */
+#include "tests/testutil.h"
 
 static const char *PROG = "test_gpu_nccl";
 
 static int value(size_t i, int r) { return (int)((i * 7 + (size_t)r * 3) % 13) - 6; }
 
 static void check_allreduce(tpd_comm *nc, cudaStream_t st, tpd_dtype dt, size_t n, int use_start) {
-  float *h = gt_malloc(n * sizeof(float));
+  float *h = tu_malloc(n * sizeof(float));
   for (size_t i = 0; i < n; i++) h[i] = (float)value(i, nc->rank);
   const size_t esz = tpd_dtype_size(dt);
-  void *hb = gt_malloc(n * esz), *d = NULL;
+  void *hb = tu_malloc(n * esz), *d = NULL;
   tpd_convert(hb, dt, h, TPD_F32, n);
-  GT_CUDA(cudaMalloc(&d, n * esz));
-  GT_CUDA(cudaMemcpy(d, hb, n * esz, cudaMemcpyHostToDevice));
+  TU_CUDA(cudaMalloc(&d, n * esz));
+  TU_CUDA(cudaMemcpy(d, hb, n * esz, cudaMemcpyHostToDevice));
   if (use_start) {
     tpd_comm_req req;
-    GT_TRY(nc->ops->allreduce_start(nc, d, n, dt, st, &req));
-    GT_TRY(nc->ops->wait(nc, &req));
+    TU_TRY(nc->ops->allreduce_start(nc, d, n, dt, st, &req));
+    TU_TRY(nc->ops->wait(nc, &req));
   } else {
-    GT_TRY(nc->ops->allreduce(nc, d, n, dt, st));
+    TU_TRY(nc->ops->allreduce(nc, d, n, dt, st));
   }
-  GT_CUDA(cudaStreamSynchronize(st));
-  GT_CUDA(cudaMemcpy(hb, d, n * esz, cudaMemcpyDeviceToHost));
+  TU_CUDA(cudaStreamSynchronize(st));
+  TU_CUDA(cudaMemcpy(hb, d, n * esz, cudaMemcpyDeviceToHost));
   tpd_convert(h, TPD_F32, hb, dt, n);
   size_t wrong = 0;
   for (size_t i = 0; i < n; i++) {
@@ -46,8 +47,8 @@ static void check_allreduce(tpd_comm *nc, cudaStream_t st, tpd_dtype dt, size_t 
   char what[160];
   snprintf(what, sizeof what, "nccl allreduce%s %s, %zu elements, %d rank(s): wrong values: %zu",
            use_start ? "_start/wait" : "", tpd_dtype_name(dt), n, nc->size, wrong);
-  gt_expect(wrong == 0, what);
-  GT_CUDA(cudaFree(d));
+  tu_expect(wrong == 0, what);
+  TU_CUDA(cudaFree(d));
   free(h), free(hb);
 }
 
@@ -58,39 +59,39 @@ static int value_rep(size_t i, int r, int rep) { return (int)((i * 7 + (size_t)r
 static void check_graph(tpd_comm *nc, tpd_dtype dt) {
   const size_t n = 4096 + 7, esz = tpd_dtype_size(dt), nb = n * esz;
   cudaStream_t cs;
-  GT_CUDA(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+  TU_CUDA(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
   void *src = NULL, *buf = NULL, *dst = NULL;
-  GT_CUDA(cudaMalloc(&src, nb));
-  GT_CUDA(cudaMalloc(&buf, nb));
-  GT_CUDA(cudaMalloc(&dst, nb));
+  TU_CUDA(cudaMalloc(&src, nb));
+  TU_CUDA(cudaMalloc(&buf, nb));
+  TU_CUDA(cudaMalloc(&dst, nb));
   cudaGraph_t graph = NULL;
   cudaGraphExec_t exec = NULL;
-  GT_CUDA(cudaStreamBeginCapture(cs, cudaStreamCaptureModeRelaxed));
-  GT_CUDA(cudaMemcpyAsync(buf, src, nb, cudaMemcpyDeviceToDevice, cs));
+  TU_CUDA(cudaStreamBeginCapture(cs, cudaStreamCaptureModeRelaxed));
+  TU_CUDA(cudaMemcpyAsync(buf, src, nb, cudaMemcpyDeviceToDevice, cs));
   const tpd_status s_ar = nc->ops->allreduce(nc, buf, n, dt, cs);
-  GT_CUDA(cudaMemcpyAsync(dst, buf, nb, cudaMemcpyDeviceToDevice, cs));
+  TU_CUDA(cudaMemcpyAsync(dst, buf, nb, cudaMemcpyDeviceToDevice, cs));
   const cudaError_t e_end = cudaStreamEndCapture(cs, &graph);
   char what[200];
   snprintf(what, sizeof what, "nccl all-reduce %s captured in a graph: the collective and the capture succeed (%s)",
            tpd_dtype_name(dt), s_ar != TPD_OK ? tpd_last_error() : cudaGetErrorString(e_end));
-  gt_expect(s_ar == TPD_OK && e_end == cudaSuccess && graph != NULL, what);
+  tu_expect(s_ar == TPD_OK && e_end == cudaSuccess && graph != NULL, what);
   if (s_ar != TPD_OK || e_end != cudaSuccess || !graph) {
     tpd_clear_error();
     (void)cudaGetLastError();
   } else {
-    GT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    float *h = gt_malloc(n * sizeof(float));
-    void *hb = gt_malloc(nb);
+    TU_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    float *h = tu_malloc(n * sizeof(float));
+    void *hb = tu_malloc(nb);
     size_t wrong = 0;
     for (int rep = 0; rep < 3; rep++) {
       for (size_t i = 0; i < n; i++) h[i] = (float)value_rep(i, nc->rank, rep);
       tpd_convert(hb, dt, h, TPD_F32, n);
-      GT_CUDA(cudaMemcpy(src, hb, nb, cudaMemcpyHostToDevice));
-      GT_CUDA(cudaMemset(dst, 0xFF, nb)); /* NaN until the replay writes it */
-      GT_CUDA(cudaDeviceSynchronize());
-      GT_CUDA(cudaGraphLaunch(exec, cs));
-      GT_CUDA(cudaStreamSynchronize(cs));
-      GT_CUDA(cudaMemcpy(hb, dst, nb, cudaMemcpyDeviceToHost));
+      TU_CUDA(cudaMemcpy(src, hb, nb, cudaMemcpyHostToDevice));
+      TU_CUDA(cudaMemset(dst, 0xFF, nb)); /* NaN until the replay writes it */
+      TU_CUDA(cudaDeviceSynchronize());
+      TU_CUDA(cudaGraphLaunch(exec, cs));
+      TU_CUDA(cudaStreamSynchronize(cs));
+      TU_CUDA(cudaMemcpy(hb, dst, nb, cudaMemcpyDeviceToHost));
       tpd_convert(h, TPD_F32, hb, dt, n);
       for (size_t i = 0; i < n; i++) {
         int want = 0;
@@ -100,56 +101,56 @@ static void check_graph(tpd_comm *nc, tpd_dtype dt) {
     }
     snprintf(what, sizeof what, "nccl all-reduce %s in a graph, replayed 3 times on fresh inputs, %d rank(s): wrong values: %zu",
              tpd_dtype_name(dt), nc->size, wrong);
-    gt_expect(wrong == 0, what);
-    GT_CUDA(cudaGraphExecDestroy(exec));
+    tu_expect(wrong == 0, what);
+    TU_CUDA(cudaGraphExecDestroy(exec));
     free(h), free(hb);
   }
-  if (graph) GT_CUDA(cudaGraphDestroy(graph));
-  GT_CUDA(cudaFree(src));
-  GT_CUDA(cudaFree(buf));
-  GT_CUDA(cudaFree(dst));
-  GT_CUDA(cudaStreamDestroy(cs));
+  if (graph) TU_CUDA(cudaGraphDestroy(graph));
+  TU_CUDA(cudaFree(src));
+  TU_CUDA(cudaFree(buf));
+  TU_CUDA(cudaFree(dst));
+  TU_CUDA(cudaStreamDestroy(cs));
 }
 
 static void check_allgather_broadcast(tpd_comm *nc, cudaStream_t st) {
   const size_t nb = 4096 + 5, total = nb * (size_t)nc->size;
-  unsigned char *h = gt_malloc(total);
+  unsigned char *h = tu_malloc(total);
   for (size_t i = 0; i < nb; i++) h[i] = (unsigned char)(nc->rank * 31 + i);
   void *dsend = NULL, *drecv = NULL;
-  GT_CUDA(cudaMalloc(&dsend, nb));
-  GT_CUDA(cudaMalloc(&drecv, total));
-  GT_CUDA(cudaMemset(drecv, 0xFF, total));
-  GT_CUDA(cudaMemcpy(dsend, h, nb, cudaMemcpyHostToDevice));
-  GT_TRY(nc->ops->allgather(nc, dsend, drecv, nb, st));
-  GT_CUDA(cudaStreamSynchronize(st));
-  GT_CUDA(cudaMemcpy(h, drecv, total, cudaMemcpyDeviceToHost));
+  TU_CUDA(cudaMalloc(&dsend, nb));
+  TU_CUDA(cudaMalloc(&drecv, total));
+  TU_CUDA(cudaMemset(drecv, 0xFF, total));
+  TU_CUDA(cudaMemcpy(dsend, h, nb, cudaMemcpyHostToDevice));
+  TU_TRY(nc->ops->allgather(nc, dsend, drecv, nb, st));
+  TU_CUDA(cudaStreamSynchronize(st));
+  TU_CUDA(cudaMemcpy(h, drecv, total, cudaMemcpyDeviceToHost));
   size_t wrong = 0;
   for (int r = 0; r < nc->size; r++)
     for (size_t i = 0; i < nb; i++)
       if (h[(size_t)r * nb + i] != (unsigned char)(r * 31 + i)) wrong++;
   char what[160];
   snprintf(what, sizeof what, "nccl allgather %zu bytes per rank: wrong values: %zu", nb, wrong);
-  gt_expect(wrong == 0, what);
+  tu_expect(wrong == 0, what);
   const int root = nc->size - 1;
   for (size_t i = 0; i < nb; i++) h[i] = (unsigned char)(nc->rank == root ? 255 - (i % 251) : 0);
-  GT_CUDA(cudaMemcpy(dsend, h, nb, cudaMemcpyHostToDevice));
-  GT_TRY(nc->ops->broadcast(nc, dsend, nb, root, st));
-  GT_CUDA(cudaStreamSynchronize(st));
-  GT_CUDA(cudaMemcpy(h, dsend, nb, cudaMemcpyDeviceToHost));
+  TU_CUDA(cudaMemcpy(dsend, h, nb, cudaMemcpyHostToDevice));
+  TU_TRY(nc->ops->broadcast(nc, dsend, nb, root, st));
+  TU_CUDA(cudaStreamSynchronize(st));
+  TU_CUDA(cudaMemcpy(h, dsend, nb, cudaMemcpyDeviceToHost));
   wrong = 0;
   for (size_t i = 0; i < nb; i++)
     if (h[i] != (unsigned char)(255 - (i % 251))) wrong++;
   snprintf(what, sizeof what, "nccl broadcast from rank %d: wrong values: %zu", root, wrong);
-  gt_expect(wrong == 0, what);
-  int mine = nc->rank + 100, *all = gt_malloc(sizeof(int) * (size_t)nc->size);
-  GT_TRY(nc->ops->host_allgather(nc, &mine, all, sizeof(int)));
+  tu_expect(wrong == 0, what);
+  int mine = nc->rank + 100, *all = tu_malloc(sizeof(int) * (size_t)nc->size);
+  TU_TRY(nc->ops->host_allgather(nc, &mine, all, sizeof(int)));
   wrong = 0;
   for (int r = 0; r < nc->size; r++) wrong += all[r] != r + 100;
-  GT_TRY(nc->ops->barrier(nc));
+  TU_TRY(nc->ops->barrier(nc));
   snprintf(what, sizeof what, "nccl host_allgather (through MPI) + barrier: wrong values: %zu", wrong);
-  gt_expect(wrong == 0, what);
-  GT_CUDA(cudaFree(dsend));
-  GT_CUDA(cudaFree(drecv));
+  tu_expect(wrong == 0, what);
+  TU_CUDA(cudaFree(dsend));
+  TU_CUDA(cudaFree(drecv));
   free(h), free(all);
 }
 
@@ -157,36 +158,36 @@ int main(int argc, char **argv) {
   tpd_comm *mpi = NULL; /* the bootstrap: MPI under mpirun, else the single-process communicator */
 #ifdef TPD_HAVE_MPI
   if (tpd_comm_launched_by_mpi()) {
-    mpi = gt_mpi_gpu_or_skip(&argc, &argv, PROG);
-    if (!mpi) return GT_SKIP;
+    mpi = tu_mpi_gpu_or_skip(&argc, &argv, PROG);
+    if (!mpi) return TU_SKIP;
   }
 #endif
   if (!mpi) {
     (void)argc, (void)argv;
-    gt_require_gpu(PROG);
-    GT_TRY(tpd_comm_single_create(&mpi));
+    tu_require_gpu(PROG);
+    TU_TRY(tpd_comm_single_create(&mpi));
   }
   printf("bootstrap over the %s communicator, %d rank(s)\n", mpi->ops->name, mpi->size);
   tpd_comm *nc = NULL;
-  GT_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
-  gt_expect(!strcmp(nc->ops->name, "nccl") && nc->ops->data_on_device == 1 && nc->size == mpi->size &&
+  TU_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
+  tu_expect(!strcmp(nc->ops->name, "nccl") && nc->ops->data_on_device == 1 && nc->size == mpi->size &&
                 nc->rank == mpi->rank,
             "nccl communicator: device data, same ranks as the bootstrap communicator");
   /* the first collectives after create: inside a capture */
   check_graph(nc, TPD_F32);
   check_graph(nc, TPD_BF16);
   cudaStream_t st;
-  GT_CUDA(cudaStreamCreate(&st)); /* blocking: ordered after the legacy-stream copies that set up inputs */
+  TU_CUDA(cudaStreamCreate(&st)); /* blocking: ordered after the legacy-stream copies that set up inputs */
   const tpd_dtype dts[3] = {TPD_F32, TPD_BF16, TPD_F16};
   for (int i = 0; i < 3; i++) {
     check_allreduce(nc, st, dts[i], ((size_t)1 << 20) + 3, 0);
     check_allreduce(nc, st, dts[i], 4099, 1);
   }
   check_allgather_broadcast(nc, st);
-  GT_CUDA(cudaStreamDestroy(st));
+  TU_CUDA(cudaStreamDestroy(st));
   tpd_comm_destroy(nc);
-  int verdict = gt_finish(PROG), worst = -1;
-  GT_TRY(tpd_comm_agree(mpi, verdict == 0, &worst));
+  int verdict = tu_finish(PROG), worst = -1;
+  TU_TRY(tpd_comm_agree(mpi, verdict == 0, &worst));
   tpd_comm_destroy(mpi);
   return worst >= 0 ? 1 : 0;
 }

@@ -2,7 +2,9 @@
  * side of a comparison, an all-NaN array, an empty comparison and an all-zero
  * reference never pass; a tolerance passes at its bound and not one ulp
  * beyond; a program that made no checks fails tu_finish (run in a child
- * process, whose exit status and message are checked). */
+ * process, whose exit status and message are checked); the verbose checks
+ * (tu_report, tu_expect) count and print their verdict; a program in two
+ * files keeps one set of counters and one generator. */
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -106,6 +108,105 @@ static void test_bound(void) {
   CHECK(tu_rel_err(x, y, 2) == sqrt(10.0 / 20.0), "tu_rel_err %.17g", tu_rel_err(x, y, 2));
 }
 
+/* stdout into a temporary file, so that a verdict line can be read back
+ * (and the expected FAIL lines stay out of the log) */
+static FILE *g_cap;
+static int g_saved_stdout = -1;
+static void capture_begin(void) {
+  fflush(stdout);
+  g_cap = tmpfile();
+  g_saved_stdout = dup(1);
+  if (!g_cap || g_saved_stdout < 0 || dup2(fileno(g_cap), 1) < 0) {
+    fprintf(stderr, "FAIL: cannot capture stdout\n");
+    exit(1);
+  }
+}
+static void capture_end(char *buf, size_t cap) {
+  fflush(stdout);
+  dup2(g_saved_stdout, 1);
+  close(g_saved_stdout);
+  rewind(g_cap);
+  const size_t n = fread(buf, 1, cap - 1, g_cap);
+  buf[n] = 0;
+  fclose(g_cap);
+}
+
+/* tu_compare and tu_report: a poisoned (NaN) or infinite element on either
+ * side fails at any tolerance; padding beyond the compared columns is not
+ * read; an error at the bound passes.  Each verdict is counted. */
+static void test_report(void) {
+  enum { R = 3, C = 5, LD = 7 };
+  float out[R * LD], ref[R * C];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < LD; c++) {
+      out[r * LD + c] = c < C ? (float)tu_uniform(-2.0, 2.0) : NAN; /* padding: NaN, never compared */
+      if (c < C) ref[r * C + c] = out[r * LD + c];
+    }
+  tu_cmp k = tu_compare(out, LD, ref, C, R, C);
+  CHECK(k.err == 0.0 && k.n_nan == 0, "equal rows with NaN padding: err %g, %zu NaN", k.err, k.n_nan);
+  const int c0 = tu_checks, f0 = tu_failures;
+  char line[512];
+  capture_begin();
+  const int pass = tu_report("equal rows", k, 0.0);
+  capture_end(line, sizeof line);
+  CHECK(pass && tu_checks == c0 + 1 && tu_failures == f0 && !strncmp(line, "ok   equal rows", 15),
+        "tu_report of equal rows at tolerance 0 said \"%s\"", line);
+  const float bad[3] = {NAN, INFINITY, -INFINITY};
+  for (int b = 0; b < 3; b++)
+    for (int side = 0; side < 2; side++) {
+      const int at_r = tu_int(0, R - 1), at_c = tu_int(0, C - 1);
+      float *p = side ? &ref[at_r * C + at_c] : &out[at_r * LD + at_c];
+      const float keep = *p;
+      *p = bad[b];
+      k = tu_compare(out, LD, ref, C, R, C);
+      const int c1 = tu_checks, f1 = tu_failures;
+      capture_begin();
+      const int passed = tu_report("a non-finite element", k, 1e300);
+      capture_end(line, sizeof line);
+      const int counted = tu_checks == c1 + 1 && tu_failures == f1 + 1;
+      tu_failures = f1; /* the expected failure is not the program's */
+      CHECK(!passed && counted && k.n_nan == 1 && k.err == INFINITY && !strncmp(line, "FAIL a non-finite", 17),
+            "%g in the %s: passed %d, err %g, %zu NaN, said \"%s\"", (double)bad[b], side ? "reference" : "result",
+            passed, k.err, k.n_nan, line);
+      *p = keep;
+    }
+  /* an error exactly at the bound passes: ||(0.5, 0)|| / ||(1, 0)|| = 0.5 */
+  const float o2[2] = {1.5f, 0.0f}, r2[2] = {1.0f, 0.0f};
+  k = tu_compare(o2, 2, r2, 2, 1, 2);
+  const int f2 = tu_failures;
+  capture_begin();
+  const int at_bound = tu_report("at the bound", k, 0.5);
+  capture_end(line, sizeof line);
+  CHECK(k.err == 0.5 && at_bound && tu_failures == f2, "err %g at tolerance 0.5", k.err);
+  /* tu_expect counts like CHECK and prints one verdict line */
+  const int c3 = tu_checks, f3 = tu_failures;
+  capture_begin();
+  const int e1 = tu_expect(1, "one"), e0 = tu_expect(0, "two");
+  capture_end(line, sizeof line);
+  const int counted = tu_checks == c3 + 2 && tu_failures == f3 + 1;
+  tu_failures = f3;
+  CHECK(e1 && !e0 && counted && !strcmp(line, "ok   one\nFAIL two\n"), "tu_expect: said \"%s\"", line);
+}
+
+void other_file_checks(int n);
+uint64_t other_file_draw(void);
+
+/* A program in two files (testutil_other_file.c): its checks count in the
+ * same tu_checks, and it draws from the same generator state. */
+static void test_two_files(void) {
+  const int before = tu_checks;
+  other_file_checks(3);
+  const int counted = tu_checks - before;
+  CHECK(counted == 3, "checks made in the second file: %d of 3 counted here", counted);
+  const uint64_t s = tu_state;
+  const uint64_t there = other_file_draw();
+  const uint64_t advanced = tu_state;
+  tu_state = s;
+  const uint64_t here = tu_next();
+  CHECK(there == here && advanced == tu_state && advanced != s,
+        "the second file draws from this file's generator (state shared)");
+}
+
 /* tu_finish in a child process with the given counts: its exit status, and
  * what it wrote to stderr (in msg). */
 static int finish_in_child(int checks, int failures, char *msg, size_t cap) {
@@ -149,6 +250,8 @@ int main(void) {
   test_non_finite();
   test_degenerate();
   test_bound();
+  test_report();
+  test_two_files();
   test_finish();
   return tu_finish("test_testutil");
 }

@@ -34,7 +34,7 @@ typedef enum {
   cudaErrorLaunchFailure = 719
 } cudaError_t;
 
-typedef enum {
+typedef enum cudaMemcpyKind { /* named as CUDA's: C code writes enum cudaMemcpyKind */
   cudaMemcpyHostToHost = 0,
   cudaMemcpyHostToDevice = 1,
   cudaMemcpyDeviceToHost = 2,

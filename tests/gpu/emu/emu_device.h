@@ -2,9 +2,9 @@
  * emulation (tests/gpu/emu): maps the CUDA C keywords and intrinsics the
  * kernels use onto host code.  Each CUDA thread runs as a coroutine; every
  * __syncthreads() is a block barrier and every __shfl_xor_sync a warp-wide
- * exchange, resolved by the scheduler in emu_runtime.cpp.  `<<<...>>>`
+ * exchange, resolved by the scheduler in emu_simt.cpp.  `<<<...>>>`
  * launches were rewritten into emu_launch() calls by emu_convert.cmake and
- * are deferred: they run when a synchronisation needs them (emu_runtime.cpp).
+ * are deferred: they run when a synchronisation needs them (emu_streams.cpp).
  * Not CUDA; a harness to run the kernels' logic where no GPU exists. */
 #ifndef TPD_EMU_DEVICE_H
 #define TPD_EMU_DEVICE_H
