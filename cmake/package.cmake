@@ -50,12 +50,16 @@ install(TARGETS ${TPD_PROGRAMS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # a header missing here fails it)
 set(TPD_PUBLIC_HEADERS comm/comm.h runtime/base/dtype.h runtime/base/error.h runtime/model/config.h
   runtime/engine/sampler.h)
-install(FILES runtime/engine/tpdecode.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tpdecode)
+if(TPD_HAVE_MPI)
+  # tpd_comm_mpi_from (needs <mpi.h>); a build without MPI has no such function
+  list(APPEND TPD_PUBLIC_HEADERS comm/tpdecode_mpi.h)
+endif()
+install(FILES runtime/engine/tpdecode.h runtime/engine/tpdecode_sched.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tpdecode)
 foreach(h ${TPD_PUBLIC_HEADERS})
   get_filename_component(dir ${h} DIRECTORY)
   install(FILES ${h} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tpdecode/${dir})
 endforeach()
-install(FILES launch/examples/embed.c DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+install(FILES launch/examples/embed.c launch/examples/serve.c DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 
 # ---- tpdecode.pc ----
 # Libs.private: what a static link adds after libtpdecode.a, from what this

@@ -7,7 +7,16 @@
  * collectives always take host memory; the engine uses them for control
  * (sampled token ids, argmax candidates, agreeing on errors).
  * `stream` is a cudaStream_t for device communicators and ignored otherwise.
- * Every call returns a tpd_status; a failure names the call, file:line and rank. */
+ * Every call returns a tpd_status; a failure names the call, file:line and rank.
+ *
+ * Ownership: whoever creates a tpd_comm (tpd_comm_*_create, tpd_comm_mpi_from
+ * in comm/tpdecode_mpi.h, or the `owned` of tpd_comm_for_backend) destroys it
+ * with tpd_comm_destroy, once, after everything that uses it.  Engines and
+ * the NCCL communicator only borrow the communicator they are given: they
+ * never destroy it, so destroy the engine (and the NCCL communicator over
+ * it) first.  The MPI communicators work on a duplicate (MPI_Comm_dup) of
+ * MPI_COMM_WORLD or of the application's communicator; tpd_comm_destroy
+ * frees that duplicate, never the application's communicator. */
 #ifndef TPD_COMM_H
 #define TPD_COMM_H
 
@@ -24,7 +33,7 @@ typedef struct tpd_comm tpd_comm;
 
 /* An all-reduce in flight (async where the communicator allows it). */
 typedef struct {
-  void *impl;  /* MPI_Request*, or NULL when the operation completed at start */
+  void *impl;  /* the communicator's request (MPI: a slot of its pool), or NULL when it completed at start */
   int active;
 } tpd_comm_req;
 
@@ -32,9 +41,16 @@ typedef struct {
   const char *name;
   int data_on_device;
   void (*destroy)(tpd_comm *c);
-  /* in-place sum over all ranks */
+  /* In-place sum over all ranks.  MPI (host buffers): every element is
+   * ((x0 + x1) + x2) + ... + x_{p-1} in rank order, added in f32 (16-bit
+   * inputs widened) and rounded once to dt, bit for bit the same whatever
+   * n_elems and however a message is split, blocking or started -- so a
+   * row's sum does not depend on the rest of the batch (comm/comm_mpi.c).
+   * Single: a copy.  NCCL makes no such promise: its order may change with
+   * the size and the algorithm it picks. */
   tpd_status (*allreduce)(tpd_comm *c, void *buf, size_t n_elems, tpd_dtype dt, void *stream);
-  /* start an in-place sum; finish it with wait() before touching buf */
+  /* start an in-place sum (the same result as allreduce); finish it with
+   * wait() before touching buf */
   tpd_status (*allreduce_start)(tpd_comm *c, void *buf, size_t n_elems, tpd_dtype dt, void *stream,
                                 tpd_comm_req *req);
   tpd_status (*wait)(tpd_comm *c, tpd_comm_req *req);
@@ -57,7 +73,8 @@ struct tpd_comm {
 
 /* Single process, TP=1: every collective is a copy or a no-op. */
 tpd_status tpd_comm_single_create(tpd_comm **out);
-/* A duplicate of MPI_COMM_WORLD.  Initialises MPI (MPI_Init_thread with
+/* A duplicate of MPI_COMM_WORLD (a sub-communicator the application gives:
+ * tpd_comm_mpi_from, comm/tpdecode_mpi.h).  Initialises MPI (MPI_Init_thread with
  * MPI_THREAD_FUNNELED) unless it is already initialised; either way a thread
  * level below FUNNELED, or a call from another thread than MPI's main one,
  * is an error.  Each communicator it returns holds a reference on MPI: when
@@ -86,6 +103,9 @@ tpd_status tpd_comm_for_backend(tpd_comm *comm, const char *backend, tpd_comm **
                                 size_t note_cap);
 int tpd_comm_launched_by_mpi(void);
 
+/* Frees c and what it owns (for MPI: its duplicate communicator, and MPI
+ * itself when tpdecode initialised it and c held the last reference; for
+ * NCCL: its NCCL communicator, not the bootstrap one).  NULL is a no-op. */
 void tpd_comm_destroy(tpd_comm *c);
 
 /* Collective agreement on a local status: every rank learns the lowest rank

@@ -104,6 +104,30 @@ typedef struct {
   int idx_offset;
 } tpd_argmax_args;
 
+/* Log-probability statistics of this rank's vocabulary slice, per row of
+ * f32 logits [M, N]: the maximum, the sum of exp(logit - max) (accumulated
+ * in f32 or wider), and the k largest logits with their indices (+
+ * idx_offset), largest first, equal values by lower index.  k in
+ * 0..TPD_LOGIT_TOPK_MAX; k > N leaves entries [N, k) as (-inf, -1).  The
+ * engine merges the ranks' results into log_softmax over the whole
+ * vocabulary without gathering the logits.  Special values are not hidden:
+ * a NaN logit makes the row's max and sumexp NaN (it is never a top-k
+ * entry: entries it leaves unfilled are (-inf, -1)); a +inf logit makes
+ * sumexp NaN (inf - inf); -inf logits are ordinary entries (by index among
+ * themselves); a row with no value above -inf (N = 0 included) has max
+ * -inf and sumexp 0, which the caller must treat as "no probability mass
+ * here".  top_val and top_idx may be NULL when k = 0. */
+#define TPD_LOGIT_TOPK_MAX 20
+typedef struct {
+  int M, N, k;
+  const float *logits; /* [M, N] */
+  float *max;          /* [M] */
+  float *sumexp;       /* [M] */
+  float *top_val;      /* [M, k] */
+  int32_t *top_idx;    /* [M, k] */
+  int idx_offset;
+} tpd_logit_stats_args;
+
 /* What an engine will ask of a backend, known when it is created: the
  * backend sizes every workspace from it once (tpd_backend_ops.reserve).
  * Sizes are this rank's. */
@@ -148,6 +172,7 @@ typedef struct tpd_backend_ops {
   /* dst[i, :] = src[rows[i], :] for i < n, width D, act; rows is host memory */
   tpd_status (*gather_rows)(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
   tpd_status (*argmax)(tpd_backend *be, const tpd_argmax_args *a);
+  tpd_status (*logit_stats)(tpd_backend *be, const tpd_logit_stats_args *a);
 
   /* ---- optional: NULL where a backend does not provide them ---- */
   /* Sizes every workspace the ops use (matmul scratch, attention partials,

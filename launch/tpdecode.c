@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
     tpd_comm_destroy(comm);
     return 0;
   }
-  tpd_engine_opts eo = {.model_dir = o.model, .backend = o.backend, .n_threads = tpd_cli_threads(PROG, comm, o.threads),
+  tpd_engine_opts eo = {TPD_ENGINE_OPTS_INIT, .model_dir = o.model, .backend = o.backend, .n_threads = tpd_cli_threads(PROG, comm, o.threads),
                         .max_seqs = o.n_prompts, .device = -1, .activations = o.activations};
   int ok = 1, bad = -1;
   FILE *logits_f = NULL;
@@ -251,8 +251,9 @@ int main(int argc, char **argv) {
   q.sampling.seed = (uint64_t)o.seed;
   tpd_gen_result r;
   st = tpd_generate(e, &q, &r);
-  /* argument and input errors are found before any collective, alike on all ranks */
-  if (st != TPD_OK) tpd_cli_die(PROG, comm, st, st == TPD_ERR_ARG);
+  /* every rank returns the same status from a failed step (input errors are found before any
+   * collective, the rest agreed in the step's gather); only a broken collective is not agreed */
+  if (st != TPD_OK) tpd_cli_die(PROG, comm, st, st != TPD_ERR_COMM);
 
   if (comm->rank == 0) {
     long generated = 0;

@@ -56,6 +56,17 @@ static inline int tu_count(int ok) {
     }                                                                                              \
   } while (0)
 
+/* Expects `expr` to return `want` with a message containing `needle`; clears it. */
+#define EXPECT_FAIL(expr, want, needle)                                                                     \
+  do {                                                                                                      \
+    tpd_clear_error();                                                                                      \
+    const tpd_status st_ = (expr);                                                                          \
+    CHECK(st_ == (want), "%s -> %s, expected %s (%s)", #expr, tpd_status_name(st_), tpd_status_name(want), \
+          tpd_last_error());                                                                                \
+    CHECK(strstr(tpd_last_error(), (needle)) != NULL, "%s: message '%s' does not name '%s'", #expr,        \
+          tpd_last_error(), (needle));                                                                      \
+  } while (0)
+
 /* A tpd call the rest of the test depends on: anything but TPD_OK ends the
  * program (exit 1) with the call, its status, message and location. */
 #define TU_TRY(expr)                                                                                        \

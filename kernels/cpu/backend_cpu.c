@@ -160,6 +160,7 @@ static const tpd_backend_ops cpu_ops = {
     .swiglu = tpd_cpu_swiglu,
     .gather_rows = tpd_cpu_gather_rows,
     .argmax = tpd_cpu_argmax,
+    .logit_stats = tpd_cpu_logit_stats,
     .weight_view = cpu_weight_view,
     .reserve = cpu_reserve,
 };

@@ -27,6 +27,7 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a);
 tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
 tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
 tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a);
+tpd_status tpd_cpu_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a);
 
 /* Allocation used for weights and buffers: 64-byte aligned, huge-page backed
  * where the kernel allows for large blocks. */

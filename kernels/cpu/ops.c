@@ -1,7 +1,8 @@
 /* CPU reference kernels other than matmul: rmsnorm (+ residual add), rotary
  * embedding + KV append, decode/prefill attention over the paged KV cache,
- * SwiGLU, row gather, argmax.  Plain C, fp32 activations,
+ * SwiGLU, row gather, argmax, logit statistics.  Plain C, fp32 activations,
  * double where a reduction or an angle benefits; threaded over rows. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,5 +204,51 @@ tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a) {
     a->val[m] = bv;
     a->idx[m] = best + a->idx_offset;
   }
+  return TPD_OK;
+}
+
+/* ---- logit statistics (max, sum of exp, top-k) ---- */
+/* (v, i) ranks before (bv, bi): larger value, then lower index; NaN never does */
+static int ls_better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+static void logit_stats_task(void *arg, int ith, int nth) {
+  const tpd_logit_stats_args *a = arg;
+  long m0, m1;
+  tpd_split(a->M, ith, nth, 1, &m0, &m1);
+  for (long m = m0; m < m1; m++) {
+    const float *l = a->logits + (size_t)m * a->N;
+    /* the top k, sorted; (-inf, INT_MAX) marks an empty entry */
+    float tv[TPD_LOGIT_TOPK_MAX];
+    int ti[TPD_LOGIT_TOPK_MAX];
+    for (int j = 0; j < a->k; j++) tv[j] = -INFINITY, ti[j] = INT_MAX;
+    float mx = -INFINITY;
+    for (int n = 0; n < a->N; n++) {
+      const float v = l[n];
+      if (v > mx || isnan(v)) mx = v; /* a NaN, once seen, stays: nothing is > NaN */
+      if (a->k == 0 || !ls_better(v, n, tv[a->k - 1], ti[a->k - 1])) continue;
+      int j = a->k - 1;
+      for (; j > 0 && ls_better(v, n, tv[j - 1], ti[j - 1]); j--) tv[j] = tv[j - 1], ti[j] = ti[j - 1];
+      tv[j] = v, ti[j] = n;
+    }
+    double s = 0.0; /* a row with no value above -inf sums to 0 */
+    if (mx != -INFINITY)
+      for (int n = 0; n < a->N; n++) s += exp((double)l[n] - (double)mx);
+    a->max[m] = mx;
+    a->sumexp[m] = (float)s;
+    for (int j = 0; j < a->k; j++) {
+      a->top_val[(size_t)m * a->k + j] = tv[j];
+      a->top_idx[(size_t)m * a->k + j] = ti[j] == INT_MAX ? -1 : ti[j] + a->idx_offset;
+    }
+  }
+}
+
+tpd_status tpd_cpu_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a) {
+  if (!a || a->M < 0 || a->N < 0 || a->k < 0 || a->k > TPD_LOGIT_TOPK_MAX)
+    return TPD_FAIL(TPD_ERR_ARG, "logit_stats: M, N >= 0 and k in 0..%d are required", TPD_LOGIT_TOPK_MAX);
+  if (a->M > 0 && (!a->logits || !a->max || !a->sumexp || (a->k > 0 && (!a->top_val || !a->top_idx))))
+    return TPD_FAIL(TPD_ERR_ARG, "logit_stats: logits, max, sumexp (and top_val, top_idx when k > 0) are required");
+  tpd_cpu *cpu = be->impl;
+  if (a->M > 1 && worth_threads(cpu, (size_t)a->M * a->N)) tpd_pool_run(cpu->pool, logit_stats_task, (void *)a);
+  else logit_stats_task((void *)a, 0, 1);
   return TPD_OK;
 }

@@ -422,6 +422,9 @@ static tpd_status op_gather_rows(tpd_backend *be, void *dst, const void *src, co
   return mark(be, tpd_cuda_gather_rows(be, dst, src, rows, n, D));
 }
 static tpd_status op_argmax(tpd_backend *be, const tpd_argmax_args *a) { return mark(be, tpd_cuda_argmax(be, a)); }
+static tpd_status op_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a) {
+  return mark(be, tpd_cuda_logit_stats(be, a));
+}
 static tpd_status op_matmul_swiglu(tpd_backend *be, const tpd_matmul_args *a, void *out, int ld_out) {
   return mark(be, tpd_cuda_matmul_swiglu(be, a, out, ld_out));
 }
@@ -464,6 +467,7 @@ static void fill_ops(tpd_backend_ops *o, tpd_dtype act) {
   o->swiglu = op_swiglu;
   o->gather_rows = op_gather_rows;
   o->argmax = op_argmax;
+  o->logit_stats = op_logit_stats;
   o->weight_view = tpd_cuda_weight_view;
   o->matmul_swiglu = op_matmul_swiglu;
   o->comm_stream = cuda_comm_stream;

@@ -109,6 +109,7 @@ tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a);
 tpd_status tpd_cuda_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
 tpd_status tpd_cuda_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
 tpd_status tpd_cuda_argmax(tpd_backend *be, const tpd_argmax_args *a);
+tpd_status tpd_cuda_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a);
 tpd_status tpd_cuda_weight_view(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out);
 tpd_status tpd_cuda_load_weight(tpd_backend *be, const void *host, tpd_dtype dtype, int n_rows, int n_cols,
                                 tpd_weight *out);

@@ -4,7 +4,8 @@
  *   bench_comm.c    the timed communicator and the all-reduce micro-benchmark
  *   bench_probe.c   the compute probe (peak arithmetic rate)
  *   bench_report.c  the table, JSON and CSV on stdout and in --out-dir
- *   bench_plot.c    the predicted curve, the Pareto frontiers and the SVG plot */
+ *   bench_plot.c    the predicted curve, the Pareto frontiers and the SVG plot
+ *   bench_serve.c   --serve: the leader's plan broadcast and the scheduler's host time */
 #ifndef TPD_BENCH_H
 #define TPD_BENCH_H
 
@@ -14,6 +15,7 @@
 #include "launch/tools/sol.h"
 #include "runtime/base/dtype.h"
 #include "runtime/base/error.h"
+#include "runtime/engine/tpdecode.h"
 
 /* ---- a communicator that times its inner one (bench_comm.c) ----
  * Every call is forwarded; the host time spent inside the data collectives
@@ -29,6 +31,9 @@ void bench_timed_get(const tpd_comm *timed, double *ms, double *msg_bytes, long 
  * pass through host calls (a replayed device graph holds them), so the host
  * time above says nothing about them. */
 long bench_timed_allreduces(const tpd_comm *timed);
+/* The host_broadcast calls alone since the last reset (also counted above):
+ * host time in ms, bytes, calls. */
+void bench_timed_host_bcast(const tpd_comm *timed, double *ms, double *bytes, long *calls);
 
 /* ---- all-reduce micro-benchmark (nccl-tests style) ---- */
 typedef struct {
@@ -80,7 +85,8 @@ typedef struct {
   tpd_dtype dtype;
   long seed, steps, warmup, threads, membw_mb;
   int batches[BENCH_MAX_LIST], n_batches, ctxs[BENCH_MAX_LIST], n_ctxs;
-  int json, csv, sweep, comm, help, version;
+  int json, csv, sweep, comm, serve, help, version;
+  int sched_batches[BENCH_MAX_LIST], n_sched_batches; /* --serve: the scheduler's batch sizes */
   int steps_set, warmup_set, batch_set, ctx_set;
   /* --comm */
   long comm_min, comm_max, comm_iters, comm_warmup;
@@ -185,11 +191,52 @@ tpd_status bench_ensure_preset(const bopts *o, tpd_comm *comm, char *dir, size_t
  * res.  A backend whose engine cannot be created is skipped (*skipped = 1,
  * the reason in res->skipped) when more than one was asked for; the only one
  * ends the program. */
+/* The machine line of a report from a created engine. */
+void bench_fill_machine(bmachine *mc, const bopts *o, const tpd_engine *e, const char *comm_name, const char *note);
 tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, const char *backend, bresults *res,
                              int *skipped);
 
 /* ---- --comm: every communicator present (bench_comm.c) ---- */
 tpd_status bench_run_comm(const bopts *o, tpd_comm *comm, bcomm *out, int *n_out);
+
+/* ---- --serve (bench_serve.c) ----
+ * (a) the plan broadcast of leader mode: decode steps of the same batch in
+ *     SPMD and in leader mode, the plan's host_broadcast on the leader, and
+ *     an 8-byte host_broadcast on the same communicator as its floor;
+ * (b) the continuous-batching scheduler's host time per step outside the
+ *     engine, in steady greedy decode, against the engine step. */
+typedef struct {
+  int tp, batch, ctx, steps;         /* steps: timed, per mode, all rounds */
+  double spmd_ms, leader_ms, diff_ms; /* rank 0's median decode step; diff = leader - SPMD */
+  double spmd_bcasts;                 /* host_broadcast calls per SPMD step (the engine makes none) */
+  int have_bcast;                     /* 0 at TP 1: no plan is broadcast (reason) */
+  double bcast_us, bcasts_per_step, plan_bytes; /* median host time of the plans' broadcasts per step, on rank 0 */
+  double ratio;                       /* bcast_us / the floor */
+  char reason[80], fault[200];
+} bserve_plan_row;
+
+typedef struct {
+  int tp, batch, prompt, steps;
+  double sched_us, engine_ms, ratio; /* medians per step; ratio = sched / engine */
+  char fault[200];
+} bserve_sched_row;
+
+typedef struct {
+  bmachine mach;              /* model, backend, kernels, TP, threads, comm (no probes) */
+  int ctx, steps, warmup, rounds, max_seqs, max_step_tokens, floor_reps;
+  double floor_us;            /* the 8-byte host_broadcast: rank 0's (root's) median */
+  double alone_us;            /* a broadcast of the plan's size, ranks arriving together: root's median (TP > 1) */
+  bserve_plan_row plan[BENCH_MAX_LIST];
+  int n_plan;
+  bserve_sched_row sched[BENCH_MAX_LIST];
+  int n_sched;
+} bserve;
+
+/* Runs (a) and (b) on every rank (rank 0 leads); a failure on any rank ends
+ * the job from here with the first failed rank's message. */
+tpd_status bench_run_serve(const bopts *o, tpd_comm *comm, const char *dir, bserve *out);
+/* rank 0: the two tables, or JSON lines (kinds "serve_plan", "serve_sched") */
+void bench_print_serve(const bopts *o, const bserve *s);
 
 /* ---- the predicted curve, the frontiers, the plot (bench_plot.c) ---- */
 void bench_predict(const bopts *o, bpredict *p);

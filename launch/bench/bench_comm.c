@@ -16,8 +16,8 @@
 typedef struct {
   tpd_comm_ops ops; /* this wrapper's table (data_on_device copied from inner) */
   tpd_comm *inner;
-  double ms, bytes;
-  long calls, allreduces;
+  double ms, bytes, bcast_ms, bcast_bytes;
+  long calls, allreduces, bcasts;
 } timed_impl;
 
 static timed_impl *T(tpd_comm *c) { return c->impl; }
@@ -88,7 +88,11 @@ static tpd_status t_host_broadcast(tpd_comm *c, void *buf, size_t n_bytes, int r
   const double t0 = tpd_now_ms();
   tpd_comm *in = T(c)->inner;
   const tpd_status s = in->ops->host_broadcast(in, buf, n_bytes, root);
+  const double t1 = tpd_now_ms();
   add(c, t0, n_bytes);
+  T(c)->bcast_ms += t1 - t0;
+  T(c)->bcast_bytes += (double)n_bytes;
+  T(c)->bcasts++;
   return s;
 }
 
@@ -132,8 +136,15 @@ tpd_status bench_timed_comm_create(tpd_comm *inner, tpd_comm **out) {
 }
 
 void bench_timed_reset(tpd_comm *c) {
-  T(c)->ms = T(c)->bytes = 0;
-  T(c)->calls = T(c)->allreduces = 0;
+  T(c)->ms = T(c)->bytes = T(c)->bcast_ms = T(c)->bcast_bytes = 0;
+  T(c)->calls = T(c)->allreduces = T(c)->bcasts = 0;
+}
+
+void bench_timed_host_bcast(const tpd_comm *c, double *ms, double *bytes, long *calls) {
+  const timed_impl *t = c->impl;
+  if (ms) *ms = t->bcast_ms;
+  if (bytes) *bytes = t->bcast_bytes;
+  if (calls) *calls = t->bcasts;
 }
 
 long bench_timed_allreduces(const tpd_comm *c) { return ((const timed_impl *)c->impl)->allreduces; }

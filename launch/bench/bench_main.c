@@ -4,7 +4,8 @@
  * every column.  This file: main and the arguments (the jobs: bench.h).
  *   [mpirun -np N] tpdecode-bench --preset 1b --dtype bf16 --batch 1,16 --threads 2
  *   mpirun -np 2 tpdecode-bench --preset small --sweep --predict h200 --out-dir out
- *   mpirun -np 2 tpdecode-bench --comm */
+ *   mpirun -np 2 tpdecode-bench --comm
+ *   mpirun -np 2 tpdecode-bench --serve --preset small */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ static void usage(FILE *f) {
           "usage: [mpirun -np N] tpdecode-bench (-m DIR | --preset tiny|small|1b|8b) [options]\n"
           "       [mpirun -np N] tpdecode-bench --comm [options]\n"
           "       tpdecode-bench --predict h100|h200 [options]\n"
+          "       [mpirun -np N] tpdecode-bench --serve (-m DIR | --preset NAME) [--batch ...] [--sched-batch ...]\n"
           "model and sweep\n"
           "  -m, --model DIR        Hugging Face checkpoint to time (default: none; or --preset)\n"
           "  --preset NAME          synthesise tiny|small|1b|8b once into --model-cache (default: none)\n"
@@ -55,6 +57,11 @@ static void usage(FILE *f) {
           "  --comm-iters N         timed iterations per size (default 20)\n"
           "  --comm-warmup N        untimed iterations per size (default 5)\n"
           "  --comm-dtype f32|bf16  element type (default f32)\n"
+          "serving overheads (one backend; --ctx: one value, the prompt length, default 64)\n"
+          "  --serve                (a) leader-mode decode step vs SPMD at each --batch, the plan broadcast\n"
+          "                         and its floor (an 8-byte broadcast); (b) the scheduler's host time per\n"
+          "                         step at each --sched-batch (default: off)\n"
+          "  --sched-batch LIST     requests decoding at once in (b) (default 1,16,64)\n"
           "  --version              print the version and the build's backends\n"
           "  -h, --help             this text\n");
 }
@@ -68,7 +75,8 @@ static const struct {
                {"--predict", 1}, {"--predict-model", 1}, {"--predict-tp", 1}, {"--predict-batch", 1},
                {"--predict-ctx", 1}, {"--predict-hop-us", 1}, {"--seed", 1}, {"--steps", 1}, {"--warmup", 1},
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
-               {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0}};
+               {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
+               {"--serve", 0}, {"--sched-batch", 1}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -153,6 +161,7 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
       if (!strcmp(a, "--json")) o->json = 1;
       else if (!strcmp(a, "--csv")) o->csv = 1;
       else if (!strcmp(a, "--sweep")) o->sweep = 1;
+      else if (!strcmp(a, "--serve")) o->serve = 1;
       else o->comm = 1;
       continue;
     }
@@ -184,6 +193,8 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     } else if (!strcmp(a, "--ctx")) {
       TPD_TRY(parse_list(a, v, 0, 1 << 24, o->ctxs, &o->n_ctxs));
       o->ctx_set = 1;
+    } else if (!strcmp(a, "--sched-batch")) {
+      TPD_TRY(parse_list(a, v, 1, 1 << 16, o->sched_batches, &o->n_sched_batches));
     } else if (!strcmp(a, "--predict")) o->predict = v;
     else if (!strcmp(a, "--predict-model")) o->predict_model = v;
     else if (!strcmp(a, "--predict-tp")) TPD_TRY(parse_list(a, v, 1, 1 << 16, o->predict_tp, &o->n_predict_tp));
@@ -209,6 +220,20 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     }
   }
   if (o->model && o->preset) return TPD_FAIL(TPD_ERR_ARG, "pass one of -m DIR and --preset NAME, not both");
+  if (o->n_sched_batches && !o->serve) return TPD_FAIL(TPD_ERR_ARG, "--sched-batch needs --serve");
+  if (o->serve) {
+    const char *other = o->sweep ? "--sweep" : o->comm ? "--comm" : o->predict ? "--predict" : o->out_dir ? "--out-dir"
+                        : o->csv ? "--csv" : o->hw ? "--hw" : NULL;
+    if (other) return TPD_FAIL(TPD_ERR_ARG, "--serve does not take %s", other);
+    if (!o->model && !o->preset) return TPD_FAIL(TPD_ERR_ARG, "--serve needs a model: -m DIR or --preset NAME");
+    if (o->n_backends != 1) return TPD_FAIL(TPD_ERR_ARG, "--serve takes one --backend, not %d", o->n_backends);
+    if (o->ctx_set && (o->n_ctxs != 1 || o->ctxs[0] < 1))
+      return TPD_FAIL(TPD_ERR_ARG, "--serve takes one --ctx value >= 1 (the prompt length)");
+    if (!o->n_sched_batches) {
+      o->n_sched_batches = 3;
+      o->sched_batches[0] = 1, o->sched_batches[1] = 16, o->sched_batches[2] = 64;
+    }
+  }
   if (!o->model && !o->preset && !o->comm && !o->predict)
     return TPD_FAIL(TPD_ERR_ARG, "nothing to do: pass -m DIR or --preset NAME (or --comm, or --predict; see --help)");
   if (o->comm_max < o->comm_min) return TPD_FAIL(TPD_ERR_ARG, "--comm-max %ld is smaller than --comm-min %ld",
@@ -281,6 +306,30 @@ int main(int argc, char **argv) {
     if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, 0);
   }
 
+  if (o.serve) {
+    char dir[4096];
+    if (o.preset) {
+      st = bench_ensure_preset(&o, comm, dir, sizeof dir);
+      if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, 1);
+    } else {
+      snprintf(dir, sizeof dir, "%s", o.model);
+    }
+    bserve *sv = calloc(1, sizeof *sv);
+    if (!sv) tpd_cli_die(BENCH_PROG, comm, TPD_FAIL(TPD_ERR_OOM, "out of memory"), 0);
+    st = bench_run_serve(&o, comm, dir, sv);
+    if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, 0);
+    if (comm->rank == 0) {
+      bench_print_serve(&o, sv);
+      fflush(stdout);
+    }
+    free(sv);
+    free(res);
+    free(cb);
+    free(pr);
+    free(pp);
+    tpd_comm_destroy(comm);
+    return 0;
+  }
   if (o.comm) {
     st = bench_run_comm(&o, comm, cb, &n_cb);
     if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, st == TPD_ERR_ARG);

@@ -342,6 +342,22 @@ static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
   r->ratio = tpd_sol_check(&hw, &r->sol, r->ms_med * 1e-3, r->fault, sizeof r->fault);
 }
 
+void bench_fill_machine(bmachine *mc, const bopts *o, const tpd_engine *e, const char *comm_name, const char *note) {
+  tpd_engine_info info;
+  tpd_engine_get_info(e, &info);
+  const tpd_model_config *c = tpd_engine_config(e);
+  memset(mc, 0, sizeof *mc);
+  mc->backend = info.backend;
+  mc->kernels = info.kernels;
+  mc->tp = info.tp;
+  mc->threads = info.n_threads;
+  mc->weight_dtype = info.weight_dtype;
+  mc->n_params = tpd_config_n_params(c);
+  mc->comm_name = comm_name;
+  snprintf(mc->comm_note, sizeof mc->comm_note, "%s", note);
+  snprintf(mc->model_name, sizeof mc->model_name, "%s", o->preset ? o->preset : c->model_type);
+}
+
 tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, const char *backend, bresults *res,
                               int *skipped) {
   *skipped = 0;
@@ -355,7 +371,7 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
   const int max_b = max_of(o->batches, o->n_batches), max_c = max_of(o->ctxs, o->n_ctxs);
   /* every block of steps starts from fresh sequences at the context: the
    * longest is the context, the warm-up (at least 1) and the timed steps */
-  tpd_engine_opts eo = {.model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,
+  tpd_engine_opts eo = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,
                         .max_ctx = (int)(max_c + o->warmup + o->steps + 2), .device = -1};
   tpd_engine *e = NULL;
   tpd_status st = tpd_engine_create(&eo, timed, &e);
@@ -385,16 +401,7 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
   const tpd_model_config *c = tpd_engine_config(e);
   const int gpu = strcmp(info.backend, "cpu") != 0;
   bmachine *mc = &res->mach[res->n_mach++];
-  memset(mc, 0, sizeof *mc);
-  mc->backend = info.backend;
-  mc->kernels = info.kernels;
-  mc->tp = info.tp;
-  mc->threads = info.n_threads;
-  mc->weight_dtype = info.weight_dtype;
-  mc->n_params = tpd_config_n_params(c);
-  mc->comm_name = nccl ? "nccl" : comm->ops->name;
-  snprintf(mc->comm_note, sizeof mc->comm_note, "%s", comm_note);
-  snprintf(mc->model_name, sizeof mc->model_name, "%s", o->preset ? o->preset : c->model_type);
+  bench_fill_machine(mc, o, e, nccl ? "nccl" : comm->ops->name, comm_note);
 
   /* the speed-of-light model of this checkpoint as this engine stores it */
   const int kv_r = c->n_kv_heads >= info.tp ? c->n_kv_heads / info.tp : 1;

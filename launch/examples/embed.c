@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
   }
 
   /* every rank makes the same calls with the same arguments */
-  tpd_engine_opts opts = {.model_dir = argv[1], .max_seqs = 1, .max_ctx = n_prompt + (int)n_new, .device = -1};
+  tpd_engine_opts opts = {TPD_ENGINE_OPTS_INIT, .model_dir = argv[1], .max_seqs = 1, .max_ctx = n_prompt + (int)n_new, .device = -1};
   if ((st = tpd_engine_create(&opts, comm, &e)) != TPD_OK) {
     fail("tpd_engine_create", st);
     goto done;

@@ -21,6 +21,14 @@ const char *tpd_status_name(tpd_status s) {
     case TPD_ERR_DEVICE: return "device error";
     case TPD_ERR_COMM: return "communication error";
     case TPD_ERR_INTERNAL: return "internal error";
+    case TPD_ERR_NO_SLOT: return "no free sequence slot";
+    case TPD_ERR_KV_FULL: return "KV pool exhausted";
+    case TPD_ERR_SLOT: return "slot not open";
+    case TPD_ERR_TOKEN: return "token id out of range";
+    case TPD_ERR_TOO_LONG: return "context exceeded";
+    case TPD_ERR_VERSION: return "option struct size or version mismatch";
+    case TPD_ERR_STATE: return "call not allowed in this state";
+    case TPD_ERR_CANCELLED: return "cancelled";
   }
   return "unknown status";
 }
@@ -87,18 +95,29 @@ int tpd_log_enabled(tpd_log_level lvl) { return (int)lvl <= log_level(); }
 void tpd_log_set_rank(int rank) { g_rank = rank; }
 int tpd_log_rank(void) { return g_rank; }
 
+static tpd_log_sink g_sink;
+static void *g_sink_user;
+void tpd_log_set_sink(tpd_log_sink sink, void *user) {
+  g_sink = sink;
+  g_sink_user = user;
+}
+
 void tpd_log_at(tpd_log_level lvl, const char *file, int line, const char *fmt, ...) {
   static const char *names[] = {"error", "warn", "info", "debug"};
   if (!tpd_log_enabled(lvl)) return;
-  char msg[1024];
+  char msg[1024], out[1400];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (g_rank >= 0)
-    fprintf(stderr, "tpdecode[%d] %s: %s (%s:%d)\n", g_rank, names[lvl], msg, base_name(file), line);
+    snprintf(out, sizeof out, "tpdecode[%d] %s: %s (%s:%d)", g_rank, names[lvl], msg, base_name(file), line);
   else
-    fprintf(stderr, "tpdecode %s: %s (%s:%d)\n", names[lvl], msg, base_name(file), line);
+    snprintf(out, sizeof out, "tpdecode %s: %s (%s:%d)", names[lvl], msg, base_name(file), line);
+  if (g_sink)
+    g_sink(g_sink_user, lvl, out);
+  else
+    fprintf(stderr, "%s\n", out);
 }
 
 long tpd_param_int(const char *name, long dflt) {

@@ -37,7 +37,18 @@ typedef enum {
   TPD_ERR_OOM,         /* host or device allocation failed */
   TPD_ERR_DEVICE,      /* CUDA / cuBLASLt failure, or no device */
   TPD_ERR_COMM,        /* MPI / NCCL failure, or a peer failed */
-  TPD_ERR_INTERNAL
+  TPD_ERR_INTERNAL,
+  /* ---- a request the engine cannot take now or at all; the engine stays
+   * usable (a server answers these per request, not as an engine fault) ---- */
+  TPD_ERR_NO_SLOT,     /* every sequence slot is open: retry after a close */
+  TPD_ERR_KV_FULL,     /* the KV pool has too few free blocks for the step: retry or preempt */
+  TPD_ERR_SLOT,        /* a slot that is not open (never opened, closed, out of range) */
+  TPD_ERR_TOKEN,       /* a token id outside the vocabulary */
+  TPD_ERR_TOO_LONG,    /* a sequence would pass its context (max_ctx) */
+  TPD_ERR_VERSION,     /* an option struct of another size or version than this library's */
+  TPD_ERR_STATE,       /* a call this engine cannot take in its role or state (a follower's
+                        * step, a step after shutdown, any call on an unusable engine) */
+  TPD_ERR_CANCELLED    /* a request cancelled by its caller (scheduler) */
 } tpd_status;
 
 const char *tpd_status_name(tpd_status s);
@@ -86,6 +97,13 @@ typedef enum { TPD_LOG_ERROR = 0, TPD_LOG_WARN, TPD_LOG_INFO, TPD_LOG_DEBUG } tp
 int tpd_log_enabled(tpd_log_level lvl);
 void tpd_log_at(tpd_log_level lvl, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Where log lines go: one call per line, already formatted ("tpdecode[rank]
+ * level: message (file:line)", no newline).  NULL restores the default,
+ * stderr.  Set it before other threads use the library (it is a plain
+ * global); the sink may be called from any thread that logs, so it must be
+ * thread-safe itself. */
+typedef void (*tpd_log_sink)(void *user, tpd_log_level lvl, const char *line);
+void tpd_log_set_sink(tpd_log_sink sink, void *user);
 /* The rank shown in log lines and device/comm error messages. */
 void tpd_log_set_rank(int rank);
 int tpd_log_rank(void);

@@ -22,6 +22,12 @@ extern "C" {
  * context without paying for its prefill. */
 tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens);
 
+/* Tests only: this rank fails its forward number `after` (counted from 0 at
+ * create, every forward of every step) with `status`, as if an op had
+ * failed there; after < 0 disarms.  Each rank arms its own (a follower
+ * calls it before tpd_engine_follow). */
+void tpd_engine_inject_fault(tpd_engine *e, long after, tpd_status status);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,21 @@
 #include "runtime/engine/bench_hooks.h"
 #include "runtime/engine/engine_internal.h"
 
+void tpd_eng_poison(tpd_engine *e, tpd_status s) {
+  if (s == TPD_OK || e->poison != TPD_OK) return;
+  e->poison = s;
+  snprintf(e->poison_msg, sizeof e->poison_msg, "%s", tpd_last_error());
+}
+
+/* A compute op of a forward: skipped once the forward is poisoned. */
+#define OP(call)                                  \
+  do {                                            \
+    if (e->poison == TPD_OK) tpd_eng_poison(e, (call)); \
+  } while (0)
+/* A collective (or what orders it): runs even in a poisoned forward, so that
+ * the other ranks are not left waiting. */
+#define COLL(call) tpd_eng_poison(e, (call))
+
 /* Destroys every captured decode graph; the next decode step captures anew. */
 static void drop_graphs(tpd_engine *e) {
   if (!e->graphs) return;
@@ -27,7 +42,18 @@ static tpd_status schedule_changed(tpd_engine *e) {
 }
 
 tpd_status tpd_engine_set_option(tpd_engine *e, tpd_engine_option opt, int value) {
-  switch ((int)opt) { /* int: TPD_OPT_SKIP_ALLREDUCE (bench_hooks.h) is outside the public enum */
+  if (!e) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_set_option: engine is NULL");
+  if (e->mode == TPD_MODE_LEADER) {
+    if (e->comm->rank != 0) return TPD_FAIL(TPD_ERR_STATE, "tpd_engine_set_option on a follower rank (the leader sets options)");
+    if (e->unusable || e->shut_down) return TPD_FAIL(TPD_ERR_STATE, "tpd_engine_set_option: the engine is %s", e->unusable ? "unusable after a failure" : "shut down");
+    TPD_TRY(tpd_eng_apply_option(e, (int)opt, value));
+    return tpd_eng_push_op(e, TPD_PLAN_OP_OPTION, (int)opt, value);
+  }
+  return tpd_eng_apply_option(e, (int)opt, value);
+}
+
+tpd_status tpd_eng_apply_option(tpd_engine *e, int opt, int value) {
+  switch (opt) { /* int: TPD_OPT_SKIP_ALLREDUCE (bench_hooks.h) is outside the public enum */
     case TPD_OPT_OVERLAP: e->overlap = value != 0; return schedule_changed(e);
     case TPD_OPT_AR_CHUNKS:
       if (value < 1) return TPD_FAIL(TPD_ERR_ARG, "all-reduce chunks must be >= 1, got %d", value);
@@ -67,15 +93,59 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->host_bytes = (double)e->mem.host_bytes;
 }
 
-tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot) { return tpd_kv_acquire(&e->kv, slot); }
-void tpd_engine_seq_close(tpd_engine *e, int slot) { tpd_kv_release(&e->kv, slot); }
+/* Sequence calls of a leader-mode engine are the leader's; they travel in the next plan. */
+static tpd_status leader_call(const tpd_engine *e, const char *fn) {
+  if (!e) return TPD_FAIL(TPD_ERR_ARG, "%s: engine is NULL", fn);
+  if (e->unusable) return TPD_FAIL(TPD_ERR_STATE, "%s: the engine is unusable after a failure; destroy it", fn);
+  if (e->mode == TPD_MODE_LEADER && e->comm->rank != 0)
+    return TPD_FAIL(TPD_ERR_STATE, "%s on follower rank %d: followers call tpd_engine_follow", fn, e->comm->rank);
+  if (e->shut_down) return TPD_FAIL(TPD_ERR_STATE, "%s after tpd_engine_shutdown", fn);
+  return TPD_OK;
+}
+
+tpd_status tpd_engine_seq_open(tpd_engine *e, int *slot) {
+  TPD_TRY(leader_call(e, "tpd_engine_seq_open"));
+  if (!slot) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_open: slot is NULL");
+  TPD_TRY(tpd_kv_acquire(&e->kv, slot));
+  if (e->mode != TPD_MODE_LEADER) return TPD_OK;
+  const tpd_status s = tpd_eng_push_op(e, TPD_PLAN_OP_OPEN, *slot, 0);
+  if (s != TPD_OK) tpd_kv_release(&e->kv, *slot);
+  return s;
+}
+
+tpd_status tpd_engine_seq_close(tpd_engine *e, int slot) {
+  TPD_TRY(leader_call(e, "tpd_engine_seq_close"));
+  if (slot < 0 || slot >= e->kv.max_slots || !e->kv.in_use[slot])
+    return TPD_FAIL(TPD_ERR_SLOT, "tpd_engine_seq_close: slot %d is not open", slot);
+  if (e->mode == TPD_MODE_LEADER) TPD_TRY(tpd_eng_push_op(e, TPD_PLAN_OP_CLOSE, slot, 0));
+  tpd_kv_release(&e->kv, slot);
+  return TPD_OK;
+}
+
+void tpd_engine_get_capacity(const tpd_engine *e, tpd_engine_capacity *cap) {
+  memset(cap, 0, sizeof *cap);
+  cap->max_slots = e->kv.max_slots;
+  for (int i = 0; i < e->kv.max_slots; i++) cap->free_slots += !e->kv.in_use[i];
+  cap->block_size = e->kv.block_size;
+  cap->total_blocks = e->kv.n_blocks;
+  cap->free_blocks = e->kv.n_free;
+  cap->free_tokens = (long long)e->kv.n_free * e->kv.block_size;
+  cap->max_ctx = e->kv.max_ctx;
+  cap->max_step_tokens = e->T_cap;
+}
+
+int tpd_engine_blocks_needed(const tpd_engine *e, int slot, int n_new) { return tpd_kv_blocks_needed(&e->kv, slot, n_new); }
+int tpd_engine_rank(const tpd_engine *e) { return e->comm->rank; }
+tpd_engine_mode tpd_engine_mode_of(const tpd_engine *e) { return (tpd_engine_mode)e->mode; }
+int tpd_engine_usable(const tpd_engine *e) { return e && !e->unusable; }
 tpd_status tpd_engine_seq_skip(tpd_engine *e, int slot, int n_tokens) {
   if (!e) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: engine is NULL");
+  if (e->mode == TPD_MODE_LEADER) return TPD_FAIL(TPD_ERR_STATE, "tpd_engine_seq_skip: SPMD engines only");
   if (slot < 0 || slot >= e->kv.max_slots || !e->kv.in_use[slot])
-    return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: slot %d is not open", slot);
+    return TPD_FAIL(TPD_ERR_SLOT, "tpd_engine_seq_skip: slot %d is not open", slot);
   if (n_tokens < 0) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_seq_skip: n_tokens = %d is negative", n_tokens);
   if (n_tokens > e->kv.max_ctx - e->kv.n_tokens[slot]) /* 0 <= n_tokens[slot] <= max_ctx: no overflow */
-    return TPD_FAIL(TPD_ERR_ARG,
+    return TPD_FAIL(TPD_ERR_TOO_LONG,
                     "tpd_engine_seq_skip: n_tokens = %d would take slot %d from %d tokens past the context of %d",
                     n_tokens, slot, e->kv.n_tokens[slot], e->kv.max_ctx);
   TPD_TRY(tpd_kv_reserve(&e->kv, slot, n_tokens));
@@ -113,47 +183,49 @@ static int next_event(tpd_engine *e) {
 
 /* Sums n_elems activations over the TP group through host memory in f32
  * (device activations, host communicator); synchronous. */
-static tpd_status staged_allreduce(tpd_engine *e, void *buf, size_t n) {
+static void staged_allreduce(tpd_engine *e, void *buf, size_t n) {
   const tpd_dtype at = e->be->ops->act_dtype;
-  TPD_TRY(e->be->ops->download(e->be, e->h_stage_act, buf, n * tpd_dtype_size(at)));
-  tpd_convert(e->h_stage, TPD_F32, e->h_stage_act, at, n);
-  TPD_TRY(e->comm->ops->allreduce(e->comm, e->h_stage, n, TPD_F32, NULL));
-  tpd_convert(e->h_stage_act, at, e->h_stage, TPD_F32, n);
-  return e->be->ops->upload(e->be, buf, e->h_stage_act, n * tpd_dtype_size(at));
+  OP(e->be->ops->download(e->be, e->h_stage_act, buf, n * tpd_dtype_size(at)));
+  if (e->poison == TPD_OK) tpd_convert(e->h_stage, TPD_F32, e->h_stage_act, at, n);
+  COLL(e->comm->ops->allreduce(e->comm, e->h_stage, n, TPD_F32, NULL));
+  if (e->poison == TPD_OK) tpd_convert(e->h_stage_act, at, e->h_stage, TPD_F32, n);
+  OP(e->be->ops->upload(e->be, buf, e->h_stage_act, n * tpd_dtype_size(at)));
 }
 
-static tpd_status ar_start(tpd_engine *e, void *buf, size_t n, ar_op *op) {
+static void ar_start(tpd_engine *e, void *buf, size_t n, ar_op *op) {
   op->active = 0;
   op->event = -1;
-  if (e->plan.tp == 1 || e->skip_allreduce) return TPD_OK;
+  if (e->plan.tp == 1 || e->skip_allreduce) return;
   const tpd_backend_ops *b = e->be->ops;
   const tpd_dtype at = b->act_dtype;
   if (device_comm(e)) { /* the comm stream waits for the data, runs the collective, signals */
     const int ready = next_event(e), done = next_event(e);
-    TPD_TRY(b->event_record(e->be, ready, 0));
-    TPD_TRY(b->event_wait(e->be, ready, 1));
-    TPD_TRY(e->comm->ops->allreduce(e->comm, buf, n, at, b->comm_stream(e->be)));
-    TPD_TRY(b->event_record(e->be, done, 1));
+    COLL(b->event_record(e->be, ready, 0));
+    COLL(b->event_wait(e->be, ready, 1));
+    COLL(e->comm->ops->allreduce(e->comm, buf, n, at, b->comm_stream(e->be)));
+    COLL(b->event_record(e->be, done, 1));
     op->event = done;
     op->active = 1;
-    return TPD_OK;
+    return;
   }
   if (e->comm->ops->data_on_device != b->host_memory) {
     if (e->overlap) {
-      TPD_TRY(e->comm->ops->allreduce_start(e->comm, buf, n, at, b->stream(e->be), &op->req));
-      op->active = 1;
-      return TPD_OK;
+      const tpd_status s = e->comm->ops->allreduce_start(e->comm, buf, n, at, b->stream(e->be), &op->req);
+      COLL(s);
+      op->active = s == TPD_OK;
+      return;
     }
-    return e->comm->ops->allreduce(e->comm, buf, n, at, b->stream(e->be));
+    COLL(e->comm->ops->allreduce(e->comm, buf, n, at, b->stream(e->be)));
+    return;
   }
-  return staged_allreduce(e, buf, n);
+  staged_allreduce(e, buf, n);
 }
 
-static tpd_status ar_wait(tpd_engine *e, ar_op *op) {
-  if (!op->active) return TPD_OK;
+static void ar_wait(tpd_engine *e, ar_op *op) {
+  if (!op->active) return;
   op->active = 0;
-  if (op->event >= 0) return e->be->ops->event_wait(e->be, op->event, 0);
-  return e->comm->ops->wait(e->comm, &op->req);
+  if (op->event >= 0) COLL(e->be->ops->event_wait(e->be, op->event, 0));
+  else COLL(e->comm->ops->wait(e->comm, &op->req));
 }
 
 /* ---- one forward ---- */
@@ -170,17 +242,15 @@ static void *rows_at(const tpd_engine *e, void *buf, int r0, int width) {
   return (uint8_t *)buf + (size_t)r0 * width * tpd_dtype_size(e->be->ops->act_dtype);
 }
 
-static tpd_status wait_all(tpd_engine *e, mbatch *mb) {
-  for (int i = 0; i < mb->n_ar; i++) TPD_TRY(ar_wait(e, &mb->ar[i]));
+static void wait_all(tpd_engine *e, mbatch *mb) {
+  for (int i = 0; i < mb->n_ar; i++) ar_wait(e, &mb->ar[i]);
   mb->n_ar = 0;
-  return TPD_OK;
 }
 
 /* Row-parallel projection y = a . W^T (+ bias on rank 0), then its all-reduce.
  * A single row is cut into chunks of output columns, each chunk's all-reduce
  * started before the next chunk is computed. */
-static tpd_status row_parallel(tpd_engine *e, mbatch *mb, const void *a, int lda, const tpd_weight *w,
-                               const float *bias) {
+static void row_parallel(tpd_engine *e, mbatch *mb, const void *a, int lda, const tpd_weight *w, const float *bias) {
   const tpd_backend_ops *b = e->be->ops;
   const int D = e->cfg.dim;
   void *y = rows_at(e, e->proj, mb->r0, D);
@@ -190,61 +260,62 @@ static tpd_status row_parallel(tpd_engine *e, mbatch *mb, const void *a, int lda
   for (int n0 = 0; n0 < D; n0 += step) {
     const int nn = D - n0 < step ? D - n0 : step;
     tpd_weight view = *w;
-    if (nn < D) TPD_TRY(b->weight_view(e->be, w, n0, nn, &view));
+    if (nn < D) OP(b->weight_view(e->be, w, n0, nn, &view));
     tpd_matmul_args m = {mb->n, a, lda, &view, bias ? bias + n0 : NULL, (uint8_t *)y + (size_t)n0 * tpd_dtype_size(b->act_dtype), D,
                          b->act_dtype};
-    TPD_TRY(b->matmul(e->be, &m));
-    TPD_TRY(ar_start(e, nn < D ? m.y : y, nn < D ? (size_t)nn : (size_t)mb->n * D, &mb->ar[mb->n_ar++]));
+    OP(b->matmul(e->be, &m));
+    ar_start(e, nn < D ? m.y : y, nn < D ? (size_t)nn : (size_t)mb->n * D, &mb->ar[mb->n_ar++]);
   }
-  return TPD_OK;
 }
 
-static tpd_status attn_part(tpd_engine *e, int l, mbatch *mb) {
+static void attn_part(tpd_engine *e, int l, mbatch *mb) {
   const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
   const layer_w *L = &e->layers[l];
   const int D = c->dim, Dh = c->head_dim;
-  TPD_TRY(wait_all(e, mb));
+  wait_all(e, mb);
   void *h = rows_at(e, e->h, mb->r0, D), *qkv = rows_at(e, e->qkv, mb->r0, e->qkv_w);
   void *att = rows_at(e, e->att, mb->r0, e->q_w);
   tpd_rmsnorm_args n1 = {mb->n, D, rows_at(e, e->x, mb->r0, D), l ? rows_at(e, e->proj, mb->r0, D) : NULL, L->ln1,
                          (float)c->norm_eps, h};
-  TPD_TRY(b->rmsnorm(e->be, &n1));
+  OP(b->rmsnorm(e->be, &n1));
   tpd_matmul_args mq = {mb->n, h, D, &L->qkv, L->b_qkv, qkv, e->qkv_w, b->act_dtype};
-  TPD_TRY(b->matmul(e->be, &mq));
+  OP(b->matmul(e->be, &mq));
   tpd_rope_kv_args rk = {&mb->meta, e->plan.n_q_heads, e->plan.n_kv_heads, Dh, qkv, e->inv_freq, L->k, L->v};
-  TPD_TRY(b->rope_kv(e->be, &rk));
+  OP(b->rope_kv(e->be, &rk));
   tpd_attention_args aa = {&mb->meta, e->plan.n_q_heads, e->plan.n_kv_heads, Dh, qkv, e->qkv_w, L->k, L->v, att,
                            c->sliding_window, (float)(1.0 / sqrt((double)Dh))};
-  TPD_TRY(b->attention(e->be, &aa));
-  return row_parallel(e, mb, att, e->q_w, &L->o, L->b_o);
+  OP(b->attention(e->be, &aa));
+  row_parallel(e, mb, att, e->q_w, &L->o, L->b_o);
 }
 
-static tpd_status mlp_part(tpd_engine *e, int l, mbatch *mb) {
+static void mlp_part(tpd_engine *e, int l, mbatch *mb) {
   const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
   const layer_w *L = &e->layers[l];
   const int D = c->dim;
-  TPD_TRY(wait_all(e, mb));
+  wait_all(e, mb);
   void *h = rows_at(e, e->h, mb->r0, D), *act = rows_at(e, e->act, mb->r0, e->ffn_l);
   tpd_rmsnorm_args n2 = {mb->n, D, rows_at(e, e->x, mb->r0, D), rows_at(e, e->proj, mb->r0, D), L->ln2,
                          (float)c->norm_eps, h};
-  TPD_TRY(b->rmsnorm(e->be, &n2));
+  OP(b->rmsnorm(e->be, &n2));
   tpd_matmul_args mg = {mb->n, h, D, &L->gu, L->b_gu, e->gu ? rows_at(e, e->gu, mb->r0, 2 * e->ffn_l) : NULL, 2 * e->ffn_l,
                         b->act_dtype};
   if (b->matmul_swiglu) {
-    TPD_TRY(b->matmul_swiglu(e->be, &mg, act, e->ffn_l));
+    OP(b->matmul_swiglu(e->be, &mg, act, e->ffn_l));
   } else {
-    TPD_TRY(b->matmul(e->be, &mg));
+    OP(b->matmul(e->be, &mg));
     tpd_swiglu_args sw = {mb->n, e->ffn_l, mg.y, act};
-    TPD_TRY(b->swiglu(e->be, &sw));
+    OP(b->swiglu(e->be, &sw));
   }
-  return row_parallel(e, mb, act, e->ffn_l, &L->down, L->b_down);
+  row_parallel(e, mb, act, e->ffn_l, &L->down, L->b_down);
 }
 
 /* Everything after the step's inputs are on the device: layers, final norm,
- * LM head, local argmax.  Captured as a graph for decode steps on a device. */
-static tpd_status forward_body(tpd_engine *e, const tpd_step_meta *meta, int n_last) {
+ * LM head (only for the n_last rows that want a token; none when n_last is
+ * 0), local argmax and logit statistics.  Captured as a graph for decode
+ * steps on a device. */
+static void forward_body(tpd_engine *e, const tpd_step_meta *meta, int n_last, int lp_k) {
   const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
   const int T = meta->T, D = c->dim;
@@ -261,17 +332,24 @@ static tpd_status forward_body(tpd_engine *e, const tpd_step_meta *meta, int n_l
     mb[i].n_ar = 0;
   }
   for (int l = 0; l < c->n_layers; l++) {
-    for (int i = 0; i < n_mb; i++) TPD_TRY(attn_part(e, l, &mb[i]));
-    for (int i = 0; i < n_mb; i++) TPD_TRY(mlp_part(e, l, &mb[i]));
+    for (int i = 0; i < n_mb; i++) attn_part(e, l, &mb[i]);
+    for (int i = 0; i < n_mb; i++) mlp_part(e, l, &mb[i]);
   }
-  for (int i = 0; i < n_mb; i++) TPD_TRY(wait_all(e, &mb[i]));
+  for (int i = 0; i < n_mb; i++) wait_all(e, &mb[i]);
+  if (n_last == 0) return;
   tpd_rmsnorm_args fin = {T, D, e->x, e->proj, e->final_norm, (float)c->norm_eps, e->h};
-  TPD_TRY(b->rmsnorm(e->be, &fin));
-  TPD_TRY(b->gather_rows(e->be, e->last, e->h, e->h_last_rows, n_last, D));
+  OP(b->rmsnorm(e->be, &fin));
+  OP(b->gather_rows(e->be, e->last, e->h, e->h_last_rows, n_last, D));
   tpd_matmul_args ml = {n_last, e->last, D, &e->lm_head, NULL, e->logits, e->V_l, TPD_F32};
-  TPD_TRY(b->matmul(e->be, &ml));
+  OP(b->matmul(e->be, &ml));
   tpd_argmax_args am = {n_last, e->V_l, e->logits, e->amax_val, e->amax_idx, e->plan.vocab.begin};
-  return b->argmax(e->be, &am);
+  OP(b->argmax(e->be, &am));
+  if (lp_k >= 0) {
+    tpd_logit_stats_args ls = {n_last, e->V_l, lp_k, e->logits, e->st_max, e->st_sum, e->st_topv, e->st_topi,
+                               e->plan.vocab.begin};
+    OP(b->logit_stats ? b->logit_stats(e->be, &ls)
+                      : TPD_FAIL(TPD_ERR_UNSUPPORTED, "the %s backend has no logit_stats (log-probabilities)", b->name));
+  }
 }
 
 static int graphs_possible(const tpd_engine *e) {
@@ -326,40 +404,13 @@ static tpd_status upload_changed_rows(tpd_engine *e) {
   return TPD_OK;
 }
 
-static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, int max_ctx) {
-  const tpd_model_config *c = &e->cfg;
+/* A decode step (one token per sequence, all wanting a token) on a device
+ * replays a captured graph; a capture that fails falls back to launches
+ * for good.  Returns 0 when the step must run eagerly instead. */
+static int run_graph(tpd_engine *e, tpd_step_meta *meta, int n_last, int max_ctx) {
   const tpd_backend_ops *b = e->be->ops;
   tpd_backend *be = e->be;
-  const int D = c->dim;
-  const tpd_dtype at = b->act_dtype;
-  const size_t as = tpd_dtype_size(at);
-
-  /* embedding rows straight from the mapped file: only the rows in use are read */
-  const uint8_t *emb = tpd_st_data(e->st, e->embed);
-  const size_t row_bytes = (size_t)D * tpd_dtype_size((tpd_dtype)e->embed->dtype);
-  for (int t = 0; t < T; t++)
-    tpd_convert((uint8_t *)e->h_embed + (size_t)t * D * as, at, emb + (size_t)tokens[t] * row_bytes,
-                (tpd_dtype)e->embed->dtype, (size_t)D);
-  TPD_TRY(b->upload(be, e->x, e->h_embed, (size_t)T * D * as));
-
-  /* a decode step (one token per sequence) on a device replays a graph */
-  const int graph = graphs_possible(e) && T == n_last && T <= e->kv.max_slots;
-  tpd_step_meta meta = {.T = T, .max_blocks = e->kv.max_blocks, .block_size = e->kv.block_size,
-                        .max_ctx = graph ? e->kv.max_ctx : max_ctx};
-  if (b->host_memory) {
-    meta.pos = e->h_pos;
-    meta.slot = e->h_slot;
-    meta.block_table = e->kv.table;
-    tpd_kv_clean(&e->kv); /* the kernels read the table itself */
-  } else {
-    TPD_TRY(b->upload(be, e->d_pos, e->h_pos, sizeof(int32_t) * (size_t)T));
-    TPD_TRY(b->upload(be, e->d_slot, e->h_slot, sizeof(int32_t) * (size_t)T));
-    TPD_TRY(upload_changed_rows(e));
-    meta.pos = e->d_pos;
-    meta.slot = e->d_slot;
-    meta.block_table = e->d_table;
-  }
-  if (!graph) return forward_body(e, &meta, n_last);
+  const int T = meta->T;
   struct sched_key key;
   sched_key_of(e, &key);
   if (!same_sched(&key, &e->graph_key)) { /* captured under another schedule: capture anew */
@@ -371,7 +422,9 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
     tpd_error_save(&saved);
     tpd_status s = b->graph_begin(be);
     if (s == TPD_OK) {
-      const tpd_status body = forward_body(e, &meta, n_last);
+      forward_body(e, meta, n_last, -1);
+      const tpd_status body = e->poison;
+      e->poison = TPD_OK;
       void *g = NULL;
       s = b->graph_end(be, &g); /* always end the capture, even after a failed body */
       if (s == TPD_OK && body != TPD_OK) { /* an op refused to be captured: nothing ran */
@@ -385,119 +438,52 @@ static tpd_status forward(tpd_engine *e, int T, const int32_t *tokens, int n_las
       TPD_WARN("CUDA graph capture failed (%s); running kernels without graphs", tpd_last_error());
       tpd_error_restore(&saved);
       e->use_graphs = 0;
-      meta.max_ctx = max_ctx;
-      return forward_body(e, &meta, n_last);
+      meta->max_ctx = max_ctx;
+      return 0;
     }
     TPD_DEBUG("captured the decode step for batch %d as a graph", T);
   }
-  return b->graph_launch(be, e->graphs[T]);
+  COLL(b->graph_launch(be, e->graphs[T]));
+  return 1;
 }
 
-/* Picks the next token of each finished item from the vocab-parallel logits.
- * Greedy items without requested logits need only each rank's (max, argmax)
- * pair; otherwise the local slices are gathered into full rows. */
-static tpd_status select_tokens(tpd_engine *e, const tpd_step_item *items, int n_last, int32_t *out_tokens,
-                                float *out_logits) {
+void tpd_eng_forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, int max_ctx, int lp_k) {
+  const tpd_model_config *c = &e->cfg;
   const tpd_backend_ops *b = e->be->ops;
-  const int tp = e->plan.tp, chunk = e->plan.vocab_chunk, V = e->cfg.vocab;
-  int need_full = out_logits != NULL;
-  for (int i = 0; i < n_last; i++)
-    if (!tpd_sampling_is_greedy(&items[e->h_last_item[i]].sampling)) need_full = 1;
-  if (!need_full) { /* the step computed each row's local (max, argmax) */
-    TPD_TRY(b->download(e->be, e->h_vals, e->amax_val, sizeof(float) * (size_t)n_last));
-    TPD_TRY(b->download(e->be, e->h_idxs, e->amax_idx, sizeof(int32_t) * (size_t)n_last));
-    for (int i = 0; i < n_last; i++) e->h_pairs[i] = (struct pair){e->h_vals[i], e->h_idxs[i]};
-    TPD_TRY(e->comm->ops->host_allgather(e->comm, e->h_pairs, e->h_pairs_all, sizeof(struct pair) * (size_t)n_last));
-    for (int i = 0; i < n_last; i++) {
-      struct pair best = e->h_pairs_all[i];
-      for (int r = 1; r < tp; r++) {
-        const struct pair p = e->h_pairs_all[(size_t)r * n_last + i];
-        if (p.val > best.val || (p.val == best.val && p.idx < best.idx)) best = p;
-      }
-      out_tokens[e->h_last_item[i]] = best.idx;
-    }
-    return TPD_OK;
-  }
-  for (int i = 0; i < n_last; i++)
-    TPD_TRY(b->download(e->be, e->h_logits + (size_t)i * chunk, e->logits + (size_t)i * e->V_l,
-                        sizeof(float) * (size_t)e->V_l));
-  TPD_TRY(e->comm->ops->host_allgather(e->comm, e->h_logits, e->h_logits_all,
-                                       sizeof(float) * (size_t)n_last * chunk));
-  for (int i = 0; i < n_last; i++) {
-    for (int r = 0; r < tp; r++) {
-      const int v0 = r * chunk, n = v0 + chunk <= V ? chunk : V - v0;
-      if (n > 0)
-        memcpy(e->h_full + v0, e->h_logits_all + ((size_t)r * n_last + i) * chunk, sizeof(float) * (size_t)n);
-    }
-    const int it = e->h_last_item[i];
-    const tpd_step_item *item = &items[it];
-    const uint64_t counter = (uint64_t)(e->kv.n_tokens[item->slot] + item->n_tokens);
-    TPD_TRY(tpd_sample(e->h_full, V, &item->sampling, item->stream, counter, &e->ss, &out_tokens[it]));
-    if (out_logits) memcpy(out_logits + (size_t)it * V, e->h_full, sizeof(float) * (size_t)V);
-  }
-  return TPD_OK;
-}
+  tpd_backend *be = e->be;
+  const int D = c->dim;
+  const tpd_dtype at = b->act_dtype;
+  const size_t as = tpd_dtype_size(at);
+  if (e->fault.after >= 0 && e->n_forwards == e->fault.after) /* test hook (bench_hooks.h) */
+    tpd_eng_poison(e, TPD_FAIL(e->fault.status, "injected fault in forward %ld on rank %d", e->n_forwards,
+                               e->comm->rank));
+  e->n_forwards++;
 
-static tpd_status check_items(const tpd_engine *e, const tpd_step_item *items, int n_items) {
-  if (n_items < 1) return TPD_FAIL(TPD_ERR_ARG, "step with no sequences");
-  if (n_items > e->kv.max_slots)
-    return TPD_FAIL(TPD_ERR_ARG, "step with %d sequences; the engine holds %d", n_items, e->kv.max_slots);
-  for (int i = 0; i < n_items; i++) {
-    const tpd_step_item *it = &items[i];
-    if (it->slot < 0 || it->slot >= e->kv.max_slots || !e->kv.in_use[it->slot])
-      return TPD_FAIL(TPD_ERR_ARG, "sequence %d: slot %d is not open", i, it->slot);
-    for (int j = 0; j < i; j++)
-      if (items[j].slot == it->slot) return TPD_FAIL(TPD_ERR_ARG, "slot %d appears twice in one step", it->slot);
-    if (it->n_tokens < 1 || !it->tokens) return TPD_FAIL(TPD_ERR_ARG, "sequence %d: no tokens", i);
-    /* compared by subtraction: a huge n_tokens must not wrap the sum */
-    if (it->n_tokens > e->kv.max_ctx - e->kv.n_tokens[it->slot])
-      return TPD_FAIL(TPD_ERR_ARG, "sequence %d: %d cached + %d new tokens exceed the context of %d", i,
-                      e->kv.n_tokens[it->slot], it->n_tokens, e->kv.max_ctx);
-    for (int j = 0; j < it->n_tokens; j++)
-      if (it->tokens[j] < 0 || it->tokens[j] >= e->cfg.vocab)
-        return TPD_FAIL(TPD_ERR_ARG, "sequence %d: token id %d is outside the vocabulary [0, %d)", i, it->tokens[j],
-                        e->cfg.vocab);
-    const tpd_sampling *s = &it->sampling;
-    if (!(s->temperature >= 0) || s->top_k < 0 || !(s->top_p >= 0))
-      return TPD_FAIL(TPD_ERR_ARG, "sequence %d: sampling needs temperature >= 0, top_k >= 0, top_p >= 0", i);
-  }
-  return TPD_OK;
-}
+  /* embedding rows straight from the mapped file: only the rows in use are read */
+  const uint8_t *emb = tpd_st_data(e->st, e->embed);
+  const size_t row_bytes = (size_t)D * tpd_dtype_size((tpd_dtype)e->embed->dtype);
+  if (e->poison == TPD_OK)
+    for (int t = 0; t < T; t++)
+      tpd_convert((uint8_t *)e->h_embed + (size_t)t * D * as, at, emb + (size_t)tokens[t] * row_bytes,
+                  (tpd_dtype)e->embed->dtype, (size_t)D);
+  OP(b->upload(be, e->x, e->h_embed, (size_t)T * D * as));
 
-tpd_status tpd_engine_step(tpd_engine *e, const tpd_step_item *items, int n_items, int32_t *out_tokens,
-                           float *out_logits) {
-  TPD_TRY(check_items(e, items, n_items));
-  for (int i = 0; i < n_items; i++) TPD_TRY(tpd_kv_reserve(&e->kv, items[i].slot, items[i].n_tokens));
-  int32_t *tok = e->h_tok;
-  tpd_status s = TPD_OK;
-  int item = 0, off = 0;
-  while (item < n_items && s == TPD_OK) {
-    /* fill one forward with up to T_cap tokens; a long prompt spans forwards */
-    int T = 0, n_last = 0, max_ctx = 0;
-    while (item < n_items && T < e->T_cap) {
-      const tpd_step_item *it = &items[item];
-      const int take = it->n_tokens - off < e->T_cap - T ? it->n_tokens - off : e->T_cap - T;
-      const int base = e->kv.n_tokens[it->slot] + off;
-      for (int j = 0; j < take; j++) {
-        e->h_pos[T + j] = base + j;
-        e->h_slot[T + j] = it->slot;
-        tok[T + j] = it->tokens[off + j];
-      }
-      if (base + take > max_ctx) max_ctx = base + take;
-      T += take;
-      off += take;
-      if (off == it->n_tokens) {
-        e->h_last_rows[n_last] = T - 1;
-        e->h_last_item[n_last] = item;
-        n_last++;
-        item++;
-        off = 0;
-      }
-    }
-    s = forward(e, T, tok, n_last, max_ctx);
-    if (s == TPD_OK && n_last > 0) s = select_tokens(e, items, n_last, out_tokens, out_logits);
+  const int graph = graphs_possible(e) && T == n_last && T <= e->kv.max_slots && lp_k < 0 && e->poison == TPD_OK;
+  tpd_step_meta meta = {.T = T, .max_blocks = e->kv.max_blocks, .block_size = e->kv.block_size,
+                        .max_ctx = graph ? e->kv.max_ctx : max_ctx};
+  if (b->host_memory) {
+    meta.pos = e->h_pos;
+    meta.slot = e->h_slot;
+    meta.block_table = e->kv.table;
+    tpd_kv_clean(&e->kv); /* the kernels read the table itself */
+  } else {
+    OP(b->upload(be, e->d_pos, e->h_pos, sizeof(int32_t) * (size_t)T));
+    OP(b->upload(be, e->d_slot, e->h_slot, sizeof(int32_t) * (size_t)T));
+    OP(upload_changed_rows(e));
+    meta.pos = e->d_pos;
+    meta.slot = e->d_slot;
+    meta.block_table = e->d_table;
   }
-  if (s != TPD_OK) return s;
-  for (int i = 0; i < n_items; i++) e->kv.n_tokens[items[i].slot] += items[i].n_tokens;
-  return TPD_OK;
+  if (graph && run_graph(e, &meta, n_last, max_ctx)) return;
+  forward_body(e, &meta, n_last, lp_k);
 }

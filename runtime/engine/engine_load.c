@@ -204,15 +204,35 @@ static int default_threads(const tpd_comm *comm) {
   return per > 0 ? per : 1;
 }
 
-tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
+void tpd_engine_opts_init(tpd_engine_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->struct_size = sizeof *o;
+  o->version = TPD_ENGINE_OPTS_VERSION;
+}
+
+void tpd_engine_inject_fault(tpd_engine *e, long after, tpd_status status) {
+  e->fault.after = after;
+  e->fault.status = status;
+}
+
+static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
   *out = NULL;
-  if (!o || !o->model_dir) return TPD_FAIL(TPD_ERR_ARG, "engine options: model_dir is required");
-  if (!comm) return TPD_FAIL(TPD_ERR_ARG, "engine options: a communicator is required");
+  if (!o) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: options are NULL");
+  if (o->struct_size != sizeof *o || o->version != TPD_ENGINE_OPTS_VERSION)
+    return TPD_FAIL(TPD_ERR_VERSION,
+                    "engine options of %u bytes, version %u; this library takes %zu bytes, version %d "
+                    "(fill them with tpd_engine_opts_init)",
+                    o->struct_size, o->version, sizeof *o, TPD_ENGINE_OPTS_VERSION);
+  if (!o->model_dir) return TPD_FAIL(TPD_ERR_ARG, "engine options: model_dir is required");
+  if (o->mode != TPD_MODE_SPMD && o->mode != TPD_MODE_LEADER)
+    return TPD_FAIL(TPD_ERR_ARG, "engine options: mode = %d (0: SPMD, 1: leader)", o->mode);
   if (o->max_ctx < 0 || o->max_seqs < 0 || o->max_step_tokens < 0 || o->kv_block_size < 0 || o->n_threads < 0)
     return TPD_FAIL(TPD_ERR_ARG, "engine options: negative size");
   tpd_engine *e = calloc(1, sizeof *e);
   if (!e) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
   e->comm = comm;
+  e->mode = o->mode;
+  e->fault.after = -1;
   tpd_status s;
   const tpd_model_config *c = &e->cfg;
   if (!tpd_is_dir(o->model_dir)) {
@@ -288,8 +308,45 @@ fail:
   return s;
 }
 
+/* Every rank returns the same status from create: the lowest failing
+ * rank's, with its message (a server on rank 0 learns why a follower could
+ * not load its shard, and no rank is left waiting for another that gave up). */
+tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
+  if (!out) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: out is NULL");
+  *out = NULL;
+  if (!comm) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: a communicator is required");
+  tpd_status s = create(o, comm, out);
+  if (comm->size == 1) {
+    if (s == TPD_OK) (*out)->live = 1;
+    return s;
+  }
+  struct {
+    int32_t status;
+    char msg[TPD_POISON_MSG];
+  } mine = {(int32_t)s, {0}}, *all = calloc((size_t)comm->size, sizeof mine);
+  if (s != TPD_OK) snprintf(mine.msg, sizeof mine.msg, "%s", tpd_last_error());
+  tpd_status g = all ? comm->ops->host_allgather(comm, &mine, all, sizeof mine) : TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  for (int r = 0; g == TPD_OK && r < comm->size; r++) {
+    if (all[r].status == TPD_OK) continue;
+    all[r].msg[sizeof all[r].msg - 1] = 0;
+    g = (tpd_status)all[r].status;
+    if (r != comm->rank) TPD_FAIL(g, "rank %d could not create its engine: %s", r, all[r].msg);
+  }
+  free(all);
+  if (g != TPD_OK) {
+    tpd_engine_destroy(*out); /* not live: a leader sends nothing */
+    *out = NULL;
+  } else {
+    (*out)->live = 1;
+  }
+  return g;
+}
+
 void tpd_engine_destroy(tpd_engine *e) {
   if (!e) return;
+  if (e->live && e->mode == TPD_MODE_LEADER && e->comm->rank == 0 && !e->shut_down && !e->unusable &&
+      tpd_engine_shutdown(e) != TPD_OK)
+    TPD_WARN("could not tell the followers to shut down: %s", tpd_last_error());
   if (e->graphs) {
     for (int i = 0; i <= e->kv.max_slots; i++)
       if (e->graphs[i] && e->be && e->be->ops->graph_destroy) e->be->ops->graph_destroy(e->be, e->graphs[i]);

@@ -99,7 +99,23 @@ tpd_status tpd_kv_acquire(tpd_kv_pool *kv, int *slot) {
       *slot = s;
       return TPD_OK;
     }
-  return TPD_FAIL(TPD_ERR_ARG, "all %d sequence slots are in use", kv->max_slots);
+  return TPD_FAIL(TPD_ERR_NO_SLOT, "all %d sequence slots are in use", kv->max_slots);
+}
+
+tpd_status tpd_kv_acquire_slot(tpd_kv_pool *kv, int slot) {
+  if (slot < 0 || slot >= kv->max_slots) return TPD_FAIL(TPD_ERR_SLOT, "sequence slot %d is out of range [0, %d)", slot, kv->max_slots);
+  if (kv->in_use[slot]) return TPD_FAIL(TPD_ERR_SLOT, "sequence slot %d is already open", slot);
+  kv->in_use[slot] = 1;
+  kv->n_tokens[slot] = 0;
+  kv->n_alloc[slot] = 0;
+  return TPD_OK;
+}
+
+int tpd_kv_blocks_needed(const tpd_kv_pool *kv, int slot, int n_new) {
+  if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot] || n_new < 0) return -1;
+  const int64_t want = (int64_t)kv->n_tokens[slot] + n_new;
+  const int64_t blocks = (want + kv->block_size - 1) / kv->block_size;
+  return blocks > kv->n_alloc[slot] ? (int)(blocks - kv->n_alloc[slot]) : 0;
 }
 
 void tpd_kv_release(tpd_kv_pool *kv, int slot) {
@@ -117,16 +133,16 @@ void tpd_kv_release(tpd_kv_pool *kv, int slot) {
 
 tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new) {
   if (slot < 0 || slot >= kv->max_slots || !kv->in_use[slot])
-    return TPD_FAIL(TPD_ERR_ARG, "sequence slot %d is not active", slot);
+    return TPD_FAIL(TPD_ERR_SLOT, "sequence slot %d is not open", slot);
   if (n_new < 0) return TPD_FAIL(TPD_ERR_ARG, "KV cache: n_new = %d tokens is negative", n_new);
   const int64_t want = (int64_t)kv->n_tokens[slot] + n_new; /* both in [0, 2^31): no overflow */
   if (want > kv->max_ctx)
-    return TPD_FAIL(TPD_ERR_ARG, "sequence needs %lld tokens (%d held + n_new = %d) but the context holds %d",
+    return TPD_FAIL(TPD_ERR_TOO_LONG, "sequence needs %lld tokens (%d held + n_new = %d) but the context holds %d",
                     (long long)want, kv->n_tokens[slot], n_new, kv->max_ctx);
   /* want <= max_ctx, so blocks <= max_blocks: the row has room */
   const int blocks = (int)((want + kv->block_size - 1) / kv->block_size);
   if (blocks - kv->n_alloc[slot] > kv->n_free)
-    return TPD_FAIL(TPD_ERR_OOM, "KV cache pool exhausted: %d free blocks, %d needed", kv->n_free,
+    return TPD_FAIL(TPD_ERR_KV_FULL, "KV cache pool exhausted: %d free blocks, %d needed", kv->n_free,
                     blocks - kv->n_alloc[slot]);
   int32_t *row = kv->table + (size_t)slot * kv->max_blocks;
   if (kv->n_alloc[slot] < blocks) mark(kv, slot);

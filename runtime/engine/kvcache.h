@@ -50,13 +50,19 @@ tpd_status tpd_kv_plan(tpd_kv_pool *kv, int max_slots, int max_ctx, int block_si
  * caller-owned and zeroed) and fills the free list. */
 void tpd_kv_attach(tpd_kv_pool *kv, void *mem);
 void tpd_kv_free(tpd_kv_pool *kv);
-/* Claims a free slot. */
+/* Claims the lowest free slot (TPD_ERR_NO_SLOT when none is). */
 tpd_status tpd_kv_acquire(tpd_kv_pool *kv, int *slot);
+/* Claims a given free slot (a follower replaying its leader's opens). */
+tpd_status tpd_kv_acquire_slot(tpd_kv_pool *kv, int slot);
+/* Blocks the slot must take for n_new more tokens; -1 for a slot that is not
+ * open or a negative n_new. */
+int tpd_kv_blocks_needed(const tpd_kv_pool *kv, int slot, int n_new);
 /* Returns the slot and its blocks to the pool (its row is cleared). */
 void tpd_kv_release(tpd_kv_pool *kv, int slot);
-/* Ensures room for n_new more tokens in the slot (allocating blocks); a
- * negative n_new, or one taking the slot past max_ctx, is TPD_ERR_ARG and
- * changes nothing.  The caller advances n_tokens[slot] afterwards. */
+/* Ensures room for n_new more tokens in the slot (allocating blocks); a slot
+ * that is not open is TPD_ERR_SLOT, a negative n_new TPD_ERR_ARG, one taking
+ * the slot past max_ctx TPD_ERR_TOO_LONG, too few free blocks
+ * TPD_ERR_KV_FULL; a failure changes nothing.  The caller advances n_tokens[slot] afterwards. */
 tpd_status tpd_kv_reserve(tpd_kv_pool *kv, int slot, int n_new);
 /* Forgets the changed-row marks (after uploading those rows). */
 void tpd_kv_clean(tpd_kv_pool *kv);

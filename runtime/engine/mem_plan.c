@@ -40,6 +40,10 @@ static void layout_step(tpd_engine *e, carve *c) {
   e->logits = take(c, S * (size_t)e->V_l * sizeof(float));
   e->amax_val = take(c, S * sizeof(float));
   e->amax_idx = take(c, S * i32);
+  e->st_max = take(c, S * sizeof(float));
+  e->st_sum = take(c, S * sizeof(float));
+  e->st_topv = take(c, S * TPD_LOGIT_TOPK_MAX * sizeof(float));
+  e->st_topi = take(c, S * TPD_LOGIT_TOPK_MAX * i32);
   e->inv_freq = take(c, sizeof(double) * (size_t)(e->cfg.head_dim / 2));
   if (!b->host_memory) { /* host backends read the host arrays directly */
     e->d_pos = take(c, T * i32);
@@ -51,7 +55,7 @@ static void layout_step(tpd_engine *e, carve *c) {
 /* Host memory: staging, gathers, sampler scratch, KV bookkeeping. */
 static void layout_host(tpd_engine *e, carve *c) {
   const size_t as = tpd_dtype_size(e->be->ops->act_dtype), T = (size_t)e->T_cap, D = (size_t)e->cfg.dim;
-  const size_t S = (size_t)e->max_seqs, tp = (size_t)e->plan.tp, chunk = (size_t)e->plan.vocab_chunk;
+  const size_t S = (size_t)e->max_seqs, tp = (size_t)e->plan.tp;
   const size_t i32 = sizeof(int32_t);
   e->h_pos = take(c, T * i32);
   e->h_slot = take(c, T * i32);
@@ -59,13 +63,19 @@ static void layout_host(tpd_engine *e, carve *c) {
   e->h_last_rows = take(c, S * i32);
   e->h_last_item = take(c, S * i32);
   e->h_embed = take(c, T * D * as);
-  e->h_logits = take(c, S * chunk * sizeof(float));
-  e->h_logits_all = take(c, tp * S * chunk * sizeof(float));
+  e->rec_cap = tpd_eng_rec_cap(e);
+  e->h_rec = take(c, e->rec_cap);
+  e->h_rec_all = take(c, tp * e->rec_cap);
   e->h_full = take(c, (size_t)e->cfg.vocab * sizeof(float));
-  e->h_vals = take(c, S * sizeof *e->h_vals);
-  e->h_idxs = take(c, S * sizeof *e->h_idxs);
-  e->h_pairs = take(c, S * sizeof *e->h_pairs);
-  e->h_pairs_all = take(c, tp * S * sizeof *e->h_pairs_all);
+  e->max_ops = tpd_eng_max_ops(e->max_seqs);
+  e->ops = take(c, (size_t)e->max_ops * sizeof *e->ops);
+  e->plan_cap = tpd_plan_cap(e->max_ops, e->max_seqs, e->T_cap);
+  if (e->plan_cap < TPD_PLAN_PREFIX) e->plan_cap = TPD_PLAN_PREFIX;
+  e->plan_buf = take(c, e->plan_cap);
+  e->part = take(c, S * sizeof *e->part);
+  e->part_orig = take(c, S * i32);
+  e->pend_len = take(c, S * i32);
+  e->h_out = take(c, S * sizeof *e->h_out);
   if (tp > 1 && e->comm->ops->data_on_device == e->be->ops->host_memory) { /* all-reduce through the host */
     e->h_stage = take(c, T * D * sizeof(float));
     e->h_stage_act = take(c, T * D * as);
@@ -160,6 +170,7 @@ tpd_status tpd_mem_alloc(tpd_engine *e) {
   if (step.off != m->act_bytes || host.off != m->host_bytes)
     return TPD_FAIL(TPD_ERR_INTERNAL, "memory plan: arenas laid out as %zu + %zu bytes, planned %zu + %zu", step.off,
                     host.off, m->act_bytes, m->host_bytes);
+  for (int i = 0; i < e->max_seqs; i++) e->pend_len[i] = -1;
   if (b->host_memory) e->d_table = e->kv.table;
   else TPD_TRY(b->zero(e->be, e->d_table, sizeof(int32_t) * (size_t)e->kv.max_slots * e->kv.max_blocks));
   TPD_TRY(b->zero(e->be, e->kv_storage, m->kv_bytes));

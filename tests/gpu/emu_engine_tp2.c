@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
   tpd_comm *nc = NULL;
   TU_TRY(tpd_comm_nccl_create(mpi, -1, &nc));
   tpd_engine_opts o;
-  memset(&o, 0, sizeof o);
+  tpd_engine_opts_init(&o);
   o.model_dir = msg.dir;
   o.backend = "cuda";
   o.n_threads = 1;

@@ -131,7 +131,7 @@ int main(void) {
   TU_TRY(tpd_synth_preset("tiny", &spec));
   spec.dtype = TPD_BF16, spec.max_pos = MAX_CTX, spec.seed = tu_next();
   TU_TRY(tpd_synth_write(&spec, dir));
-  tpd_engine_opts o = {.model_dir = dir, .backend = "cuda", .max_seqs = MAX_SEQS, .max_ctx = MAX_CTX,
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .backend = "cuda", .max_seqs = MAX_SEQS, .max_ctx = MAX_CTX,
                        .max_step_tokens = 32, .kv_block_size = BLOCK, .device = -1};
   tpd_engine *e = NULL;
   g_recording = 1;

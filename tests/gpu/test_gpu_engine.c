@@ -84,7 +84,7 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   }
   TU_TRY(tpd_synth_write(&ec->spec, dir));
   tpd_engine_opts o;
-  memset(&o, 0, sizeof o);
+  tpd_engine_opts_init(&o);
   o.model_dir = dir;
   o.n_threads = 2;
   o.max_ctx = 256;
@@ -167,7 +167,7 @@ static void run_pack_case(const gn_case *pc, const char *dir, const char *activa
   char path[4200];
   snprintf(path, sizeof path, "%.3000s/%.120s", dir, pc->model);
   tpd_engine_opts o;
-  memset(&o, 0, sizeof o);
+  tpd_engine_opts_init(&o);
   o.model_dir = path;
   o.backend = "cuda";
   o.activations = activations;

@@ -342,7 +342,7 @@ static void test_engine_options(void) {
     TU_CUDA(cudaDeviceSynchronize());
     comm[k] = (tpd_comm){.ops = &fake_ops, .rank = 0, .size = 2, .local_rank = 0, .local_size = 1, .impl = &fc[k]};
     tpd_engine_opts o;
-    memset(&o, 0, sizeof o);
+    tpd_engine_opts_init(&o);
     o.model_dir = dir, o.backend = "cuda", o.n_threads = 1, o.max_ctx = 64, o.max_seqs = max_seqs;
     o.max_step_tokens = T_cap, o.kv_block_size = 8, o.device = -1;
     TU_TRY(tpd_engine_create(&o, &comm[k], &e[k]));

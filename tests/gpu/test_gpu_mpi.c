@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
 #endif
   }
   tpd_engine_opts o;
-  memset(&o, 0, sizeof o);
+  tpd_engine_opts_init(&o);
   o.model_dir = msg.dir;
   o.backend = "cuda";
   o.n_threads = 1;
@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
       char path[4200];
       snprintf(path, sizeof path, "%.3000s/%.120s", dir, pc->model);
       tpd_engine_opts po;
-      memset(&po, 0, sizeof po);
+      tpd_engine_opts_init(&po);
       po.model_dir = path;
       po.backend = "cuda";
       po.activations = "f32";

@@ -20,9 +20,10 @@
  * activations option of backend creation, and TPD_CUDA_SYNC=1 naming the
  * kernel that faulted.  Exit 77 when no CUDA device is present.
  *
- * One program in three files: this one (backend options, memory, the
+ * One program in four files: this one (backend options, memory, the
  * TPD_CUDA_SYNC fault, the order of the checks), test_gpu_ops_dense.c
- * (matmul, fused gate/up + SwiGLU, rmsnorm, SwiGLU, gather, argmax) and
+ * (matmul, fused gate/up + SwiGLU, rmsnorm, SwiGLU, gather, argmax),
+ * test_gpu_ops_logit.c (logit_stats) and
  * test_gpu_ops_attention.c (rope + KV append, attention, the split plan);
  * test_gpu_ops.h holds the tolerances and input helpers they share. */
 #include "tests/gpu/test_gpu_ops.h"
@@ -175,6 +176,7 @@ static void test_sync_fault_last(void) {
  * full = 0: a smaller set of shapes (the f32 mode). */
 static void run_ops(tpd_backend *cpu, tpd_backend *gpu, tpd_backend *gpu16, tpd_backend *gpu_lt, int full) {
   run_dense_ops(cpu, gpu, gpu16, gpu_lt, full);
+  run_logit_ops(cpu, gpu, full);
   run_attention_ops(cpu, gpu, full);
 }
 

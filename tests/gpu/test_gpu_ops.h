@@ -1,4 +1,4 @@
-/* Shared by the three files of test_gpu_ops (every CUDA op against its CPU
+/* Shared by the four files of test_gpu_ops (every CUDA op against its CPU
  * twin; the plan of the checks: test_gpu_ops.c): the tolerances, the random
  * activation inputs, and each file's entry point. */
 #ifndef TPD_TEST_GPU_OPS_H
@@ -40,6 +40,10 @@ static inline void act_fill(const tpd_backend *gpu, float *x, size_t n, float a)
  * gpu16 forces the GEMV up to 16 rows, gpu_lt cuBLASLt for every M; full = 0:
  * a smaller set of shapes (the f32 mode). */
 void run_dense_ops(tpd_backend *cpu, tpd_backend *gpu, tpd_backend *gpu16, tpd_backend *gpu_lt, int full);
+
+/* test_gpu_ops_logit.c: logit_stats (max, sum of exp, top-k of f32 logits);
+ * full = 0: fewer shapes. */
+void run_logit_ops(tpd_backend *cpu, tpd_backend *gpu, int full);
 
 /* test_gpu_ops_attention.c: rope + KV append and attention over a paged KV
  * cache (decode, prefill, mixed, around the split size, graph replays). */

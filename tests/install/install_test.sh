@@ -35,7 +35,8 @@ needed() { "$READELF" -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\].*/\1/p'; }
 # ---- 1. install ----
 run "$W/install.log" "$CMAKE" --install "$BLD" --prefix "$P"
 for f in bin/tpdecode bin/tpdecode-bench bin/tpdecode-synth "$LIBDIR/libtpdecode.a" "$LIBDIR/libtpdecode.so" \
-  "$LIBDIR/pkgconfig/tpdecode.pc" include/tpdecode/tpdecode.h "$DOCDIR/examples/embed.c"; do
+  "$LIBDIR/pkgconfig/tpdecode.pc" include/tpdecode/tpdecode.h include/tpdecode/tpdecode_sched.h \
+  "$DOCDIR/examples/embed.c" "$DOCDIR/examples/serve.c"; do
   [ -e "$P/$f" ] || fail "cmake --install did not install $f"
 done
 major=${VERSION%%.*}
@@ -69,10 +70,13 @@ done
 [ $had -eq 1 ] || fail "pkg-config --static --libs has no -ltpdecode: $slibs"
 
 # ---- 3. the example, compiled as a user would ----
-mkdir "$W/src" && cp "$P/$DOCDIR/examples/embed.c" "$W/src/" || fail "copying the installed example"
+mkdir "$W/src" && cp "$P/$DOCDIR/examples/embed.c" "$P/$DOCDIR/examples/serve.c" "$W/src/" ||
+  fail "copying the installed examples"
 cd "$W/src" || exit 1
 run "$W/cc-shared.log" "$CC" -std=c11 -Wall -Wextra -Werror -pedantic embed.c $cflags $libs -o "$W/embed-shared"
 run "$W/cc-static.log" "$CC" -std=c11 -Wall -Wextra -Werror -pedantic embed.c $cflags $static_libs -o "$W/embed-static"
+# the serving example: leader/follower engine and the scheduler (tpdecode_sched.h)
+run "$W/cc-serve.log" "$CC" -std=c11 -Wall -Wextra -Werror -pedantic serve.c $cflags $libs -o "$W/serve"
 needed "$W/embed-shared" | grep -qx "libtpdecode.so.$major" ||
   fail "embed (shared) does not need libtpdecode.so.$major: $(needed "$W/embed-shared" | tr '\n' ' ')"
 if needed "$W/embed-static" | grep -q libtpdecode; then
@@ -100,6 +104,7 @@ check_tp() {  # TP LAUNCHER...
   run "$W/cli$tp.log" "$@" "$P/bin/tpdecode" -m "$W/model" --prompt-ids "${ids// /,}" -n $N --ignore-eos
   run "$W/shared$tp.log" env LD_LIBRARY_PATH="$P/$LIBDIR" "$@" "$W/embed-shared" "$W/model" $N $ids
   run "$W/static$tp.log" "$@" "$W/embed-static" "$W/model" $N $ids
+  run "$W/serve$tp.log" env LD_LIBRARY_PATH="$P/$LIBDIR" "$@" "$W/serve" "$W/model" $N $ids
   t_cli=$(tokens 'seq 0:' "$W/cli$tp.log")
   t_sh=$(tokens 'tokens:' "$W/shared$tp.log")
   t_st=$(tokens 'tokens:' "$W/static$tp.log")
@@ -111,7 +116,13 @@ check_tp() {  # TP LAUNCHER...
     v=$(tokens 'tpd_version:' "$W/$k$tp.log")
     [ "$v" = "$VERSION" ] || fail "TP $tp: embed ($k) printed tpd_version '$v', expected $VERSION"
   done
-  ok "TP $tp: tpdecode, embed (shared) and embed (static) all give: $t_cli"
+  t_sv=$(tokens 'request 0 (5 prompt ids): tokens:' "$W/serve$tp.log" | sed 's/ *\[.*//')
+  [ "$t_sv" = "$t_cli" ] || fail "TP $tp: serve (scheduler, leader mode) request 0 tokens '$t_sv' differ from tpdecode's '$t_cli': $(cat "$W/serve$tp.log")"
+  for r in 1 2; do
+    n=$(tokens "request $r ($((5 - r)) prompt ids): tokens:" "$W/serve$tp.log" | sed 's/ *\[.*//' | wc -w)
+    [ "$n" -eq $N ] || fail "TP $tp: serve request $r printed $n tokens, expected $N: $(cat "$W/serve$tp.log")"
+  done
+  ok "TP $tp: tpdecode, embed (shared), embed (static) and serve's request 0 all give: $t_cli"
 }
 check_tp 1
 if [ -n "$MPIEXEC" ]; then

@@ -177,7 +177,7 @@ int main(int argc, char **argv) {
   }
   TU_TRY(comm->ops->barrier(comm));
 
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = THREADS, .max_seqs = MAX_SEQS, .max_ctx = MAX_CTX,
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = THREADS, .max_seqs = MAX_SEQS, .max_ctx = MAX_CTX,
                        .max_step_tokens = STEP_TOKENS, .kv_block_size = BLOCK};
   tpd_engine *e = NULL;
   ac_record_start();

@@ -253,7 +253,7 @@ static run_out run_model(const char *dir, const int32_t *prompt, int np, int n) 
   run_out r = {0};
   tpd_comm *comm = NULL;
   CHECK_OK(tpd_comm_single_create(&comm));
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n};
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, comm, &e));
   if (e) {
@@ -323,7 +323,7 @@ static void test_tie(const char *conf) {
   char *untied = with_field(CONF_TF5, "tie_word_embeddings", "false");
   CHECK(untied && copy_model(src, dir, untied) == 0, "writing %s", dir);
   free(untied);
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = 1, .max_seqs = 1};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = 1, .max_seqs = 1};
   tpd_engine *e = NULL;
   tpd_clear_error();
   CHECK(tpd_engine_create(&o, comm, &e) != TPD_OK, "untied config without lm_head.weight accepted");

@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)np);
     for (int i = 0; i < np; i++) prompt[i] = cJSON_GetArrayItem(pj, i)->valueint;
     snprintf(path, sizeof path, "%s/%s", dir, model);
-    tpd_engine_opts o = {.model_dir = path, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n};
+    tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = path, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n};
     tpd_engine *e = NULL;
     CHECK_OK(tpd_engine_create(&o, comm, &e));
     if (!e) break;

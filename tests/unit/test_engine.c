@@ -19,7 +19,7 @@ static void random_prompt(int32_t *p, int n, int V) {
 }
 
 static tpd_engine *open_engine(const char *dir, int threads, int max_seqs, int max_ctx, int step_tokens) {
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = threads, .max_seqs = max_seqs, .max_ctx = max_ctx,
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = threads, .max_seqs = max_seqs, .max_ctx = max_ctx,
                        .max_step_tokens = step_tokens, .kv_block_size = 4};
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, g_comm, &e));
@@ -184,7 +184,7 @@ static void test_continuous(void) {
   int32_t many[48] = {0};
   it[0] = (tpd_step_item){.slot = sc, .n_tokens = 48, .tokens = many};
   tpd_clear_error();
-  CHECK(tpd_engine_step(e, it, 1, tok, NULL) == TPD_ERR_ARG && strstr(tpd_last_error(), "exceed the context"),
+  CHECK(tpd_engine_step(e, it, 1, tok, NULL) == TPD_ERR_TOO_LONG && strstr(tpd_last_error(), "exceed the context"),
         "context overflow: %s", tpd_last_error());
   tpd_clear_error();
   free(want), free(got), free(step_lg);

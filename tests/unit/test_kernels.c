@@ -308,6 +308,118 @@ static void test_small_ops(void) {
   free(gu), free(o), free(ref), free(y), free(g), free(l);
 }
 
+/* ---- logit statistics (max, sum of exp, top-k) against a float64 reference ----
+ * The reference sorts the whole row (the kernel keeps a running list). */
+typedef struct {
+  float v;
+  int i;
+} ls_pair;
+
+static int ls_pair_cmp(const void *pa, const void *pb) { /* larger value first, then lower index */
+  const ls_pair *a = pa, *b = pb;
+  if (a->v != b->v) return a->v > b->v ? -1 : 1;
+  return (a->i > b->i) - (a->i < b->i);
+}
+
+/* Error of (max, sumexp) against float64: |max - ref| + relative sumexp error;
+ * +INF whenever a NaN is on either side (tu_abs_diff).  A row whose reference
+ * maximum is -inf must give exactly (-inf, 0). */
+static double ls_stats_err(const float *l, int N, float mx, float se) {
+  double rmax = -INFINITY;
+  int any_nan = 0;
+  for (int n = 0; n < N; n++) {
+    any_nan |= isnan(l[n]);
+    rmax = fmax(rmax, l[n]); /* drops a NaN: put back below */
+  }
+  if (any_nan) rmax = NAN;
+  if (rmax == -INFINITY) return mx == -INFINITY && se == 0.0f ? 0.0 : INFINITY;
+  double rs = 0;
+  for (int n = 0; n < N; n++) rs += exp((double)l[n] - rmax);
+  return tu_worst(tu_abs_diff(mx, rmax), tu_abs_diff(se, rs) / rs);
+}
+
+/* Mismatching top-k entries against the sorted row (NaN left out; (-inf, -1) past its end). */
+static int ls_topk_bad(const float *l, int N, int k, int off, const float *tv, const int32_t *ti, ls_pair *buf) {
+  int n_ok = 0, bad = 0;
+  for (int n = 0; n < N; n++)
+    if (!isnan(l[n])) buf[n_ok].v = l[n], buf[n_ok].i = n, n_ok++;
+  qsort(buf, (size_t)n_ok, sizeof *buf, ls_pair_cmp);
+  for (int j = 0; j < k; j++) {
+    const float rv = j < n_ok ? buf[j].v : -INFINITY;
+    const int ri = j < n_ok ? buf[j].i + off : -1;
+    bad += !(tv[j] == rv && ti[j] == ri); /* a NaN value never matches */
+  }
+  return bad;
+}
+
+/* One row of a kind: 0 uniform, 1 few distinct values (ties), 2 some -inf,
+ * 3 all -inf, 4 wide range (exp underflows) */
+static void ls_fill_row(float *l, int N, int kind) {
+  for (int n = 0; n < N; n++) {
+    const double u = tu_uniform(0, 1);
+    switch (kind) {
+    case 1: l[n] = (float)(floor(u * 6) * 0.5 - 1.25); break;
+    case 2: l[n] = tu_int(0, 9) == 0 ? -INFINITY : (float)(10 * u - 5); break;
+    case 3: l[n] = -INFINITY; break;
+    case 4: l[n] = (float)(200 * u - 100); break;
+    default: l[n] = (float)(10 * u - 5); break;
+    }
+  }
+}
+
+static void test_logit_stats(void) {
+  const int cases[][3] = {{1, 1, 1},   {3, 5, 20},     {4, 1000, 8},      {3, 20, 20}, {2, 33331, 20},
+                          {6, 4099, 5}, {2, 100, 0},   {2, 0, 3},         {5, 7, TPD_LOGIT_TOPK_MAX}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const int M = cases[c][0], N = cases[c][1], k = cases[c][2], off = tu_int(0, 100000);
+    float *l = malloc(sizeof(float) * ((size_t)M * N + 1)), mx[8], se[8];
+    float *tv = malloc(sizeof(float) * ((size_t)M * k + 1));
+    int32_t *ti = malloc(sizeof(int32_t) * ((size_t)M * k + 1));
+    ls_pair *buf = malloc(sizeof(ls_pair) * ((size_t)N + 1));
+    for (int m = 0; m < M; m++) ls_fill_row(l + (size_t)m * N, N, M > 1 && m == M - 1 ? 3 : tu_int(0, 4));
+    for (int t = 0; t < 2; t++) {
+      tpd_backend *be = t ? be3 : be1;
+      for (int m = 0; m < M; m++) mx[m] = se[m] = NAN;
+      for (size_t j = 0; j < (size_t)M * k; j++) tv[j] = NAN, ti[j] = -7777;
+      tpd_logit_stats_args a = {M, N, k, l, mx, se, tv, ti, off};
+      CHECK_OK(be->ops->logit_stats(be, &a));
+      for (int m = 0; m < M; m++) {
+        const float *row = l + (size_t)m * N;
+        const double err = ls_stats_err(row, N, mx[m], se[m]);
+        const int bad = ls_topk_bad(row, N, k, off, tv + (size_t)m * k, ti + (size_t)m * k, buf);
+        CHECK(tu_within(err, 1e-6) && bad == 0, "logit_stats M=%d N=%d k=%d row %d (%d threads): err %.3g, %d top-k wrong",
+              M, N, k, m, t ? 3 : 1, err, bad);
+      }
+    }
+    /* a NaN: max and sumexp become NaN, which the comparison must reject;
+     * the top-k leaves it out */
+    if (N > 1) {
+      l[tu_int(0, N - 1)] = NAN;
+      tpd_logit_stats_args a = {1, N, k, l, mx, se, tv, ti, off};
+      CHECK_OK(be1->ops->logit_stats(be1, &a));
+      const double err = ls_stats_err(l, N, mx[0], se[0]);
+      CHECK(isnan(mx[0]) && isnan(se[0]) && !tu_within(err, 1e-6), "logit_stats N=%d: a NaN logit gives max %g, sumexp %g, err %g",
+            N, mx[0], se[0], err);
+      CHECK(ls_topk_bad(l, N, k, off, tv, ti, buf) == 0, "logit_stats N=%d: top-k with a NaN logit", N);
+    }
+    free(l), free(tv), free(ti), free(buf);
+  }
+  /* +inf: max +inf, sumexp NaN (inf - inf), and it is the top entry */
+  {
+    float l[5] = {1.0f, 2.0f, INFINITY, -3.0f, 0.5f}, mx, se, tv[2];
+    int32_t ti[2];
+    tpd_logit_stats_args a = {1, 5, 2, l, &mx, &se, tv, ti, 10};
+    CHECK_OK(be1->ops->logit_stats(be1, &a));
+    CHECK(mx == INFINITY && isnan(se) && tv[0] == INFINITY && ti[0] == 12 && tv[1] == 2.0f && ti[1] == 11,
+          "logit_stats with +inf: max %g sumexp %g top (%g, %d) (%g, %d)", mx, se, tv[0], ti[0], tv[1], ti[1]);
+  }
+  /* bad arguments: one line naming the rule */
+  float v = 1.0f, m1, s1;
+  tpd_logit_stats_args bad = {1, 1, TPD_LOGIT_TOPK_MAX + 1, &v, &m1, &s1, NULL, NULL, 0};
+  CHECK(be1->ops->logit_stats(be1, &bad) == TPD_ERR_ARG && strstr(tpd_last_error(), "k in 0..20"), "logit_stats k > max");
+  tpd_clear_error();
+}
+
 /* ---- sampler ---- */
 static void test_sampler(void) {
   tpd_sampler_scratch sc = {0};
@@ -406,6 +518,7 @@ int main(void) {
       test_small_ops();
     }
   }
+  for (int rep = 0; rep < 5; rep++) test_logit_stats();
   test_sampler();
   test_kv_pool();
   tpd_backend_destroy(be1);

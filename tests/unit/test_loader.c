@@ -308,7 +308,7 @@ static void expect_bad(const char *kind, const char *tensor, const char *needle)
   CHECK(tpd_make_bad(good, bad, kind, tensor) == 0, "writing the %s variant", kind);
   tpd_comm *comm = NULL;
   CHECK_OK(tpd_comm_single_create(&comm));
-  tpd_engine_opts o = {.model_dir = bad, .n_threads = 1};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = bad, .n_threads = 1};
   tpd_engine *e = NULL;
   tpd_clear_error();
   tpd_status s = tpd_engine_create(&o, comm, &e);
@@ -332,7 +332,7 @@ static void test_bad_files(void) {
   tpd_comm *comm = NULL;
   CHECK_OK(tpd_comm_single_create(&comm));
   tpd_engine *e = NULL;
-  tpd_engine_opts o = {.model_dir = "/nonexistent/model", .n_threads = 1};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = "/nonexistent/model", .n_threads = 1};
   CHECK(tpd_engine_create(&o, comm, &e) != TPD_OK && strstr(tpd_last_error(), "does not exist"), "missing dir: %s",
         tpd_last_error());
   tpd_clear_error();

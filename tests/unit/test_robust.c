@@ -18,17 +18,6 @@
 #include "runtime/engine/bench_hooks.h"
 #include "testutil.h"
 
-/* Expects `st` to be `want` with a message containing `needle`; clears it. */
-#define EXPECT_FAIL(expr, want, needle)                                                                     \
-  do {                                                                                                      \
-    tpd_clear_error();                                                                                      \
-    const tpd_status st_ = (expr);                                                                          \
-    CHECK(st_ == (want), "%s -> %s, expected %s (%s)", #expr, tpd_status_name(st_), tpd_status_name(want), \
-          tpd_last_error());                                                                                \
-    CHECK(strstr(tpd_last_error(), (needle)) != NULL, "%s: message '%s' does not name '%s'", #expr,        \
-          tpd_last_error(), (needle));                                                                      \
-  } while (0)
-
 /* ---- the KV pool ---- */
 
 static int pool_is_empty(const tpd_kv_pool *kv) {
@@ -75,7 +64,8 @@ static void test_kv_reserve(void) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     tpd_clear_error();
     const tpd_status st = tpd_kv_reserve(&kv, s, bad[i]);
-    CHECK(st == TPD_ERR_ARG, "reserve %d more tokens on 5 of %d -> %s", bad[i], ctx, tpd_status_name(st));
+    CHECK(st == (bad[i] < 0 ? TPD_ERR_ARG : TPD_ERR_TOO_LONG), "reserve %d more tokens on 5 of %d -> %s", bad[i], ctx,
+          tpd_status_name(st));
     CHECK(strstr(tpd_last_error(), "n_new"), "reserve %d: message '%s' does not name n_new", bad[i],
           tpd_last_error());
     CHECK(kv.n_free == free0 && kv.n_alloc[s] == alloc0 && kv.n_tokens[s] == 5,
@@ -91,7 +81,7 @@ static void test_kv_reserve(void) {
 
 static void test_seq_skip(const char *dir, tpd_comm *comm) {
   const int ctx = 64;
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = 1, .max_seqs = 2, .max_ctx = ctx, .kv_block_size = 4};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = 1, .max_seqs = 2, .max_ctx = ctx, .kv_block_size = 4};
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, comm, &e));
   if (!e) return;
@@ -103,19 +93,20 @@ static void test_seq_skip(const char *dir, tpd_comm *comm) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     tpd_clear_error();
     const tpd_status st = tpd_engine_seq_skip(e, a, bad[i]);
-    CHECK(st == TPD_ERR_ARG, "seq_skip(%d) at length 5 of %d -> %s", bad[i], ctx, tpd_status_name(st));
+    CHECK(st == (bad[i] < 0 ? TPD_ERR_ARG : TPD_ERR_TOO_LONG), "seq_skip(%d) at length 5 of %d -> %s", bad[i], ctx,
+          tpd_status_name(st));
     CHECK(strstr(tpd_last_error(), "n_tokens"), "seq_skip(%d): message '%s' does not name n_tokens", bad[i],
           tpd_last_error());
     CHECK(tpd_engine_seq_len(e, a) == 5, "seq_skip(%d) was refused but the length is now %d", bad[i],
           tpd_engine_seq_len(e, a));
   }
-  EXPECT_FAIL(tpd_engine_seq_skip(e, 7, 1), TPD_ERR_ARG, "slot 7");
+  EXPECT_FAIL(tpd_engine_seq_skip(e, 7, 1), TPD_ERR_SLOT, "slot 7");
   /* a step whose n_tokens would overflow "cached + new" is refused by name */
   {
     const int32_t one = 1;
     int32_t nx = -1;
     tpd_step_item huge = {.slot = a, .n_tokens = INT_MAX - 2, .tokens = &one};
-    EXPECT_FAIL(tpd_engine_step(e, &huge, 1, &nx, NULL), TPD_ERR_ARG, "exceed the context");
+    EXPECT_FAIL(tpd_engine_step(e, &huge, 1, &nx, NULL), TPD_ERR_TOO_LONG, "exceed the context");
     CHECK(tpd_engine_seq_len(e, a) == 5, "a refused step changed the length to %d", tpd_engine_seq_len(e, a));
   }
   /* nothing leaked: both slots still reach the full context from the pool
@@ -149,7 +140,7 @@ static void *fail_on_other_thread(void *arg) {
 }
 
 static void test_error_semantics(const char *dir, tpd_comm *comm) {
-  tpd_engine_opts o = {.model_dir = dir, .n_threads = 1, .max_seqs = 1, .max_ctx = 32, .kv_block_size = 4};
+  tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = 1, .max_seqs = 1, .max_ctx = 32, .kv_block_size = 4};
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, comm, &e));
   if (!e) return;
@@ -158,7 +149,7 @@ static void test_error_semantics(const char *dir, tpd_comm *comm) {
   /* failure 1: no free slot.  The caller recovers (closes one) without
    * reading or clearing the message; failure 2 must then be the message */
   tpd_clear_error();
-  CHECK(tpd_engine_seq_open(e, &b) == TPD_ERR_ARG && strstr(tpd_last_error(), "slots are in use"), "full: %s",
+  CHECK(tpd_engine_seq_open(e, &b) == TPD_ERR_NO_SLOT && strstr(tpd_last_error(), "slots are in use"), "full: %s",
         tpd_last_error());
   tpd_engine_seq_close(e, a);
   CHECK_OK(tpd_engine_seq_open(e, &a));
