@@ -49,7 +49,7 @@ install(TARGETS ${TPD_PROGRAMS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # (the ctest install.pkgconfig compiles against the installed tree alone, so
 # a header missing here fails it)
 set(TPD_PUBLIC_HEADERS comm/comm.h runtime/base/dtype.h runtime/base/error.h runtime/model/config.h
-  runtime/engine/sampler.h)
+  runtime/engine/sampler.h runtime/model/tokenizer.h)
 if(TPD_HAVE_MPI)
   # tpd_comm_mpi_from (needs <mpi.h>); a build without MPI has no such function
   list(APPEND TPD_PUBLIC_HEADERS comm/tpdecode_mpi.h)
@@ -63,10 +63,10 @@ install(FILES launch/examples/embed.c launch/examples/serve.c DESTINATION ${CMAK
 
 # ---- tpdecode.pc ----
 # Libs.private: what a static link adds after libtpdecode.a, from what this
-# build links (cJSON, MPI, CUDA, NCCL, libstdc++ with CUDA, libm, threads).  A library file
+# build links (cJSON, PCRE2, MPI, CUDA, NCCL, libstdc++ with CUDA, libm, threads).  A library file
 # /dir/libX.so becomes -L/dir -lX, so a fully static link may pick libX.a.
 # No Requires.private: the .pc names of MPI and CUDA differ between vendors.
-set(TPD_PC_PRIVATE ${CJSON_LIBRARY})
+set(TPD_PC_PRIVATE ${CJSON_LIBRARY} ${PCRE2_LIBRARY})
 if(TPD_HAVE_MPI)
   separate_arguments(mpi_flags UNIX_COMMAND "${MPI_C_LINK_FLAGS}")
   list(APPEND TPD_PC_PRIVATE ${mpi_flags} ${MPI_C_LIBRARIES})

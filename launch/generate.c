@@ -88,6 +88,7 @@ tpd_status tpd_generate(tpd_engine *e, const tpd_gen_request *q, tpd_gen_result 
       if (step < q->logits_steps)
         memcpy(r->step_logits + ((size_t)step * B + i) * V, logits + (size_t)k * V, sizeof(float) * (size_t)V);
       if (q->stop_at_eos && is_eos(c, out[k])) active[i] = 0;
+      if (q->on_token) q->on_token(q->on_token_ctx, i, out[k]);
       k++;
     }
   }

@@ -20,6 +20,10 @@ typedef struct {
   int stop_at_eos;
   int keep_logits;               /* keep each sequence's logits of its last step */
   int logits_steps;              /* > 0: also keep the first logits_steps steps' logits */
+  /* optional: told each new token as its step ends (every rank, in
+   * sequence order; outside the timed step), e.g. to stream text */
+  void (*on_token)(void *ctx, int seq, int32_t token);
+  void *on_token_ctx;
 } tpd_gen_request;
 
 typedef struct {

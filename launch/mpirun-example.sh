@@ -3,8 +3,8 @@
 #   launch/mpirun-example.sh MODEL_DIR N [tpdecode options...]
 # Each rank loads only its shard; ranks on a node split the cores between them
 # (override with --threads).  Add --backend cuda on GPU nodes: the GPU of a
-# rank is its node-local rank.  Without --prompt-ids a built-in prompt is
-# used, without -n 64 tokens; yours replace them.
+# rank is its node-local rank.  Without --prompt or --prompt-ids a built-in
+# prompt is used, without -n 64 tokens; yours replace them.
 # Environment: TPD_BUILD_DIR (default: build/ next to launch/), MPIRUN (default mpirun).
 set -euo pipefail
 usage="usage: $0 MODEL_DIR N [tpdecode options...]   (N: ranks, the tensor-parallel degree)"
@@ -21,7 +21,7 @@ esac
 TPDECODE=${TPD_BUILD_DIR:-$(dirname "$0")/../build}/tpdecode
 DEFAULTS=()
 has() { local o; for o in "${@:2}"; do [ "$o" = "$1" ] && return 0; done; return 1; }
-has --prompt-ids "$@" || DEFAULTS+=(--prompt-ids 1,2,3,4)
+has --prompt-ids "$@" || has --prompt "$@" || DEFAULTS+=(--prompt-ids 1,2,3,4)
 has -n "$@" || DEFAULTS+=(-n 64)
 exec "${MPIRUN:-mpirun}" -np "$N" --bind-to none --map-by slot \
   "$TPDECODE" -m "$MODEL" ${DEFAULTS[@]+"${DEFAULTS[@]}"} "$@"

@@ -1,4 +1,5 @@
-/* tpdecode-synth: writes a random model in Hugging Face layout. */
+/* tpdecode-synth: writes a random model in Hugging Face layout, with a
+ * matching tokenizer (tokenizer.json, tokenizer_config.json). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +14,11 @@ static const char *PRESETS[] = {"tiny", "small", "1b", "8b"};
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tpdecode-synth --out DIR [options]\n"
-          "  --out DIR              output folder, created if missing; required.  The files of an earlier\n"
-          "                         checkpoint there (config.json, model*.safetensors, the index) are\n"
-          "                         removed first; other files are kept\n"
+          "  --out DIR              output folder, created if missing; required.  Gets config.json, the\n"
+          "                         weights and a byte-level BPE tokenizer.json + tokenizer_config.json\n"
+          "                         (vocab >= %d).  The files of an earlier checkpoint there (config.json,\n"
+          "                         model*.safetensors, the index, the tokenizer's) are removed first;\n"
+          "                         other files are kept\n"
           "  --preset NAME          tiny, small, 1b or 8b (default tiny)\n"
           "  --dtype f32|bf16|f16   weight dtype (default bf16)\n"
           "  --seed N               values depend only on the seed and the tensor name (default 1)\n"
@@ -26,7 +29,8 @@ static void usage(FILE *f) {
           "  --layers N  --dim N  --heads N  --kv-heads N  --ffn N  --vocab N  --ctx N (max positions)\n"
           "  --head-dim N (default dim / heads)  --tie 0|1  --arch llama|mistral|qwen2 (default llama)\n"
           "  --sliding-window N (mistral; default 0: none)  --attention-bias  --rope-llama3\n"
-          "Presets:\n");
+          "Presets:\n",
+          TPD_SYNTH_TOKENIZER_MIN_VOCAB);
   for (size_t i = 0; i < sizeof PRESETS / sizeof *PRESETS; i++) {
     tpd_synth_spec s;
     if (tpd_synth_preset(PRESETS[i], &s) != TPD_OK) continue;
@@ -176,5 +180,8 @@ int main(int argc, char **argv) {
   printf("%s: %d files, ", PROG, t.n_files);
   print_size(t.n_bytes);
   printf(", in %s (%s, seed %llu)\n", o.out, s.dtype == TPD_F32 ? "f32" : s.dtype == TPD_F16 ? "f16" : "bf16", s.seed);
+  if (s.vocab < TPD_SYNTH_TOKENIZER_MIN_VOCAB)
+    printf("%s: no tokenizer: vocab %d is below the %d ids of its 256 bytes, BOS and EOS (--prompt-ids only)\n", PROG,
+           s.vocab, TPD_SYNTH_TOKENIZER_MIN_VOCAB);
   return 0;
 }

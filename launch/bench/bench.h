@@ -5,7 +5,8 @@
  *   bench_probe.c   the compute probe (peak arithmetic rate)
  *   bench_report.c  the table, JSON and CSV on stdout and in --out-dir
  *   bench_plot.c    the predicted curve, the Pareto frontiers and the SVG plot
- *   bench_serve.c   --serve: the leader's plan broadcast and the scheduler's host time */
+ *   bench_serve.c   --serve: the leader's plan broadcast and the scheduler's host time
+ *   bench_tok.c     --tokenize: the tokenizer's encode speed */
 #ifndef TPD_BENCH_H
 #define TPD_BENCH_H
 
@@ -96,6 +97,9 @@ typedef struct {
   int predict_tp[BENCH_MAX_LIST], n_predict_tp, predict_batch[BENCH_MAX_LIST], n_predict_batch;
   long predict_ctx;
   double predict_hop_us; /* < 0: the preset's */
+  /* --tokenize */
+  const char *tokenize, *text; /* the tokenizer's folder, the corpus (NULL: generated) */
+  long tok_mb, tok_repeat;
 } bopts;
 
 /* One measured configuration. */
@@ -237,6 +241,12 @@ typedef struct {
 tpd_status bench_run_serve(const bopts *o, tpd_comm *comm, const char *dir, bserve *out);
 /* rank 0: the two tables, or JSON lines (kinds "serve_plan", "serve_sched") */
 void bench_print_serve(const bopts *o, const bserve *s);
+
+/* ---- --tokenize (bench_tok.c), one process ----
+ * Encodes the corpus document by document (one per line) on 1 thread and on
+ * o->threads (0: the online CPUs); prints the best MB/s of o->tok_repeat
+ * passes with the token count and a hash of the ids (JSON lines with --json). */
+tpd_status bench_run_tokenize(const bopts *o);
 
 /* ---- the predicted curve, the frontiers, the plot (bench_plot.c) ---- */
 void bench_predict(const bopts *o, bpredict *p);

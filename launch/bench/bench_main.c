@@ -5,7 +5,8 @@
  *   [mpirun -np N] tpdecode-bench --preset 1b --dtype bf16 --batch 1,16 --threads 2
  *   mpirun -np 2 tpdecode-bench --preset small --sweep --predict h200 --out-dir out
  *   mpirun -np 2 tpdecode-bench --comm
- *   mpirun -np 2 tpdecode-bench --serve --preset small */
+ *   mpirun -np 2 tpdecode-bench --serve --preset small
+ *   tpdecode-bench --tokenize DIR [--text FILE] */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ static void usage(FILE *f) {
           "       [mpirun -np N] tpdecode-bench --comm [options]\n"
           "       tpdecode-bench --predict h100|h200 [options]\n"
           "       [mpirun -np N] tpdecode-bench --serve (-m DIR | --preset NAME) [--batch ...] [--sched-batch ...]\n"
+          "       tpdecode-bench --tokenize DIR [--text FILE | --tok-mb N] [--threads N] [--json]\n"
           "model and sweep\n"
           "  -m, --model DIR        Hugging Face checkpoint to time (default: none; or --preset)\n"
           "  --preset NAME          synthesise tiny|small|1b|8b once into --model-cache (default: none)\n"
@@ -62,6 +64,12 @@ static void usage(FILE *f) {
           "                         and its floor (an 8-byte broadcast); (b) the scheduler's host time per\n"
           "                         step at each --sched-batch (default: off)\n"
           "  --sched-batch LIST     requests decoding at once in (b) (default 1,16,64)\n"
+          "tokenizer encode speed (one process)\n"
+          "  --tokenize DIR         DIR/tokenizer.json (+ tokenizer_config.json): encode the corpus one line\n"
+          "                         at a time, MB/s on 1 thread and on --threads (default: the online CPUs)\n"
+          "  --text FILE            the corpus, UTF-8 (default: --tok-mb MB of generated mixed text, --seed)\n"
+          "  --tok-mb N             MB of generated text (default 2)\n"
+          "  --tok-repeat N         timed passes, the best reported (default 3)\n"
           "  --version              print the version and the build's backends\n"
           "  -h, --help             this text\n");
 }
@@ -76,7 +84,8 @@ static const struct {
                {"--predict-ctx", 1}, {"--predict-hop-us", 1}, {"--seed", 1}, {"--steps", 1}, {"--warmup", 1},
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
                {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
-               {"--serve", 0}, {"--sched-batch", 1}};
+               {"--serve", 0}, {"--sched-batch", 1}, {"--tokenize", 1}, {"--text", 1}, {"--tok-mb", 1},
+               {"--tok-repeat", 1}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -140,6 +149,9 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
   o->predict_model = "8b";
   o->predict_ctx = 1024;
   o->predict_hop_us = -1;
+  o->tok_mb = 2;
+  o->tok_repeat = 3;
+  int tok_set = 0; /* --text, --tok-mb or --tok-repeat given */
   static char backend_buf[64];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -172,6 +184,10 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
     else if (!strcmp(a, "--preset")) o->preset = v;
     else if (!strcmp(a, "--model-cache")) o->cache = v;
+    else if (!strcmp(a, "--tokenize")) o->tokenize = v;
+    else if (!strcmp(a, "--text")) o->text = v, tok_set = 1;
+    else if (!strcmp(a, "--tok-mb")) field = &o->tok_mb, hi = 4096, tok_set = 1;
+    else if (!strcmp(a, "--tok-repeat")) field = &o->tok_repeat, hi = 1000, tok_set = 1;
     else if (!strcmp(a, "--out-dir")) o->out_dir = v;
     else if (!strcmp(a, "--hw")) o->hw = v;
     else if (!strcmp(a, "--backend")) {
@@ -220,6 +236,15 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     }
   }
   if (o->model && o->preset) return TPD_FAIL(TPD_ERR_ARG, "pass one of -m DIR and --preset NAME, not both");
+  if (tok_set && !o->tokenize) return TPD_FAIL(TPD_ERR_ARG, "--text, --tok-mb and --tok-repeat need --tokenize DIR");
+  if (o->tokenize) {
+    const char *other = o->model ? "-m" : o->preset ? "--preset" : o->serve ? "--serve" : o->comm ? "--comm"
+                        : o->sweep ? "--sweep" : o->predict ? "--predict" : o->out_dir ? "--out-dir" : o->csv ? "--csv"
+                        : o->hw ? "--hw" : o->batch_set ? "--batch" : o->ctx_set ? "--ctx" : o->steps_set ? "--steps"
+                        : o->warmup_set ? "--warmup" : o->n_sched_batches ? "--sched-batch" : NULL;
+    if (other) return TPD_FAIL(TPD_ERR_ARG, "--tokenize does not take %s", other);
+    return TPD_OK;
+  }
   if (o->n_sched_batches && !o->serve) return TPD_FAIL(TPD_ERR_ARG, "--sched-batch needs --serve");
   if (o->serve) {
     const char *other = o->sweep ? "--sweep" : o->comm ? "--comm" : o->predict ? "--predict" : o->out_dir ? "--out-dir"
@@ -290,6 +315,12 @@ int main(int argc, char **argv) {
       if (o.help) usage(stdout);
       else tpd_cli_version(BENCH_PROG);
     }
+    tpd_comm_destroy(comm);
+    return 0;
+  }
+  if (o.tokenize) { /* one process: rank 0 encodes, the others have nothing to do */
+    st = comm->rank == 0 ? bench_run_tokenize(&o) : TPD_OK;
+    if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, 0);
     tpd_comm_destroy(comm);
     return 0;
   }

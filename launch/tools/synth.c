@@ -171,8 +171,8 @@ static cJSON *config_json(const tpd_synth_spec *s) {
   }
   if (!strcmp(s->arch, "qwen2")) cJSON_AddBoolToObject(c, "use_sliding_window", 0);
   cJSON_AddStringToObject(c, "torch_dtype", s->dtype == TPD_F32 ? "float32" : s->dtype == TPD_F16 ? "float16" : "bfloat16");
-  cJSON_AddNumberToObject(c, "bos_token_id", 1);
-  cJSON_AddNumberToObject(c, "eos_token_id", 2);
+  cJSON_AddNumberToObject(c, "bos_token_id", TPD_SYNTH_BOS_ID); /* the tokenizer's special tokens */
+  cJSON_AddNumberToObject(c, "eos_token_id", TPD_SYNTH_EOS_ID);
   return c;
 }
 
@@ -260,7 +260,8 @@ static tpd_status make_dirs(const char *dir) {
 
 /* The names of the files a checkpoint in this layout consists of. */
 static int checkpoint_file(const char *name) {
-  if (!strcmp(name, "config.json") || !strcmp(name, "model.safetensors") || !strcmp(name, "model.safetensors.index.json"))
+  if (!strcmp(name, "config.json") || !strcmp(name, "model.safetensors") || !strcmp(name, "model.safetensors.index.json") ||
+      !strcmp(name, "tokenizer.json") || !strcmp(name, "tokenizer_config.json"))
     return 1;
   int k = 0, of = 0, len = 0;
   if (sscanf(name, "model-%5d-of-%5d.safetensors%n", &k, &of, &len) != 2 || len != (int)strlen(name)) return 0;
@@ -269,9 +270,10 @@ static int checkpoint_file(const char *name) {
   return !strcmp(canon, name);
 }
 
-/* Whether a checkpoint of `shards` files writes a file of this name. */
-static int rewritten(const char *name, int shards) {
+/* Whether a checkpoint of `shards` files (with a tokenizer or not) writes a file of this name. */
+static int rewritten(const char *name, int shards, int tokenizer) {
   if (!strcmp(name, "config.json")) return 1;
+  if (!strcmp(name, "tokenizer.json") || !strcmp(name, "tokenizer_config.json")) return tokenizer;
   if (shards == 1) return !strcmp(name, "model.safetensors");
   if (!strcmp(name, "model.safetensors.index.json")) return 1;
   int k = 0, of = 0;
@@ -279,7 +281,7 @@ static int rewritten(const char *name, int shards) {
 }
 
 /* Removes the checkpoint files in dir (see checkpoint_file); keeps all else. */
-static tpd_status remove_checkpoint(const char *dir, int shards, tpd_synth_note_fn note, void *ctx) {
+static tpd_status remove_checkpoint(const char *dir, int shards, int tokenizer, tpd_synth_note_fn note, void *ctx) {
   DIR *d = opendir(dir);
   if (!d) return TPD_FAIL(TPD_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
   tpd_status st = TPD_OK;
@@ -293,7 +295,7 @@ static tpd_status remove_checkpoint(const char *dir, int shards, tpd_synth_note_
       st = TPD_FAIL(TPD_ERR_IO, "%s is a directory; a checkpoint file of that name cannot be written", path);
     else if (unlink(path) != 0)
       st = TPD_FAIL(TPD_ERR_IO, "cannot remove the earlier %s: %s", path, strerror(errno));
-    else if (note && !rewritten(de->d_name, shards))
+    else if (note && !rewritten(de->d_name, shards, tokenizer))
       note(ctx, "removed", path, (unsigned long long)sb.st_size);
   }
   closedir(d);
@@ -305,6 +307,18 @@ static tpd_status write_text(const char *path, const char *text, tpd_synth_note_
   TPD_TRY(tpd_write_file(path, text, strlen(text)));
   if (note) note(ctx, "wrote", path, (unsigned long long)strlen(text));
   return TPD_OK;
+}
+
+static tpd_status write_tokenizer(const tpd_synth_spec *s, const char *dir, tpd_synth_note_fn note, void *ctx) {
+  tpd_synth_tokenizer_files f;
+  TPD_TRY(tpd_synth_tokenizer(s->vocab, s->max_pos, &f));
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  tpd_status st = write_text(path, f.tokenizer_json, note, ctx);
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+  if (st == TPD_OK) st = write_text(path, f.config_json, note, ctx);
+  tpd_synth_tokenizer_free(&f);
+  return st;
 }
 
 tpd_status tpd_synth_write(const tpd_synth_spec *s, const char *dir) { return tpd_synth_write_ex(s, dir, NULL, NULL); }
@@ -328,8 +342,9 @@ tpd_status tpd_synth_write_ex(const tpd_synth_spec *s, const char *dir, tpd_synt
     return TPD_FAIL(TPD_ERR_ARG, "synthetic model: %d shards for %d tensors (at most one shard per tensor)", shards, n);
   }
   for (int i = 0; i < n; i++) ts[i].shard = (int)((long)i * shards / n);
+  const int tokenizer = s->vocab >= TPD_SYNTH_TOKENIZER_MIN_VOCAB;
   tpd_status st = make_dirs(dir);
-  if (st == TPD_OK) st = remove_checkpoint(dir, shards, note, ctx);
+  if (st == TPD_OK) st = remove_checkpoint(dir, shards, tokenizer, note, ctx);
   if (st != TPD_OK) {
     free(ts);
     return st;
@@ -362,5 +377,6 @@ tpd_status tpd_synth_write_ex(const tpd_synth_spec *s, const char *dir, tpd_synt
   }
   cJSON_Delete(index);
   free(ts);
+  if (st == TPD_OK && tokenizer) st = write_tokenizer(s, dir, note, ctx);
   return st;
 }

@@ -15,7 +15,14 @@
  * pending tokens n_known - n_cached are >= 1: exactly 1 is a decode step,
  * more is a prefill (the prompt, or prompt + output after a preemption).
  * The sampler's counter is the position of the token, and the random
- * stream is the request id, so a recomputed sequence draws the same tokens. */
+ * stream is the request id, so a recomputed sequence draws the same tokens.
+ *
+ * Text (a tokenizer in the options).  A record's detok turns its output ids
+ * into text in whole characters; `txt` holds what is decoded but not yet
+ * reported: at most the longest suffix that is a proper prefix of a stop
+ * string after each event (held back), plus the next token's piece.  A stop
+ * string can therefore only appear inside `txt`: an occurrence starting in
+ * reported text would have made that text a prefix of it, so held back. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -42,12 +49,21 @@ typedef struct sreq {
   int chunk;  /* tokens in this step's item, 0 when not in the step */
   double t_submit, t_admit, t_first, t_last; /* ms; t_admit, t_first < 0 until they happen */
   int n_preempted, n_recomputed;
+  /* text (with a tokenizer; driver thread) */
+  tpd_detok *detok;
+  char **stops;     /* [n_stops] copied stop strings */
+  size_t *stop_len; /* [n_stops] */
+  int n_stops;
+  char *txt;        /* [txt_cap] decoded, not yet reported; NUL-terminated */
+  size_t txt_len, txt_cap;
 } sreq;
 
 struct tpd_sched {
   tpd_engine *e;
   tpd_sched_callback cb;
   void *cb_user;
+  const tpd_tokenizer *tok; /* NULL: events carry no text */
+  int n_tok;                /* its tokens */
   int budget, max_queue, max_slots, block_size;
   int eos[TPD_MAX_EOS], n_eos;
   int vocab, max_ctx, total_blocks;
@@ -85,6 +101,11 @@ static void req_free(sreq *r) {
   if (!r) return;
   free(r->tokens);
   free(r->stop_ids);
+  for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
+  free(r->stops);
+  free(r->stop_len);
+  free(r->txt);
+  tpd_detok_free(r->detok);
   free(r);
 }
 
@@ -132,6 +153,10 @@ tpd_status tpd_sched_create(tpd_engine *e, const tpd_sched_opts *opts, tpd_sched
     return TPD_FAIL(TPD_ERR_ARG, "tpd_sched_create: opts.max_step_tokens %d is negative", opts->max_step_tokens);
   if (opts->max_queue < 0) return TPD_FAIL(TPD_ERR_ARG, "tpd_sched_create: opts.max_queue %d is negative", opts->max_queue);
   if (!tpd_engine_usable(e)) return TPD_FAIL(TPD_ERR_STATE, "tpd_sched_create: the engine is unusable after a failure");
+  if (opts->tokenizer && tpd_tokenizer_n_tokens(opts->tokenizer) > tpd_engine_config(e)->vocab)
+    return TPD_FAIL(TPD_ERR_ARG, "tpd_sched_create: opts.tokenizer has %d tokens, more than the model's vocabulary "
+                    "of %d (another model's tokenizer?)", tpd_tokenizer_n_tokens(opts->tokenizer),
+                    tpd_engine_config(e)->vocab);
   if (tpd_engine_rank(e) != 0)
     return TPD_FAIL(TPD_ERR_STATE, "tpd_sched_create on rank %d: the scheduler runs on the leader (rank 0)",
                     tpd_engine_rank(e));
@@ -149,6 +174,8 @@ tpd_status tpd_sched_create(tpd_engine *e, const tpd_sched_opts *opts, tpd_sched
   if (!s) return TPD_FAIL(TPD_ERR_OOM, "tpd_sched_create: out of host memory");
   s->e = e;
   s->cb = opts->callback, s->cb_user = opts->cb_user;
+  s->tok = opts->tokenizer;
+  s->n_tok = s->tok ? tpd_tokenizer_n_tokens(s->tok) : 0;
   s->budget = opts->max_step_tokens ? opts->max_step_tokens : cap.max_step_tokens;
   s->max_queue = opts->max_queue ? opts->max_queue : 4096;
   s->max_slots = cap.max_slots, s->block_size = cap.block_size, s->total_blocks = cap.total_blocks;
@@ -184,6 +211,80 @@ void tpd_sched_destroy(tpd_sched *s) {
 }
 
 /* ---- submit / cancel / pending (any thread) ---- */
+
+/* The offset of the first byte of s[0, n) that does not belong to a valid
+ * UTF-8 character (no overlong forms, surrogates or code points past
+ * U+10FFFF), or n when all do. */
+static size_t utf8_invalid_at(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < n) {
+    const unsigned c = u[i];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (c < 0x80) len = 1;
+    else if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return i;
+    if (len > n - i) return i;
+    for (size_t k = 1; k < len; k++)
+      if (u[i + k] < (k == 1 ? lo : 0x80) || u[i + k] > (k == 1 ? hi : 0xBF)) return i;
+    i += len;
+  }
+  return n;
+}
+
+static tpd_status check_stop_strings(const tpd_sched *s, const tpd_request *r) {
+  if (r->skip_special != 0 && r->skip_special != 1)
+    return TPD_FAIL(TPD_ERR_ARG, "request: skip_special is %d; it must be 0 or 1", r->skip_special);
+  if (r->n_stop_strings < 0) return TPD_FAIL(TPD_ERR_ARG, "request: n_stop_strings is %d", r->n_stop_strings);
+  if (!s->tok && r->n_stop_strings > 0)
+    return TPD_FAIL(TPD_ERR_ARG, "request: %d stop_strings, but the scheduler has no opts.tokenizer to decode text",
+                    r->n_stop_strings);
+  if (!s->tok && r->skip_special)
+    return TPD_FAIL(TPD_ERR_ARG, "request: skip_special is set, but the scheduler has no opts.tokenizer to decode "
+                    "text");
+  if (r->n_stop_strings > TPD_MAX_STOP_STRINGS)
+    return TPD_FAIL(TPD_ERR_ARG, "request: n_stop_strings is %d; at most %d (TPD_MAX_STOP_STRINGS)", r->n_stop_strings,
+                    TPD_MAX_STOP_STRINGS);
+  if (r->n_stop_strings > 0 && !r->stop_strings)
+    return TPD_FAIL(TPD_ERR_ARG, "request: stop_strings is NULL with n_stop_strings %d", r->n_stop_strings);
+  for (int i = 0; i < r->n_stop_strings; i++) {
+    const char *x = r->stop_strings[i];
+    if (!x) return TPD_FAIL(TPD_ERR_ARG, "request: stop_strings[%d] is NULL", i);
+    const size_t n = strnlen(x, TPD_MAX_STOP_STRING_LEN + 1);
+    if (n == 0) return TPD_FAIL(TPD_ERR_ARG, "request: stop_strings[%d] is empty", i);
+    if (n > TPD_MAX_STOP_STRING_LEN)
+      return TPD_FAIL(TPD_ERR_ARG, "request: stop_strings[%d] is longer than %d bytes (TPD_MAX_STOP_STRING_LEN)", i,
+                      TPD_MAX_STOP_STRING_LEN);
+    const size_t bad = utf8_invalid_at(x, n);
+    if (bad < n) return TPD_FAIL(TPD_ERR_ARG, "request: stop_strings[%d] is not valid UTF-8 (byte %zu)", i, bad);
+  }
+  return TPD_OK;
+}
+
+/* The request's text state: its detok and copied stop strings (on failure
+ * the caller frees what was made). */
+static tpd_status text_init(const tpd_sched *s, const tpd_request *r, sreq *q) {
+  TPD_TRY(tpd_detok_create(s->tok, r->skip_special, &q->detok));
+  q->txt_cap = 256;
+  q->txt = malloc(q->txt_cap);
+  if (!q->txt) return TPD_FAIL(TPD_ERR_OOM, "tpd_sched_submit: out of host memory");
+  q->txt[0] = 0;
+  if (r->n_stop_strings == 0) return TPD_OK;
+  q->stops = calloc((size_t)r->n_stop_strings, sizeof *q->stops);
+  q->stop_len = calloc((size_t)r->n_stop_strings, sizeof *q->stop_len);
+  if (!q->stops || !q->stop_len) return TPD_FAIL(TPD_ERR_OOM, "tpd_sched_submit: out of host memory");
+  for (int i = 0; i < r->n_stop_strings; i++) {
+    q->stop_len[i] = strlen(r->stop_strings[i]);
+    q->stops[i] = malloc(q->stop_len[i] + 1);
+    if (!q->stops[i]) return TPD_FAIL(TPD_ERR_OOM, "tpd_sched_submit: out of host memory");
+    memcpy(q->stops[i], r->stop_strings[i], q->stop_len[i] + 1);
+    q->n_stops = i + 1;
+  }
+  return TPD_OK;
+}
 static tpd_status check_request(const tpd_sched *s, const tpd_request *r) {
   if (r->struct_size != sizeof(tpd_request) || r->version != TPD_REQUEST_VERSION)
     return TPD_FAIL(TPD_ERR_VERSION, "request: struct_size %u / version %u, this library has %zu / %d", r->struct_size,
@@ -196,6 +297,7 @@ static tpd_status check_request(const tpd_sched *s, const tpd_request *r) {
   if (r->n_stop_ids < 0) return TPD_FAIL(TPD_ERR_ARG, "request: n_stop_ids is %d", r->n_stop_ids);
   if (r->n_stop_ids > 0 && !r->stop_ids)
     return TPD_FAIL(TPD_ERR_ARG, "request: stop_ids is NULL with n_stop_ids %d", r->n_stop_ids);
+  TPD_TRY(check_stop_strings(s, r));
   const tpd_sampling *sp = &r->sampling;
   if (!(sp->temperature >= 0) || isinf(sp->temperature))
     return TPD_FAIL(TPD_ERR_ARG, "request: sampling.temperature %g must be finite and >= 0", (double)sp->temperature);
@@ -231,6 +333,13 @@ tpd_status tpd_sched_submit(tpd_sched *s, const tpd_request *r, uint64_t *id) {
   if (!q || !q->tokens || (r->n_stop_ids && !q->stop_ids)) {
     req_free(q);
     return TPD_FAIL(TPD_ERR_OOM, "tpd_sched_submit: out of host memory");
+  }
+  if (s->tok) {
+    const tpd_status st = text_init(s, r, q);
+    if (st != TPD_OK) {
+      req_free(q);
+      return st;
+    }
   }
   memcpy(q->tokens, r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
   if (r->n_stop_ids) memcpy(q->stop_ids, r->stop_ids, sizeof(int32_t) * (size_t)r->n_stop_ids);
@@ -302,13 +411,91 @@ static void fill_stats(const sreq *r, double now, tpd_request_stats *st) {
   st->n_recomputed = r->n_recomputed;
 }
 
-/* Calls the callback; returns the seconds it took (not the scheduler's). */
+/* ---- text (driver thread) ---- */
+static tpd_status txt_append(sreq *r, const char *p, size_t n) {
+  if (r->txt_len + n + 1 > r->txt_cap) {
+    size_t cap = r->txt_cap * 2;
+    while (cap < r->txt_len + n + 1) cap *= 2;
+    char *t = realloc(r->txt, cap);
+    if (!t) return TPD_FAIL(TPD_ERR_OOM, "scheduler: out of host memory for the text of request %llu",
+                            (unsigned long long)r->id);
+    r->txt = t, r->txt_cap = cap;
+  }
+  memcpy(r->txt + r->txt_len, p, n);
+  r->txt_len += n;
+  r->txt[r->txt_len] = 0;
+  return TPD_OK;
+}
+
+/* Bytes of txt that may be reported now: up to the earliest stop string
+ * (*stopped = 1), else all of it when `final`, else all but the longest
+ * suffix that is a proper prefix of a stop string. */
+static size_t txt_releasable(const sreq *r, int final, int *stopped) {
+  size_t first = r->txt_len;
+  *stopped = 0;
+  for (int i = 0; i < r->n_stops; i++) {
+    const char *m = memmem(r->txt, r->txt_len, r->stops[i], r->stop_len[i]);
+    if (m && (size_t)(m - r->txt) < first) first = (size_t)(m - r->txt), *stopped = 1;
+  }
+  if (*stopped || final) return first;
+  size_t hold = 0;
+  for (int i = 0; i < r->n_stops; i++) {
+    const size_t L = r->stop_len[i];
+    const size_t kmax = L - 1 < r->txt_len ? L - 1 : r->txt_len;
+    for (size_t k = kmax; k > hold; k--) {
+      const char *tail = r->txt + r->txt_len - k;
+      if (tail[0] == r->stops[i][0] && !memcmp(tail, r->stops[i], k)) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return r->txt_len - hold;
+}
+
+/* Decodes tok (< 0: none) and, when `final`, what the detok holds back, into
+ * txt; *n_emit: the bytes of txt to report with this event; *stopped: a stop
+ * string ends the text there. */
+static tpd_status text_push(const tpd_sched *s, sreq *r, int32_t tok, int final, size_t *n_emit, int *stopped) {
+  *n_emit = 0, *stopped = 0;
+  const char *p;
+  size_t n;
+  if (tok >= 0) {
+    if (tok >= s->n_tok)
+      return TPD_FAIL(TPD_ERR_TOKEN, "request %llu produced token %d; the tokenizer has %d tokens (the model's "
+                      "vocabulary is padded beyond it): no text for it", (unsigned long long)r->id, tok, s->n_tok);
+    TPD_TRY(tpd_detok_push(r->detok, tok, &p, &n));
+    TPD_TRY(txt_append(r, p, n));
+  }
+  if (final) {
+    TPD_TRY(tpd_detok_flush(r->detok, &p, &n));
+    TPD_TRY(txt_append(r, p, n));
+  }
+  *n_emit = txt_releasable(r, final, stopped);
+  return TPD_OK;
+}
+
+/* Drops the n reported bytes from the front of txt. */
+static void txt_consume(sreq *r, size_t n) {
+  memmove(r->txt, r->txt + n, r->txt_len - n);
+  r->txt_len -= n;
+  r->txt[r->txt_len] = 0;
+}
+
+/* Calls the callback with text[0, text_len) (NULL without a tokenizer);
+ * returns the seconds it took (not the scheduler's). */
 static double emit(tpd_sched *s, const sreq *r, const tpd_step_output *out, tpd_finish_reason fin, tpd_status status,
-                   double now) {
+                   double now, size_t text_len) {
   tpd_sched_event ev;
   memset(&ev, 0, sizeof ev);
   ev.id = r->id;
   ev.user = r->user;
+  char saved = 0;
+  if (r->txt) { /* the text ends at text_len during the callback */
+    saved = r->txt[text_len];
+    r->txt[text_len] = 0;
+    ev.text = r->txt, ev.text_len = text_len;
+  }
   if (out) {
     ev.out = *out;
     ev.token = out->token;
@@ -323,13 +510,23 @@ static double emit(tpd_sched *s, const sreq *r, const tpd_step_output *out, tpd_
   if (fin != TPD_FINISH_NONE) fill_stats(r, now, &ev.stats);
   const double t0 = tpd_now_ms();
   s->cb(s->cb_user, &ev);
-  return (tpd_now_ms() - t0) * 1e-3;
+  const double t = (tpd_now_ms() - t0) * 1e-3;
+  if (r->txt) r->txt[text_len] = saved;
+  return t;
 }
 
 /* Finishes a request that is no longer in any container: event, then free. */
 static double finish_detached(tpd_sched *s, sreq *r, tpd_finish_reason fin, tpd_status st) {
   r->state = Q_DONE;
-  const double cb = emit(s, r, NULL, fin, st, tpd_now_ms());
+  size_t n_emit = 0;
+  int stopped = 0;
+  if (r->detok) { /* what was held back, up to a stop string the flush completes */
+    tpd_error_state err; /* the failure being reported keeps its message */
+    tpd_error_save(&err);
+    if (text_push(s, r, -1, 1, &n_emit, &stopped) != TPD_OK) n_emit = 0;
+    tpd_error_restore(&err);
+  }
+  const double cb = emit(s, r, NULL, fin, st, tpd_now_ms(), n_emit);
   req_free(r);
   return cb;
 }
@@ -564,7 +761,15 @@ tpd_status tpd_sched_step(tpd_sched *s) {
         r->n_out++;
         if (r->t_first < 0) r->t_first = now;
         r->t_last = now;
-        const tpd_finish_reason fin = finish_of(s, r, tok);
+        tpd_finish_reason fin = finish_of(s, r, tok);
+        tpd_status tst = TPD_OK;
+        size_t n_emit = 0;
+        if (r->detok) {
+          int stopped;
+          tst = text_push(s, r, tok, fin != TPD_FINISH_NONE, &n_emit, &stopped);
+          if (tst != TPD_OK) fin = TPD_FINISH_ERROR, n_emit = 0;
+          else if (stopped) fin = TPD_FINISH_STOP;
+        }
         if (fin != TPD_FINISH_NONE) {
           pthread_mutex_lock(&s->mu);
           run_remove(s, r);
@@ -572,8 +777,9 @@ tpd_status tpd_sched_step(tpd_sched *s) {
           tpd_engine_seq_close(s->e, r->slot);
           r->state = Q_DONE;
         }
-        cb_s += emit(s, r, &s->outs[k], fin, TPD_OK, now);
+        cb_s += emit(s, r, &s->outs[k], fin, tst, now, n_emit);
         if (fin != TPD_FINISH_NONE) req_free(r);
+        else if (n_emit) txt_consume(r, n_emit);
       }
     }
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command, as written, in a copy of the source tree (so it
 # configures and builds its own build/ as a fresh checkout would): it must
-# build, write the model and generate with 2 ranks.
+# build, write the model and generate text from text prompts with 2 ranks.
 #   quickstart.sh SOURCE_DIR
 set -u
 SRC=$(cd "$1" && pwd)
@@ -25,4 +25,9 @@ tail -n 8 "$W/out.log"
 # the generation ran: two sequences, each with output
 n=$(grep -c '^seq [0-9]*:' "$W/out.log")
 [ "$n" -eq 2 ] || { echo "FAIL expected 2 generated sequences in the quickstart output, saw $n"; exit 1; }
-echo "ok   bash launch/quickstart.sh built, wrote the model and generated 2 sequences"
+# text in (--prompt) and text out: the sequences are text with letters, not lists of ids
+grep -q "^+ mpirun .* --prompt '" "$W/out.log" || { echo "FAIL the quickstart does not generate from a --prompt text"; exit 1; }
+n=$(grep '^seq [0-9]*:' "$W/out.log" | grep -c '[A-Za-z]')
+[ "$n" -eq 2 ] && ! grep -q '^seq [0-9]*:\( [0-9]*\)*$' "$W/out.log" \
+  || { echo "FAIL the quickstart's sequences are not text"; exit 1; }
+echo "ok   bash launch/quickstart.sh built, wrote the model and generated 2 sequences of text from 2 text prompts"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The command-line programs end to end: --json schema, sampling reproducible
-# across TP degrees, --logits-out (and failing before any work when it cannot
+# across TP degrees, text in and text out (--prompt, output_text, the synth
+# tokenizer, all against Python's tokenizers; not-UTF-8 text, a padded
+# vocabulary, no tokenizer.json), --logits-out (and failing before any work when it cannot
 # be written), the plain output, synth reproducibility and rewriting a folder,
 # the programs' one-line errors, --version and --help, option ranges, the
 # --threads cap, varied greedy output of the synthetic presets, the mpirun and
@@ -31,7 +33,8 @@ cmp -s "$T/m/model.safetensors" "$T/m2/model.safetensors" && ok "synth: same see
 cmp -s "$T/m/model.safetensors" "$T/m3/model.safetensors" && bad "synth: another seed, same bytes" || ok "synth: another seed differs"
 size=$(stat -c %s "$T/m/model.safetensors")
 grep -qF "wrote $T/m/model.safetensors ($size bytes)" "$T/synth.out" && grep -qF "wrote $T/m/config.json" "$T/synth.out" \
-  && grep -q "2 files, .* in $T/m " "$T/synth.out" && ok "synth prints the files it wrote, their sizes and the folder" \
+  && grep -qF "wrote $T/m/tokenizer.json" "$T/synth.out" && grep -qF "wrote $T/m/tokenizer_config.json" "$T/synth.out" \
+  && grep -q "4 files, .* in $T/m " "$T/synth.out" && ok "synth prints the files it wrote, their sizes and the folder" \
   || { bad "synth output does not list its files:"; cat "$T/synth.out"; }
 
 ARGS=(-m "$T/m" --prompt-ids 1,2,3,4,5 --prompt-ids 9 --prompt-ids 100,200,300 -n 20 --ignore-eos)
@@ -49,12 +52,161 @@ size=$(stat -c %s "$T/l.f32" 2>/dev/null || echo 0)
 [ "$size" -eq $((3 * 512 * 4)) ] && ok "--logits-out writes [3, 512] float32" || bad "--logits-out wrote $size bytes"
 grep -q '^seq 2:' "$T/plain.txt" && grep -q 'tokens/s' "$T/plain.txt" && ok "plain output" || bad "plain output"
 
+# ---- text in, text out: --prompt and output_text against the reference `tokenizers` (Python) ----
+# tokcheck TOKENIZER_JSON RUN_JSON TEXT...: each sequence's prompt_ids are what tokenizers encodes its TEXT
+# to ("-" for a --prompt-ids sequence: not checked), its output_text is tokenizers' decode of its
+# output_ids (special tokens skipped), and output_ids_not_in_tokenizer lists the ids tokenizers lacks;
+# prints "N_SEQS N_NOT_IN_TOKENIZER"
+cat > "$T/tokcheck.py" <<'EOF'
+import json, sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+seqs = json.load(open(sys.argv[2], encoding="utf-8"))["sequences"]
+texts = sys.argv[3:]
+bad = 0
+if len(seqs) != len(texts):
+    print(f"{len(seqs)} sequences for {len(texts)} prompts"); sys.exit(1)
+n_unknown = 0
+for i, (s, t) in enumerate(zip(seqs, texts)):
+    if t != "-":
+        want = tok.encode(t).ids
+        if s["prompt_ids"] != want:
+            print(f"seq {i} {t!r}: prompt_ids {s['prompt_ids']}, tokenizers {want}"); bad = 1
+    ref = tok.decode(s["output_ids"], skip_special_tokens=True)
+    if s.get("output_text") != ref:
+        print(f"seq {i}: output_text {s.get('output_text')!r}, tokenizers {ref!r}"); bad = 1
+    unknown = [x for x in s["output_ids"] if tok.id_to_token(x) is None]
+    n_unknown += len(unknown)
+    if s.get("output_ids_not_in_tokenizer") != unknown:
+        print(f"seq {i}: output_ids_not_in_tokenizer {s.get('output_ids_not_in_tokenizer')}, expected {unknown}"); bad = 1
+print(len(seqs), n_unknown)
+sys.exit(bad)
+EOF
+PY=${TPD_PYTHON:-python3}
+TEXTS=("The river runs past the old mill." "I'll say it's 12345 times; don't you?" $'  runs   of\twhitespace\n\n and  lines \n'
+  "naïve café, Ærøskøbing" "東京と北京 (CJK)" "emoji 🙂👍🏽 and 🇫🇷" "<|end_of_text|> special tokens in text <|begin_of_text|>"
+  "x" "")
+PARGS=()
+for t in "${TEXTS[@]}"; do PARGS+=(--prompt "$t"); done
+if ! "$PY" -c 'import tokenizers' 2> /dev/null; then
+  bad "text checks: '$PY' cannot import tokenizers (pip install tokenizers; .ci/run installs it)"
+else
+  # the synth tokenizer: the model's vocab_size ids, BOS/EOS where config.json says, BOS added
+  "$PY" - "$T/m" <<'EOF' > "$T/tokcfg.out" 2>&1 && ok "synth tokenizer: $(cat "$T/tokcfg.out")" || { bad "synth tokenizer:"; cat "$T/tokcfg.out"; }
+import json, sys
+from tokenizers import Tokenizer
+d = sys.argv[1]
+tok = Tokenizer.from_file(d + "/tokenizer.json")
+cfg, tcfg = json.load(open(d + "/config.json")), json.load(open(d + "/tokenizer_config.json"))
+assert tok.get_vocab_size() == cfg["vocab_size"], (tok.get_vocab_size(), cfg["vocab_size"])
+assert tok.token_to_id(tcfg["bos_token"]) == cfg["bos_token_id"] and tok.token_to_id(tcfg["eos_token"]) == cfg["eos_token_id"]
+assert tcfg["add_bos_token"] is True and tok.encode("hi").ids[0] == cfg["bos_token_id"]
+assert tok.decode(tok.encode("Hello, world").ids) == "Hello, world"
+print(f"tokenizers loads it: {tok.get_vocab_size()} ids = vocab_size, BOS {cfg['bos_token_id']} / EOS {cfg['eos_token_id']} as config.json, BOS added")
+EOF
+  # a batch of texts and one id prompt, 10 tokens each (the tiny model's ids are half raw bytes: split characters)
+  if "$B/tpdecode" -m "$T/m" "${PARGS[@]}" --prompt-ids 5,300,7 -n 10 --ignore-eos --json > "$T/text.json" 2> "$T/err"; then
+    "$PY" "$T/tokcheck.py" "$T/m/tokenizer.json" "$T/text.json" "${TEXTS[@]}" - > "$T/tc.out" \
+      && ok "--prompt: prompt_ids, output_text and output_ids_not_in_tokenizer equal tokenizers' on $(cut -d' ' -f1 < "$T/tc.out") sequences" \
+      || { bad "--prompt against tokenizers:"; cat "$T/tc.out"; }
+  else
+    bad "--prompt batch run failed:"; cat "$T/err"
+  fi
+  # --chat: the user message (and --system) through the chat template; the synth tokenizer has no
+  # template and no header tokens, so a llama model takes Llama 2's [INST] format (docs/usage.md)
+  "$B/tpdecode" -m "$T/m" --chat "Hello there" --system "Be brief" -n 2 --json > "$T/chat.json" 2> "$T/err" \
+    && "$PY" - "$T/m/tokenizer.json" "$T/chat.json" <<'EOF' > "$T/chat.out" 2>&1 && ok "--chat: $(cat "$T/chat.out")" || { bad "--chat:"; cat "$T/chat.out" "$T/err"; }
+import json, sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+ids = json.load(open(sys.argv[2]))["sequences"][0]["prompt_ids"]
+want = "<|begin_of_text|>[INST] <<SYS>>\nBe brief\n<</SYS>>\n\nHello there [/INST]"
+assert tok.decode(ids, skip_special_tokens=False) == want, tok.decode(ids, skip_special_tokens=False)
+assert ids == tok.encode(want, add_special_tokens=False).ids
+print(f"{len(ids)} prompt ids decode to the Llama 2 [INST] render and equal tokenizers' encoding of it")
+EOF
+  # plain output of one --prompt streams the text: the same bytes as --json's output_text
+  "$B/tpdecode" -m "$T/m" --prompt "${TEXTS[3]}" -n 24 --ignore-eos > "$T/stream.txt" 2> "$T/err" \
+    && "$B/tpdecode" -m "$T/m" --prompt "${TEXTS[3]}" -n 24 --ignore-eos --json > "$T/stream.json" \
+    && "$PY" - "$T/stream.txt" "$T/stream.json" <<'EOF' > "$T/st.out" 2>&1 && ok "plain --prompt: $(cat "$T/st.out")" || { bad "plain --prompt output:"; cat "$T/st.out" "$T/err"; }
+import json, sys
+out = open(sys.argv[1], "rb").read()
+want = json.load(open(sys.argv[2], encoding="utf-8"))["sequences"][0]["output_text"].encode("utf-8")
+assert out.startswith(b"seq 0: "), out[:40]
+end = out.rindex(b"\nprefill ")
+got = out[len(b"seq 0: "):end]
+assert got == want, (got, want)
+print(f"'seq 0: ' and the {len(got)} bytes of output_text, then the timing line")
+EOF
+  # ids of a model's padded vocabulary (vocab_size 640, tokenizer 512): generated, left out of the text
+  "$B/tpdecode-synth" --out "$T/pad" --preset tiny --vocab 640 --seed 11 > /dev/null && cp "$T/m/tokenizer.json" "$T/m/tokenizer_config.json" "$T/pad/" \
+    && "$B/tpdecode" -m "$T/pad" "${PARGS[@]:0:6}" -n 16 --ignore-eos --json > "$T/pad.json" 2> "$T/err" \
+    && "$PY" "$T/tokcheck.py" "$T/pad/tokenizer.json" "$T/pad.json" "${TEXTS[@]:0:3}" > "$T/tc.out" \
+    && [ "$(cut -d' ' -f2 < "$T/tc.out")" -gt 0 ] \
+    && ok "padded vocab: $(cut -d' ' -f2 < "$T/tc.out") generated ids beyond the tokenizer, listed in output_ids_not_in_tokenizer, left out of output_text as tokenizers does" \
+    || { bad "padded vocab (640 ids, tokenizer 512):"; cat "$T/tc.out" "$T/err"; }
+  "$B/tpdecode" -m "$T/pad" --prompt "${TEXTS[0]}" -n 24 --ignore-eos --json > "$T/pad1.json" 2> /dev/null
+  n_pad=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["sequences"][0]["output_ids_not_in_tokenizer"]))' "$T/pad1.json" 2> /dev/null)
+  "$B/tpdecode" -m "$T/pad" --prompt "${TEXTS[0]}" -n 24 --ignore-eos > "$T/out" 2> "$T/err"
+  rc=$?
+  [ $rc -eq 0 ] && [ "${n_pad:-0}" -gt 0 ] && [ "$(wc -l < "$T/err")" -eq 1 ] \
+    && grep -q "^tpdecode: note: seq 0: $n_pad generated ids\{0,1\} not in the tokenizer (512 tokens; the model's vocab_size is 640) left out of the text: [0-9]" "$T/err" \
+    && ok "padded vocab, plain output: $(cat "$T/err")" || { bad "padded vocab, plain output: status $rc, $n_pad ids:"; cat "$T/err"; }
+
+  # Llama 3's vocabulary size: merges capped, whole words after them reached through ignore_merges
+  start=$(date +%s%N)
+  "$B/tpdecode-synth" --out "$T/big" --preset tiny --vocab 128256 --seed 2 > /dev/null || bad "synth --vocab 128256"
+  ms=$((($(date +%s%N) - start) / 1000000))
+  "$PY" - "$T/big/tokenizer.json" <<'EOF' > "$T/bigtext" 2> "$T/err"
+import json, sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+n_learnt = 258 + len(json.load(open(sys.argv[1]))["model"]["merges"])
+words = [tok.decode([i]) for i in (n_learnt, n_learnt + 1000, 60000, 128255)]
+assert all(len(tok.encode(w, add_special_tokens=False).ids) == 1 for w in words), words
+sys.stdout.write("Whole words:" + "".join(words) + ", and the river runs past the mill.")
+EOF
+  if [ -s "$T/bigtext" ] && "$B/tpdecode" -m "$T/big" --prompt "$(cat "$T/bigtext")" "${PARGS[@]}" -n 4 --json > "$T/big.json" 2> "$T/err"; then
+    "$PY" "$T/tokcheck.py" "$T/big/tokenizer.json" "$T/big.json" "$(cat "$T/bigtext")" "${TEXTS[@]}" > "$T/tc.out" \
+      && [ "$ms" -lt 10000 ] \
+      && ok "vocab 128256 (synth in $ms ms): '$(cat "$T/bigtext")' and the texts encode as tokenizers does" \
+      || { bad "vocab 128256 (synth in $ms ms):"; cat "$T/tc.out"; }
+  else
+    bad "vocab 128256 run:"; cat "$T/bigtext" "$T/err"
+  fi
+  rm -rf "$T/big" "$T/pad"
+fi
+# bad text, no tokenizer: one line each
+"$B/tpdecode" -m "$T/m" --prompt "ok" --prompt $'caf\xe9 latin-1' -n 2 > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -ne 0 ] && [ ! -s "$T/out" ] && one_error tpdecode "$T/err" "--prompt of sequence 1: " && grep -q "UTF-8" "$T/err" \
+  && ok "--prompt that is not UTF-8: $(cat "$T/err")" || { bad "--prompt not UTF-8: status $rc:"; cat "$T/out" "$T/err"; }
+mkdir -p "$T/notok" && cp "$T/m/config.json" "$T/m/model.safetensors" "$T/notok/"
+"$B/tpdecode" -m "$T/notok" --prompt "hello" -n 2 > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -ne 0 ] && one_error tpdecode "$T/err" "$T/notok/tokenizer.json does not exist" \
+  && ok "--prompt without tokenizer.json: $(cat "$T/err")" || { bad "--prompt without tokenizer.json: status $rc:"; cat "$T/err"; }
+"$B/tpdecode" -m "$T/notok" --prompt-ids 1,2 -n 2 --json > "$T/out" 2> "$T/err" && [ ! -s "$T/err" ] \
+  && "$B/tests/unit/jsoncheck" 1 2 < "$T/out" > /dev/null && ! grep -q output_text "$T/out" \
+  && ok "--prompt-ids without tokenizer.json: ids only, no output_text" || { bad "--prompt-ids without tokenizer.json:"; cat "$T/out" "$T/err"; }
+echo "garbage" > "$T/notok/tokenizer.json"
+"$B/tpdecode" -m "$T/notok" --prompt-ids 1,2 -n 2 --json > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -eq 0 ] && "$B/tests/unit/jsoncheck" 1 2 < "$T/out" > /dev/null && ! grep -q output_text "$T/out" \
+  && [ "$(wc -l < "$T/err")" -eq 1 ] && grep -q "^tpdecode: warning: .*tokenizer.json.*; --json has no output_text$" "$T/err" \
+  && ok "--prompt-ids --json with a broken tokenizer.json: the ids, and $(cat "$T/err")" \
+  || { bad "--prompt-ids --json with a broken tokenizer.json: status $rc:"; cat "$T/out" "$T/err"; }
+"$B/tpdecode-synth" --out "$T/notok" --vocab 200 > "$T/synth.out" && [ ! -e "$T/notok/tokenizer.json" ] \
+  && grep -qF "removed $T/notok/tokenizer.json" "$T/synth.out" \
+  && ok "synth --vocab 200 (below 256 bytes + 2 specials): no tokenizer, the earlier tokenizer.json removed" \
+  || { bad "synth --vocab 200 and its tokenizer:"; cat "$T/synth.out"; }
+
 # ---- synth into a folder that holds an earlier model: nothing stale may be loaded ----
 # logits MODEL_DIR OUT: the last step's logits of a fixed greedy run
 logits() { "$B/tpdecode" -m "$1" --prompt-ids 3,1,4,1,5 --prompt-ids 9,2 -n 6 --ignore-eos --logits-out "$2" > /dev/null; }
 W=$T/reused
 "$B/tpdecode-synth" --out "$W" --seed 21 --shards 3 > /dev/null && logits "$W" "$T/a21.f32" || bad "sharded seed-21 model"
-echo keep > "$W/tokenizer.json"
+echo stale > "$W/tokenizer.json"
 echo keep > "$W/notes.txt"
 "$B/tpdecode-synth" --out "$W" --seed 22 > "$T/reuse.out" || bad "synth into a used folder"
 "$B/tpdecode-synth" --out "$T/fresh22" --seed 22 > /dev/null && logits "$T/fresh22" "$T/f22.f32" || bad "fresh seed-22 model"
@@ -62,8 +214,10 @@ logits "$W" "$T/b22.f32" || bad "run on the rewritten folder"
 stale=$(cd "$W" && ls model-*-of-*.safetensors model.safetensors.index.json 2>/dev/null | wc -l)
 [ "$stale" -eq 0 ] && ok "synth removed the earlier model's shards and index" \
   || bad "$stale stale shard/index file(s) left in $W: $(ls "$W" | tr '\n' ' ')"
-[ "$(cat "$W/tokenizer.json" "$W/notes.txt" 2>/dev/null)" = "$(printf 'keep\nkeep')" ] \
-  && ok "synth kept the files it does not own" || bad "synth removed or changed foreign files"
+[ "$(cat "$W/notes.txt" 2>/dev/null)" = keep ] && ok "synth kept the files it does not own" \
+  || bad "synth removed or changed foreign files"
+cmp -s "$W/tokenizer.json" "$T/fresh22/tokenizer.json" && ok "synth rewrote the stale tokenizer.json" \
+  || bad "synth left a stale tokenizer.json"
 [ "$(grep -c "removed $W/" "$T/reuse.out")" -eq 4 ] && ok "synth reports the 4 earlier files it removed" \
   || { bad "synth does not report the removed files:"; cat "$T/reuse.out"; }
 cmp -s "$T/b22.f32" "$T/f22.f32" && ok "rewritten folder: the logits of a fresh seed-22 model" \
@@ -188,6 +342,10 @@ SRUN=$T/bin/srun TPD_BUILD_DIR=$B "$ROOT/launch/srun-example.sh" "$T/m" --backen
   > "$T/srun.json" 2> "$T/err" && "$B/tests/unit/jsoncheck" 1 8 --prompts < "$T/srun.json" > "$T/srun.p" \
   && [ "$(cat "$T/srun.p")" = "5 6 7 " ] && ok "srun-example.sh: the user's prompt and -n replace the built-in ones" \
   || { bad "srun-example.sh with --prompt-ids 5,6,7 -n 8:"; cat "$T/srun.json" "$T/err"; }
+SRUN=$T/bin/srun TPD_BUILD_DIR=$B "$ROOT/launch/srun-example.sh" "$T/m" --backend cpu --prompt "hello there" -n 4 --json \
+  > "$T/srun.json" 2> "$T/err" && "$B/tests/unit/jsoncheck" 1 4 < "$T/srun.json" > /dev/null \
+  && ok "srun-example.sh: the user's --prompt replaces the built-in prompt" \
+  || { bad "srun-example.sh with --prompt:"; cat "$T/srun.json" "$T/err"; }
 if [ -n "$MPI" ]; then
   MPIRUN=$MPI TPD_BUILD_DIR=$B "$ROOT/launch/mpirun-example.sh" "$T/m" 2 --prompt-ids 5,6,7 -n 8 --json \
     > "$T/mpirun.json" 2> "$T/err" && "$B/tests/unit/jsoncheck" 1 8 --prompts < "$T/mpirun.json" > "$T/mpirun.p" \
@@ -197,6 +355,14 @@ if [ -n "$MPI" ]; then
   "$B/tpdecode" -m "$T/m" --prompt-ids 5,6,7 -n 8 --json | "$B/tests/unit/jsoncheck" 1 8 > "$T/tp1.ids"
   "$B/tests/unit/jsoncheck" 1 8 < "$T/mpirun.json" > "$T/tp2.ids" 2>/dev/null
   cmp -s "$T/tp1.ids" "$T/tp2.ids" && ok "mpirun-example.sh: TP=2 ids equal TP=1" || bad "mpirun-example.sh: TP=2 ids differ from TP=1"
+  # --prompt at TP=2: every rank encodes the texts; the same sequences (ids and text) as TP=1
+  "$MPI" -np 2 "$B/tpdecode" -m "$T/m" "${PARGS[@]}" --prompt-ids 5,300,7 -n 10 --ignore-eos --json > "$T/text2.json" 2> "$T/err"
+  "$PY" -c 'import json, sys; a, b = (json.load(open(f))["sequences"] for f in sys.argv[1:]); sys.exit(a != b or not a)' \
+    "$T/text.json" "$T/text2.json" 2> /dev/null && ok "--prompt at TP=2: the sequences of TP=1, text included" \
+    || { bad "--prompt at TP=2 differs from TP=1:"; cat "$T/err"; }
+  "$MPI" -np 2 "$B/tpdecode" -m "$T/m" --prompt $'\xff' -n 2 > "$T/out" 2> "$T/err"
+  [ $? -ne 0 ] && [ ! -s "$T/out" ] && [ "$(grep -c '^tpdecode: error: --prompt of sequence 0: .*UTF-8' "$T/err")" -eq 1 ] \
+    && ok "--prompt not UTF-8 at TP=2: one line" || { bad "--prompt not UTF-8 at TP=2:"; cat "$T/out" "$T/err"; }
   # --help under mpirun: printed once, by rank 0
   n=$("$MPI" -np 2 "$B/tpdecode" --help 2>/dev/null | grep -c '^usage:')
   [ "$n" -eq 1 ] && ok "--help under mpirun -np 2 prints once" || bad "--help under mpirun -np 2 printed $n times"

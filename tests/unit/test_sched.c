@@ -12,7 +12,8 @@
  *      alone, and greedy ones the float64 reference's tokens; a stop id and
  *      max_tokens end a request where its solo run says; cancellation of a
  *      queued and of a running request, the engine's capacity full again
- *      after; submissions from a second thread while the driver steps.
+ *      after; submissions from a second thread while the driver steps;
+ *      text and stop strings with a tokenizer (test_sched_text.c).
  *   1. 8 slots and a KV pool of 24 blocks, too small for the requests at
  *      once: every request completes with its solo tokens, and some were
  *      preempted (recompute); a request that cannot fit the pool alone is
@@ -46,6 +47,7 @@ void on_event(void *cb_user, const tpd_sched_event *ev) {
   t->n_events++;
   t->ev_id = ev->id;
   if (t->n_finish) t->n_bad++;
+  if (ev->text || ev->text_len) t->n_bad++; /* no tokenizer, no text */
   if (ev->token >= 0) {
     if (ev->index != t->n_tokens || ev->token != ev->out.token || ev->token >= VOCAB || t->n_tokens >= MAX_OUT) {
       t->n_bad++;
@@ -452,6 +454,9 @@ int main(int argc, char **argv) {
       test_chunking(e);
       test_cancel(e);
       test_threads(e);
+      char d[600];
+      snprintf(d, sizeof d, "%s/tp%d", argv[1], tp);
+      test_text(e, d, g_model);
       /* the EOS test's request: a greedy solo run with ignore_eos */
       memset(&g_eos_solo, 0, sizeof g_eos_solo);
       random_prompt(&g_eos_solo, 7);

@@ -45,4 +45,8 @@ void test_bad_input(tpd_engine *e);
 void test_cancel(tpd_engine *e);
 void test_fault(tpd_engine *e, tpd_status fault);
 
+/* test_sched_text.c: text and stop strings with tokenizers written into dir
+ * and the one tpdecode-synth wrote into model_dir */
+void test_text(tpd_engine *e, const char *dir, const char *model_dir);
+
 #endif
