@@ -45,6 +45,10 @@ install(TARGETS tpdecode_lib tpdecode_shared
 # outside the system folders (the CUDA toolkit's) when installed
 set_target_properties(${TPD_PROGRAMS} PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
 install(TARGETS ${TPD_PROGRAMS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET tpdecode-server) # built where libmicrohttpd was found
+  set_target_properties(tpdecode-server PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
+  install(TARGETS tpdecode-server RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
 # the public header and, in their source layout, the headers it includes
 # (the ctest install.pkgconfig compiles against the installed tree alone, so
 # a header missing here fails it)

@@ -31,7 +31,7 @@ typedef struct tpd_backend tpd_backend;
 #define TPD_MAX_HEAD_DIM 512
 
 /* A weight matrix W[N, K] in backend memory, in a layout its backend chose
- * when it loaded it (the CPU backend tiles it, see kernels/cpu/matmul_impl.h;
+ * when it loaded it (the CPU backend tiles it, see kernels/cpu/mm_tile.h;
  * the CUDA backend keeps it row-major). */
 typedef struct {
   const void *data;

@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-if ! command -v mpirun >/dev/null || ! [ -f /usr/include/cjson/cJSON.h ] || ! [ -f /usr/include/pcre2.h ] || ! command -v cmake >/dev/null; then
+if ! command -v mpirun >/dev/null || ! [ -f /usr/include/cjson/cJSON.h ] || ! [ -f /usr/include/pcre2.h ] || ! command -v cmake >/dev/null \
+  || ! [ -f /usr/include/microhttpd.h ] || ! command -v curl >/dev/null; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    build-essential cmake openmpi-bin libopenmpi-dev libcjson-dev libpcre2-dev
+    build-essential cmake openmpi-bin libopenmpi-dev libcjson-dev libpcre2-dev libmicrohttpd-dev curl
 fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"

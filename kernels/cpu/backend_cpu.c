@@ -2,40 +2,10 @@
  * in their file dtype, a persistent thread pool. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/matmul_impl.h"
-
-enum { HUGE_ALIGN = 2 << 20 };
-
-void *tpd_cpu_alloc(size_t n_bytes) {
-  void *p = NULL;
-  const size_t align = n_bytes >= (size_t)HUGE_ALIGN ? (size_t)HUGE_ALIGN : 64;
-  const size_t rounded = (n_bytes + align - 1) / align * align;
-  if (posix_memalign(&p, align, rounded ? rounded : align) != 0) return NULL;
-#ifdef MADV_HUGEPAGE
-  if (align == (size_t)HUGE_ALIGN) madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-  return p;
-}
-
-void tpd_cpu_free(void *p) { free(p); }
-
-tpd_status tpd_cpu_scratch(tpd_cpu *cpu, size_t n_bytes) {
-  if (n_bytes <= cpu->scratch_bytes) return TPD_OK;
-  if (cpu->planned)
-    return TPD_FAIL(TPD_ERR_INTERNAL,
-                    "cpu: the matmul scratch workspace needs %zu bytes but the memory plan gave it %zu (a planning "
-                    "bug)",
-                    n_bytes, cpu->scratch_bytes);
-  tpd_cpu_free(cpu->scratch);
-  cpu->scratch = tpd_cpu_alloc(n_bytes);
-  cpu->scratch_bytes = cpu->scratch ? n_bytes : 0;
-  if (!cpu->scratch) return TPD_FAIL(TPD_ERR_OOM, "out of memory for matmul scratch (%zu bytes)", n_bytes);
-  return TPD_OK;
-}
+#include "kernels/cpu/mm_tile.h"
 
 static void cpu_destroy(tpd_backend *be) {
   tpd_cpu *cpu = be->impl;

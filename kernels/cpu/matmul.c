@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/mm_tile.h"
 
 void tpd_tile_weight(void *dst, const void *src, tpd_dtype dt, int N, int K) {
   const size_t esz = tpd_dtype_size(dt);

@@ -2,7 +2,7 @@
  * per row; at most 2 rows of X per tile (16 registers). */
 #include <immintrin.h>
 
-#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/mm_tile.h"
 
 TPD_INLINE __m256 load_w8(const void *w, tpd_dtype wt) {
   switch (wt) {

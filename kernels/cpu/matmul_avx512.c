@@ -2,7 +2,7 @@
  * fp32 activations, 16 lanes; a 32-wide chunk is two vectors per row. */
 #include <immintrin.h>
 
-#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/mm_tile.h"
 
 /* 16 weights at w as fp32 */
 TPD_INLINE __m512 load_w(const void *w, tpd_dtype wt) {

@@ -6,7 +6,7 @@
  * the reference the other backends are checked against. */
 #include <immintrin.h>
 
-#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/mm_tile.h"
 
 void tpd_bf16_round_avx512bf16(const float *x, int n, uint16_t *out) {
   int i = 0;

@@ -6,7 +6,8 @@
  *   bench_report.c  the table, JSON and CSV on stdout and in --out-dir
  *   bench_plot.c    the predicted curve, the Pareto frontiers and the SVG plot
  *   bench_serve.c   --serve: the leader's plan broadcast and the scheduler's host time
- *   bench_tok.c     --tokenize: the tokenizer's encode speed */
+ *   bench_tok.c     --tokenize: the tokenizer's encode speed
+ *   bench_servepts.c --plot-serving: serve_bench.py's rows on the Pareto plot */
 #ifndef TPD_BENCH_H
 #define TPD_BENCH_H
 
@@ -100,6 +101,8 @@ typedef struct {
   /* --tokenize */
   const char *tokenize, *text; /* the tokenizer's folder, the corpus (NULL: generated) */
   long tok_mb, tok_repeat;
+  /* --plot-serving */
+  const char *plot_serving; /* comma-separated serve_bench.json files */
 } bopts;
 
 /* One measured configuration. */
@@ -247,6 +250,12 @@ void bench_print_serve(const bopts *o, const bserve *s);
  * o->threads (0: the online CPUs); prints the best MB/s of o->tok_repeat
  * passes with the token count and a hash of the ids (JSON lines with --json). */
 tpd_status bench_run_tokenize(const bopts *o);
+
+/* ---- --plot-serving (bench_servepts.c), one process ----
+ * Reads the serve_bench.json files (comma-separated; launch/tools/serve_bench.py)
+ * and writes out_dir/serving.svg: tokens/s per user (median of 1 / TPOT)
+ * against system output tokens/s (per W when every row has energy). */
+tpd_status bench_plot_serving(const char *files, const char *out_dir);
 
 /* ---- the predicted curve, the frontiers, the plot (bench_plot.c) ---- */
 void bench_predict(const bopts *o, bpredict *p);

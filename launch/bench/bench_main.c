@@ -6,7 +6,8 @@
  *   mpirun -np 2 tpdecode-bench --preset small --sweep --predict h200 --out-dir out
  *   mpirun -np 2 tpdecode-bench --comm
  *   mpirun -np 2 tpdecode-bench --serve --preset small
- *   tpdecode-bench --tokenize DIR [--text FILE] */
+ *   tpdecode-bench --tokenize DIR [--text FILE]
+ *   tpdecode-bench --plot-serving tp1/serve_bench.json,tp2/serve_bench.json --out-dir out */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ static void usage(FILE *f) {
           "       tpdecode-bench --predict h100|h200 [options]\n"
           "       [mpirun -np N] tpdecode-bench --serve (-m DIR | --preset NAME) [--batch ...] [--sched-batch ...]\n"
           "       tpdecode-bench --tokenize DIR [--text FILE | --tok-mb N] [--threads N] [--json]\n"
+          "       tpdecode-bench --plot-serving FILE[,FILE...] [--out-dir DIR]\n"
           "model and sweep\n"
           "  -m, --model DIR        Hugging Face checkpoint to time (default: none; or --preset)\n"
           "  --preset NAME          synthesise tiny|small|1b|8b once into --model-cache (default: none)\n"
@@ -70,6 +72,9 @@ static void usage(FILE *f) {
           "  --text FILE            the corpus, UTF-8 (default: --tok-mb MB of generated mixed text, --seed)\n"
           "  --tok-mb N             MB of generated text (default 2)\n"
           "  --tok-repeat N         timed passes, the best reported (default 3)\n"
+          "serving benchmark plot (one process; the rows: launch/tools/serve_bench.py)\n"
+          "  --plot-serving FILES   serve_bench.json files, comma-separated, one sweep each: writes\n"
+          "                         serving.svg into --out-dir (default .)\n"
           "  --version              print the version and the build's backends\n"
           "  -h, --help             this text\n");
 }
@@ -85,7 +90,7 @@ static const struct {
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
                {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
                {"--serve", 0}, {"--sched-batch", 1}, {"--tokenize", 1}, {"--text", 1}, {"--tok-mb", 1},
-               {"--tok-repeat", 1}};
+               {"--tok-repeat", 1}, {"--plot-serving", 1}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -185,6 +190,7 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "--preset")) o->preset = v;
     else if (!strcmp(a, "--model-cache")) o->cache = v;
     else if (!strcmp(a, "--tokenize")) o->tokenize = v;
+    else if (!strcmp(a, "--plot-serving")) o->plot_serving = v;
     else if (!strcmp(a, "--text")) o->text = v, tok_set = 1;
     else if (!strcmp(a, "--tok-mb")) field = &o->tok_mb, hi = 4096, tok_set = 1;
     else if (!strcmp(a, "--tok-repeat")) field = &o->tok_repeat, hi = 1000, tok_set = 1;
@@ -236,6 +242,16 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     }
   }
   if (o->model && o->preset) return TPD_FAIL(TPD_ERR_ARG, "pass one of -m DIR and --preset NAME, not both");
+  if (o->plot_serving) {
+    const char *other = o->model ? "-m" : o->preset ? "--preset" : o->serve ? "--serve" : o->comm ? "--comm"
+                        : o->sweep ? "--sweep" : o->predict ? "--predict" : o->csv ? "--csv" : o->json ? "--json"
+                        : o->hw ? "--hw" : o->batch_set ? "--batch" : o->ctx_set ? "--ctx" : o->steps_set ? "--steps"
+                        : o->warmup_set ? "--warmup" : o->n_sched_batches ? "--sched-batch" : o->tokenize ? "--tokenize"
+                        : tok_set ? "--text, --tok-mb or --tok-repeat" : NULL;
+    if (other) return TPD_FAIL(TPD_ERR_ARG, "--plot-serving does not take %s", other);
+    if (!o->out_dir) o->out_dir = ".";
+    return TPD_OK;
+  }
   if (tok_set && !o->tokenize) return TPD_FAIL(TPD_ERR_ARG, "--text, --tok-mb and --tok-repeat need --tokenize DIR");
   if (o->tokenize) {
     const char *other = o->model ? "-m" : o->preset ? "--preset" : o->serve ? "--serve" : o->comm ? "--comm"
@@ -315,6 +331,13 @@ int main(int argc, char **argv) {
       if (o.help) usage(stdout);
       else tpd_cli_version(BENCH_PROG);
     }
+    tpd_comm_destroy(comm);
+    return 0;
+  }
+  if (o.plot_serving) { /* one process: rank 0 reads the rows and draws */
+    st = comm->rank == 0 ? bench_plot_serving(o.plot_serving, o.out_dir) : TPD_OK;
+    if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, st == TPD_ERR_ARG);
+    if (comm->rank == 0) printf("wrote %s/serving.svg\n", o.out_dir);
     tpd_comm_destroy(comm);
     return 0;
   }

@@ -16,8 +16,8 @@
  * Every kernel computes each output y[m, n] as one dot product over k in
  * ascending chunks, the same way whatever the tile it sits in, so results do
  * not depend on the batch size, the batch composition or the thread count. */
-#ifndef TPD_CPU_MATMUL_IMPL_H
-#define TPD_CPU_MATMUL_IMPL_H
+#ifndef TPD_CPU_MM_TILE_H
+#define TPD_CPU_MM_TILE_H
 
 #include <stddef.h>
 #include <stdint.h>
