@@ -144,8 +144,8 @@ tpd_status tpd_engine_step_out(tpd_engine *e, const tpd_step_item *items, int n_
 tpd_status tpd_engine_step(tpd_engine *e, const tpd_step_item *items, int n_items, int32_t *out_tokens,
                            float *out_logits) {
   if (!out_tokens) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_step: out_tokens is NULL");
-  if (e && (n_items > e->max_seqs || n_items < 1)) return step(e, items, n_items, e->h_out, out_logits); /* fails */
   if (!e) return TPD_FAIL(TPD_ERR_ARG, "step: engine is NULL");
+  /* step() checks n_items (<= max_seqs, the size of h_out) before it writes any output */
   TPD_TRY(step(e, items, n_items, e->h_out, out_logits));
   for (int i = 0; i < n_items; i++) out_tokens[i] = e->h_out[i].token;
   return TPD_OK;
