@@ -162,7 +162,7 @@ def main():
         got, started = {}, [threading.Event() for _ in range(3)]
 
         def inflight(k):
-            s = client.completions.create(model="tiny", prompt=[5, 6, 7, 8 + k], max_tokens=400, temperature=0,
+            s = client.completions.create(model="tiny", prompt=[5, 6, 7, 8 + k], max_tokens=1000, temperature=0,
                                           stream=True, extra_body={"ignore_eos": True})
             got[k] = []
             for c in s:
@@ -188,9 +188,14 @@ def main():
             t.join(60)
         rc = srv.wait(60)
         check(rc == 0, f"server exit status after SIGTERM {rc}")
-        check(all(got.get(k, [None])[-1:] == ["length"] and len(got[k]) == 401 for k in range(3)),
+        check(all(got.get(k, [None])[-1:] == ["length"] and len(got[k]) == 1001 for k in range(3)),
               f"SIGTERM drained the in-flight requests: {[len(v) for v in got.values()]} chunks")
-        check(any("draining 3 request(s)" in l for l in log), "SIGTERM came with 3 requests in flight")
+        # how many were still running when the signal came is a race with the
+        # clients' start-up (a tiny model decodes 1000 tokens in about a second);
+        # at least the last one to start must have been
+        m = [re.search(r"draining (\d+) request", l) for l in log]
+        n = max([int(x.group(1)) for x in m if x] or [0])
+        check(1 <= n <= 3, f"SIGTERM came with requests in flight ({n})")
         check(any("stopped" in l for l in log), "the server logged its stop")
     finally:
         if srv.poll() is None:
