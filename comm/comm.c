@@ -1,7 +1,34 @@
 /* Helpers shared by every communicator (which one a program uses: comm_select.c). */
+#include <math.h>
 #include <stdlib.h>
 
 #include "comm/comm.h"
+
+/* TPD_<name> as seconds: unset = dflt; otherwise a finite number >= 0. */
+static tpd_status seconds_param(const char *name, double dflt, double *out) {
+  const char *s = tpd_param_str(name, NULL);
+  *out = dflt;
+  if (!s) return TPD_OK;
+  char *end = NULL;
+  const double v = strtod(s, &end);
+  if (end == s || *end || !isfinite(v) || v < 0)
+    return TPD_FAIL(TPD_ERR_ARG, "TPD_%s=%s: expected a number of seconds >= 0 (0 turns the watchdog off)", name, s);
+  *out = v;
+  return TPD_OK;
+}
+
+tpd_status tpd_comm_check_peers(tpd_comm *c) {
+  if (!c) return TPD_FAIL(TPD_ERR_ARG, "tpd_comm_check_peers: comm is NULL");
+  return c->ops->check_peers ? c->ops->check_peers(c) : TPD_OK;
+}
+
+tpd_status tpd_comm_timeouts(double *wait_s, double *load_s) {
+  TPD_TRY(seconds_param("COMM_TIMEOUT", 60.0, wait_s));
+  TPD_TRY(seconds_param("COMM_LOAD_TIMEOUT", 600.0, load_s));
+  if (*wait_s == 0) *load_s = 0; /* off is off */
+  else if (*load_s > 0 && *load_s < *wait_s) *load_s = *wait_s;
+  return TPD_OK;
+}
 
 void tpd_comm_destroy(tpd_comm *c) {
   if (c) c->ops->destroy(c);

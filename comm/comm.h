@@ -62,6 +62,16 @@ typedef struct {
   tpd_status (*barrier)(tpd_comm *c);
   /* ends every rank of the job now (used when a rank fails mid-collective) */
   void (*abort)(tpd_comm *c, int code);
+  /* The collective watchdog (MPI and NCCL): a wait in any collective above
+   * longer than the timeout (tpd_comm_timeouts), or a peer process found
+   * gone, fails that call with TPD_ERR_COMM and one line naming the step,
+   * the collective (with its size and sequence number) and the ranks that did
+   * not arrive; every rank still waiting learns it over a side channel and
+   * fails the same way.  The communicator is then unusable: every later call
+   * fails at once, and destroying it ends the job (MPI_Abort), since MPI
+   * cannot be finalised with a peer missing. */
+  /* Optional (NULL: nothing to check): tpd_comm_check_peers. */
+  tpd_status (*check_peers)(tpd_comm *c);
 } tpd_comm_ops;
 
 struct tpd_comm {
@@ -69,7 +79,39 @@ struct tpd_comm {
   int rank, size;             /* in the TP group */
   int local_rank, local_size; /* on this node */
   void *impl;
+  /* What the caller is doing, for the collective watchdog (docs/reliability.md,
+   * "Ranks that die or stall"); plain fields, written by the caller between
+   * collectives (tpd_comm_set_step, tpd_comm_idle_next), read by the
+   * communicator.  step: the engine's forward counter, named in the
+   * watchdog's message; -1 (as created) means loading, when collectives wait
+   * under TPD_COMM_LOAD_TIMEOUT instead of TPD_COMM_TIMEOUT.  idle_next: the
+   * next collective may wait without bound (a follower waiting for the
+   * leader's next plan while the server is idle): no timeout, only the peers'
+   * liveness is watched; the communicator clears it when that collective
+   * starts. */
+  long step;
+  int idle_next;
 };
+
+static inline void tpd_comm_set_step(tpd_comm *c, long step) { c->step = step; }
+static inline void tpd_comm_idle_next(tpd_comm *c) { c->idle_next = 1; }
+
+/* The watchdog's timeouts in seconds (0 = off), from the environment:
+ * TPD_COMM_TIMEOUT (default 60) bounds each wait in a collective once the
+ * engine runs forwards; TPD_COMM_LOAD_TIMEOUT (default 600, never below the
+ * other) bounds each wait while loading (step < 0).  Fractions are allowed.
+ * A value that is not a number >= 0 is an error naming the variable.  Read
+ * by every communicator at creation. */
+tpd_status tpd_comm_timeouts(double *wait_s, double *load_s);
+
+/* Between collectives, without waiting: TPD_OK while every peer's process
+ * is there (as far as this host can see; a peer on another host is left to
+ * the launcher) and no peer's watchdog has fired; otherwise the watchdog's
+ * TPD_ERR_COMM and one line, and the communicator is unusable.  Not
+ * collective; costs a probe and a /proc read per peer.  A server's leader
+ * calls it while idle: it is in no collective then, so nothing else would
+ * notice a follower's death before the next request. */
+tpd_status tpd_comm_check_peers(tpd_comm *c);
 
 /* Single process, TP=1: every collective is a copy or a no-op. */
 tpd_status tpd_comm_single_create(tpd_comm **out);

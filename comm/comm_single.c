@@ -71,6 +71,8 @@ static const tpd_comm_ops single_ops = {
 };
 
 tpd_status tpd_comm_single_create(tpd_comm **out) {
+  double wait_s = 0, load_s = 0; /* nothing to watch with one rank, but a bad setting is still an error */
+  TPD_TRY(tpd_comm_timeouts(&wait_s, &load_s));
   tpd_comm *c = calloc(1, sizeof *c);
   if (!c) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
   c->ops = &single_ops;
@@ -78,6 +80,7 @@ tpd_status tpd_comm_single_create(tpd_comm **out) {
   c->size = 1;
   c->local_rank = 0;
   c->local_size = 1;
+  c->step = -1;
   *out = c;
   return TPD_OK;
 }

@@ -43,8 +43,9 @@ int tpd_cli_ids(const char *s, int32_t **out, const char **err) {
   while (*p) {
     char *end = NULL;
     errno = 0;
-    long v = strtol(p, &end, 10);
-    if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
+    /* digits only: strtol alone would take " 1", "+1" and a trailing comma */
+    long v = *p >= '0' && *p <= '9' ? strtol(p, &end, 10) : -1;
+    if (v < 0 || end == p || errno || v > 0x7fffffff || (*end && *end != ',') || (*end == ',' && !end[1])) {
       free(ids);
       *err = "expected comma-separated non-negative token ids";
       return -1;

@@ -93,9 +93,15 @@ tpd_status tpd_generate(tpd_engine *e, const tpd_gen_request *q, tpd_gen_result 
     }
   }
 done:
-  if (slot)
+  /* the first failure's message is what the caller prints: closing slots of
+   * an engine a failure left unusable would only replace it */
+  if (slot && tpd_engine_usable(e)) {
+    tpd_error_state first;
+    tpd_error_save(&first);
     for (int i = 0; i < B; i++)
       if (slot[i] >= 0) tpd_engine_seq_close(e, slot[i]);
+    if (s != TPD_OK) tpd_error_restore(&first);
+  }
   free(slot);
   free(active);
   free(items);

@@ -79,6 +79,7 @@ double bench_peak_flops(int n_threads, int bf16, const char **what);
 #define BENCH_PROG "tpdecode-bench"
 #define BENCH_MAX_LIST 32  /* values in one list option */
 #define BENCH_MAX_ROWS 512 /* measured configurations in one run */
+#define BENCH_MAX_RSS_RANKS 64 /* ranks whose peak resident memory a row lists one by one */
 
 typedef struct {
   const char *model, *preset, *cache, *out_dir, *hw;
@@ -135,6 +136,11 @@ typedef struct {
   int have_energy;
   double j_per_tok, tok_s_w, watts;
   int on_frontier;
+  /* peak resident memory of each rank's process so far (getrusage
+   * ru_maxrss, MiB), taken at the end of the row: the largest, and per rank
+   * (the first BENCH_MAX_RSS_RANKS) */
+  double rss_max_mib, rss_mib[BENCH_MAX_RSS_RANKS];
+  int n_rss;
 } brow;
 
 /* What was measured about the machine (per rank), once per backend. */

@@ -46,16 +46,16 @@ static void print_table(const bopts *o, const bresults *res) {
   for (int m = 0; m < res->n_mach; m++) {
     const bmachine *mc = &res->mach[m];
     print_machine(o, mc);
-    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %9s %4s %9s %8s %8s\n", "tp", "batch", "ctx",
-           "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok", "GB/s",
-           "read GB/s", "of read", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W");
+    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %9s %4s %9s %8s %8s %9s\n", "tp", "batch",
+           "ctx", "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok", "GB/s",
+           "read GB/s", "of read", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W", "peak MiB");
     if (o->sweep) printf("(* on the Pareto frontier of its context)\n");
     int faults = 0, graph = 0;
     for (int i = 0; i < res->n_rows; i++) {
       const brow *r = &res->rows[i];
       if (r->backend != mc->backend) continue;
       char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
-      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %9s %4s %9s %8s %8s%s%s%s\n",
+      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %9s %4s %9s %8s %8s %9.1f%s%s%s\n",
              r->tp, r->batch, r->ctx, r->ms_med, r->ms_p90, r->tok_s_user, r->tok_s_sys, r->tok_s_rank,
              null_if(r->have_host_comm, b7, 32, "%.3f", r->host_comm_ms),
              null_if(r->have_exposed, b8, 32, "%.3f", r->exposed_ms), r->bytes_step / r->batch / 1e6, r->gbs,
@@ -63,7 +63,7 @@ static void print_table(const bopts *o, const bresults *res) {
              null_if(r->have_floor, b3, 32, "%.3f", r->sol.t_step * 1e3),
              r->have_floor ? (r->sol.compute_bound ? "flop" : "mem") : "n/a",
              null_if(r->have_floor, b4, 32, "%.2f", r->ratio), null_if(r->have_energy, b5, 32, "%.4f", r->j_per_tok),
-             null_if(r->have_energy, b6, 32, "%.2f", r->tok_s_w), r->on_frontier ? " *" : "",
+             null_if(r->have_energy, b6, 32, "%.2f", r->tok_s_w), r->rss_max_mib, r->on_frontier ? " *" : "",
              r->fault[0] ? "  FAULT: " : "", r->fault);
       faults += r->fault[0] != 0;
       graph += !r->have_host_comm;
@@ -168,6 +168,9 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   if (r->have_energy) cJSON_AddStringToObject(j, "energy_source", mc->energy_source);
   else cJSON_AddStringToObject(j, "energy_reason", mc->have_energy ? "counter did not advance" : mc->energy_reason);
   if (sweep) cJSON_AddBoolToObject(j, "on_frontier", r->on_frontier);
+  cJSON_AddNumberToObject(j, "peak_rss_mib", r->rss_max_mib);
+  cJSON *rss = cJSON_AddArrayToObject(j, "peak_rss_mib_per_rank");
+  for (int k = 0; k < r->n_rss; k++) cJSON_AddItemToArray(rss, cJSON_CreateNumber(r->rss_mib[k]));
   return j;
 }
 
@@ -252,7 +255,7 @@ static const char CSV_HEADER[] =
     "host_comm_ms,host_comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
     "measured_over_floor,floor_t_mem_ms,floor_t_compute_ms,floor_t_comm_ms,energy_j_per_token,tokens_per_s_per_w,"
     "on_frontier,ms_per_token_without_comm,exposed_comm_ms,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off,"
-    "fault\n";
+    "fault,peak_rss_mib,peak_rss_mib_per_rank\n";
 
 /* One CSV line; empty fields where JSON has null (the fault text has no commas). */
 static void csv_row(FILE *f, const brow *r, int sweep) {
@@ -274,6 +277,8 @@ static void csv_row(FILE *f, const brow *r, int sweep) {
   if (r->have_exposed) fprintf(f, "%.4f,%.4f,%.4f,%.4f,", r->nocomm_ms, r->exposed_ms, r->exposed_on_ms, r->exposed_off_ms);
   else fprintf(f, ",,,,");
   for (const char *p = r->fault; *p; p++) fputc(*p == ',' ? ';' : *p, f);
+  fprintf(f, ",%.1f,", r->rss_max_mib); /* per rank: ';'-separated, in rank order */
+  for (int k = 0; k < r->n_rss; k++) fprintf(f, "%s%.1f", k ? ";" : "", r->rss_mib[k]);
   fputc('\n', f);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "launch/bench/bench.h"
@@ -45,6 +46,25 @@ tpd_status bench_ensure_preset(const bopts *o, tpd_comm *comm, char *dir, size_t
 
 static tpd_status all_doubles(tpd_comm *c, double mine, double *all) {
   return c->ops->host_allgather(c, &mine, all, sizeof mine);
+}
+
+/* Every rank's peak resident memory so far (ru_maxrss: KiB on Linux) into the row. */
+static tpd_status peak_rss(tpd_comm *c, brow *row) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return TPD_FAIL(TPD_ERR_IO, "getrusage failed");
+  double *all = malloc(sizeof(double) * (size_t)c->size);
+  if (!all) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+  tpd_status s = all_doubles(c, (double)ru.ru_maxrss / 1024.0, all);
+  if (s == TPD_OK) {
+    row->rss_max_mib = 0;
+    row->n_rss = c->size < BENCH_MAX_RSS_RANKS ? c->size : BENCH_MAX_RSS_RANKS;
+    for (int r = 0; r < c->size; r++) {
+      if (all[r] > row->rss_max_mib) row->rss_max_mib = all[r];
+      if (r < row->n_rss) row->rss_mib[r] = all[r];
+    }
+  }
+  free(all);
+  return s;
 }
 
 static tpd_status min_over_ranks(tpd_comm *c, double *v) {
@@ -280,6 +300,7 @@ static tpd_status run_config(bctx *x, const bopts *o, int B, int ctx, brow *row)
   row->read_gbs = x->probe ? best : 0;
   row->read_med_gbs = med_gbs;
   row->frac = row->read_gbs > 0 ? row->gbs / row->read_gbs : 0;
+  TPD_TRY_GOTO(peak_rss(comm, row), st, done);
 
   /* energy: the same number of steps again, back to back, probe-free */
   if (x->energy && x->energy->available) {

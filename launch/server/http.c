@@ -1,10 +1,12 @@
 /* tpdecode-server: HTTP with libmicrohttpd, one thread per connection.
  * A handler parses and submits a request; a non-streamed one waits for its
  * end on the request's condition variable, a streamed one is a response
- * whose reader blocks until the engine thread has appended SSE bytes. */
-#include <arpa/inet.h>
+ * whose reader blocks until the engine thread has appended SSE bytes.  Both
+ * poll the client's socket while they wait: a client that closed its end
+ * has its request cancelled (its KV blocks are free at the next step). */
 #include <errno.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -42,6 +44,17 @@ static enum MHD_Result send_error(struct MHD_Connection *c, const srv_error *e) 
   return send_body(c, (unsigned)e->http, "application/json", srv_error_json(e));
 }
 
+/* 413 for a body over MAX_BODY: at the first call when Content-Length says
+ * so (MHD then reads no more of it and closes the connection after the
+ * answer), else once the body has come. */
+static enum MHD_Result send_too_big(struct MHD_Connection *c) {
+  srv_error err = {0};
+  srv_metrics_rejected("invalid");
+  srv_error_set(&err, 413, NULL, NULL, "the body is larger than %d bytes", MAX_BODY);
+  err.type = "invalid_request_error";
+  return send_error(c, &err);
+}
+
 static void wake_engine(void) {
   pthread_mutex_lock(&g_srv.mu);
   pthread_cond_signal(&g_srv.wake);
@@ -49,7 +62,9 @@ static void wake_engine(void) {
 }
 
 /* Whether the client closed its end (checked between tokens, so a client
- * that goes away is noticed even before a write to it fails). */
+ * that goes away is noticed even before a write to it fails).  A client that
+ * only shuts down its sending side (a half close) counts as gone: HTTP
+ * clients do not do that while they wait for an answer. */
 static int client_gone(int fd) {
   if (fd < 0)
     return 0;
@@ -109,11 +124,8 @@ static enum MHD_Result post_generate(struct MHD_Connection *c, conn_ctx *k, int 
     srv_error_set(&err, 503, NULL, NULL, "%s", draining ? "the server is shutting down" : "the model is still loading");
     return send_error(c, &err);
   }
-  if (k->too_big) {
-    srv_metrics_rejected("invalid");
-    srv_error_set(&err, 400, NULL, NULL, "the body is larger than %d bytes", MAX_BODY);
-    return send_error(c, &err);
-  }
+  if (k->too_big)
+    return send_too_big(c);
   srv_req *r = srv_req_new();
   if (!r)
     return MHD_NO;
@@ -154,11 +166,11 @@ static enum MHD_Result post_generate(struct MHD_Connection *c, conn_ctx *k, int 
   }
   r->sched_id = id;
   r->submitted = 1;
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  r->fd = ci ? (int)ci->connect_fd : -1;
   pthread_cond_signal(&s->wake);
   if (r->stream) {
     r->refs++; /* the response's */
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    r->fd = ci ? (int)ci->connect_fd : -1;
     pthread_mutex_unlock(&s->mu);
     struct MHD_Response *res =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, r, stream_free);
@@ -172,9 +184,28 @@ static enum MHD_Result post_generate(struct MHD_Connection *c, conn_ctx *k, int 
     MHD_destroy_response(res);
     return ret;
   }
-  while (!r->finished)
-    pthread_cond_wait(&r->cv, &s->mu);
+  /* wait for the end, and poll the client's socket meanwhile: a client gone
+   * cancels its request (the finishing event still comes; then nothing is
+   * sent and the connection closes) */
+  while (!r->finished) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L)
+      ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&r->cv, &s->mu, &ts);
+    if (!r->finished && !r->cancel_sent && client_gone(r->fd)) {
+      r->cancel_sent = r->http_gone = 1;
+      pthread_mutex_unlock(&s->mu);
+      tpd_sched_cancel(s->sched, id);
+      wake_engine();
+      pthread_mutex_lock(&s->mu);
+    }
+  }
+  const int gone = r->http_gone;
   pthread_mutex_unlock(&s->mu);
+  if (gone)
+    return MHD_NO; /* nobody to answer: close the connection */
   if (r->finish == TPD_FINISH_CANCELLED || r->finish == TPD_FINISH_ERROR) {
     srv_error_set(&err, 500, NULL, NULL, "%s", r->errmsg);
     return send_error(c, &err);
@@ -190,6 +221,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!(k = calloc(1, sizeof *k)))
       return MHD_NO;
     *con_cls = k;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > (unsigned long long)MAX_BODY)
+      return send_too_big(c);
     return MHD_YES;
   }
   if (*upload_size) {
@@ -207,7 +241,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     const int ready = g_srv.ready && !g_srv.draining;
     pthread_mutex_unlock(&g_srv.mu);
     return send_body(c, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
-                     strdup(ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}"));
+                     strdup(ready ? "{\"status\":\"ok\"}"
+                            : g_srv.ready ? "{\"status\":\"shutting down\"}"
+                                          : "{\"status\":\"loading\"}"));
   }
   if (!strcmp(url, "/metrics")) {
     if (!get)
@@ -244,7 +280,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     srv_req *r = k->req;
     pthread_mutex_lock(&g_srv.mu);
     r->http_gone = 1;
-    const int cancel = r->submitted && !r->finished;
+    const int cancel = r->submitted && !r->finished && !r->cancel_sent;
+    r->cancel_sent |= cancel;
     const uint64_t id = r->sched_id;
     srv_req_unref(r);
     pthread_mutex_unlock(&g_srv.mu);
@@ -258,22 +295,47 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
   *con_cls = NULL;
 }
 
+/* Binds --host: an IPv4 or IPv6 address, or a host name (its first IPv4
+ * address that binds, else its first IPv6 one).  An IPv6 socket takes IPv6
+ * only (MHD sets IPV6_V6ONLY without MHD_USE_DUAL_STACK). */
 void *srv_http_start(srv_state *s, char *err, size_t cap) {
-  struct sockaddr_in addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((uint16_t)s->port);
-  if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
-    snprintf(err, cap, "--host '%s': expected an IPv4 address (e.g. 127.0.0.1 or 0.0.0.0)", s->host);
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char port[16];
+  snprintf(port, sizeof port, "%d", s->port);
+  const int gai = getaddrinfo(s->host, port, &hints, &res);
+  if (gai != 0) {
+    snprintf(err, cap, "--host '%s': not an IPv4/IPv6 address or a host name that resolves (%s)", s->host,
+             gai_strerror(gai));
     return NULL;
   }
-  struct MHD_Daemon *d =
-      MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, (uint16_t)s->port,
-                       NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                       MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)s->backlog, MHD_OPTION_CONNECTION_LIMIT,
-                       (unsigned)4096, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+  struct MHD_Daemon *d = NULL;
+  int saved = 0;
+  for (int pass = 0; pass < 2 && !d; pass++) /* IPv4 first, then IPv6 */
+    for (const struct addrinfo *a = res; a && !d; a = a->ai_next) {
+      if (a->ai_family != (pass == 0 ? AF_INET : AF_INET6))
+        continue;
+      unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+      if (a->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+      d = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, a->ai_addr,
+                           MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)s->backlog, MHD_OPTION_CONNECTION_LIMIT,
+                           (unsigned)4096, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+      if (!d && !saved)
+        saved = errno ? errno : EADDRNOTAVAIL;
+    }
+  freeaddrinfo(res);
+  if (d && s->port == 0) { /* --port 0: the kernel chose one; the serving line names it */
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    if (di && di->port)
+      s->port = di->port;
+  }
   if (!d)
-    snprintf(err, cap, "cannot listen on %s:%d (%s)", s->host, s->port, strerror(errno));
+    snprintf(err, cap, "cannot listen on %s port %d (%s)", s->host, s->port,
+             saved ? strerror(saved) : "no IPv4 or IPv6 address");
   return d;
 }
 

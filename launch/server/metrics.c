@@ -100,7 +100,7 @@ char *srv_metrics_text(void) {
   pthread_mutex_lock(&M.mu);
   const char *h = "# HELP tpdecode_requests_total Requests by outcome (stop, length: "
                   "finished; cancelled: client gone or "
-                  "shutdown; error; invalid: 400; queue_full: 429; draining: 503).\n"
+                  "shutdown; error; invalid: 400 or 413; queue_full: 429; draining: 503).\n"
                   "# TYPE tpdecode_requests_total counter\n";
   srv_buf_add(&b, h, strlen(h));
   for (int i = 0; i < N_OUTCOMES; i++) {

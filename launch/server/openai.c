@@ -170,9 +170,28 @@ static int parse_messages(srv_state *s, const cJSON *v, srv_req *r, srv_error *e
   if (!m)
     return bad(err, "messages", "%s: out of memory", "messages");
   for (int i = 0; i < n; i++) {
-    const cJSON *x = cJSON_GetArrayItem(v, i);
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(x, "content");
+    const cJSON *x = cJSON_GetArrayItem(v, i), *f;
+    const cJSON *role = NULL, *content = NULL, *obj = cJSON_IsObject(x) ? x : NULL;
+    /* role and content once each; any other field (name, tool_calls, ...)
+     * changes what the model should see, so it is an error unless null */
+    cJSON_ArrayForEach(f, obj) {
+      const int is_role = !strcmp(f->string, "role"), is_content = !strcmp(f->string, "content");
+      if ((is_role && role) || (is_content && content)) {
+        free(m);
+        srv_error_set(err, 400, "messages", NULL, "messages[%d] has '%s' twice", i, f->string);
+        return -1;
+      }
+      if (is_role)
+        role = f;
+      else if (is_content)
+        content = f;
+      else if (!cJSON_IsNull(f)) {
+        free(m);
+        srv_error_set(err, 400, "messages", NULL, "messages[%d].%.60s is not supported (only role and content)", i,
+                      f->string);
+        return -1;
+      }
+    }
     if (!cJSON_IsObject(x) || !cJSON_IsString(role) || !cJSON_IsString(content)) {
       free(m);
       srv_error_set(err, 400, "messages", NULL, "messages[%d] must be an object with string 'role' and 'content'", i);
@@ -206,7 +225,66 @@ static int parse_messages(srv_state *s, const cJSON *v, srv_req *r, srv_error *e
   return 0;
 }
 
+/* The top-level fields either endpoint knows (each may come once; a field
+ * the endpoint does not take is still "unsupported" below). */
+static const char *const FIELDS[] = {
+    "model", "messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs",
+    "top_logprobs", "n", "stream", "ignore_eos", "echo", "stream_options", "presence_penalty", "frequency_penalty",
+    "user", "logit_bias", "best_of", "suffix", "tools", "tool_choice", "response_format"};
+enum { N_FIELDS = sizeof FIELDS / sizeof FIELDS[0] };
+
+static int field_index(const char *k) {
+  if (!strcmp(k, "max_completion_tokens"))
+    return 3; /* the same setting as max_tokens: one of them, once */
+  for (int i = 0; i < N_FIELDS; i++)
+    if (!strcmp(FIELDS[i], k))
+      return i;
+  return -1;
+}
+
+/* Whether v is the value of an unimplemented field that means "off" (then
+ * it is accepted and ignored); k names the field. */
+static int is_off(const char *k, const cJSON *v, int chat) {
+  if (cJSON_IsNull(v))
+    return !strcmp(k, "logit_bias") || (!chat && (!strcmp(k, "best_of") || !strcmp(k, "suffix"))) ||
+           (chat && (!strcmp(k, "tools") || !strcmp(k, "tool_choice") || !strcmp(k, "response_format")));
+  if (!strcmp(k, "logit_bias"))
+    return cJSON_IsObject(v) && !v->child;
+  if (!chat && !strcmp(k, "best_of"))
+    return is_int(v) && v->valuedouble == 1;
+  if (!chat && !strcmp(k, "suffix"))
+    return cJSON_IsString(v) && !v->valuestring[0];
+  if (chat && !strcmp(k, "tools"))
+    return cJSON_IsArray(v) && !v->child;
+  if (chat && !strcmp(k, "tool_choice"))
+    return cJSON_IsString(v) && !strcmp(v->valuestring, "none");
+  if (chat && !strcmp(k, "response_format")) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+    return cJSON_IsObject(v) && cJSON_GetArraySize(v) == 1 && cJSON_IsString(t) && !strcmp(t->valuestring, "text");
+  }
+  return 0;
+}
+
+/* Whether a JSON text holds the escape \u0000 (or a raw NUL byte): cJSON
+ * would end the string there (C strings), silently cutting a prompt, message
+ * or stop string. */
+static int has_nul_escape(const char *p, size_t n) {
+  if (memchr(p, 0, n))
+    return 1; /* a raw NUL byte: not JSON, and it would cut the same way */
+  for (size_t i = 0; i + 1 < n; i++)
+    if (p[i] == '\\') {
+      if (p[i + 1] == 'u' && i + 5 < n && !memcmp(p + i + 2, "0000", 4))
+        return 1;
+      i++; /* the escaped character: "\\u0000" is a backslash and text */
+    }
+  return 0;
+}
+
 int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_req *r, srv_error *err) {
+  if (has_nul_escape(body, len)) {
+    srv_error_set(err, 400, NULL, NULL, "strings with a NUL character (\\u0000) are not supported");
+    return -1;
+  }
   cJSON *root = cJSON_ParseWithLength(body, len);
   int rc = -1;
   if (!root) {
@@ -223,8 +301,18 @@ int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_
   double temperature = 1.0, top_p = 1.0;
   long top_k = 0, n = 1, lp = -1, top_lp = -1;
   int have_seed = 0, stream_options = 0;
+  unsigned char seen[N_FIELDS] = {0};
   cJSON_ArrayForEach(v, root) {
     const char *k = v->string;
+    const int fi = field_index(k);
+    if (fi >= 0 && seen[fi]) {
+      /* JSON parsers disagree on which copy wins: refuse to guess */
+      srv_error_set(err, 400, k, NULL, "'%.60s' is given twice%s", k,
+                    fi == 3 ? " (max_tokens and max_completion_tokens are one setting)" : "");
+      goto out;
+    }
+    if (fi >= 0)
+      seen[fi] = 1;
     if (!strcmp(k, "model")) {
       if (!cJSON_IsString(v)) {
         bad(err, k, "'%s' must be a string", k);
@@ -336,10 +424,22 @@ int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_
     } else if (!strcmp(k, "stream_options")) {
       if (cJSON_IsNull(v))
         continue;
-      const cJSON *iu = cJSON_GetObjectItemCaseSensitive(v, "include_usage");
-      if (!cJSON_IsObject(v) || (iu && !cJSON_IsBool(iu) && !cJSON_IsNull(iu))) {
+      if (!cJSON_IsObject(v)) {
         bad(err, k, "'%s' must be an object with a boolean include_usage", k);
         goto out;
+      }
+      const cJSON *iu = NULL, *f;
+      cJSON_ArrayForEach(f, v) {
+        if (strcmp(f->string, "include_usage") || iu) {
+          srv_error_set(err, 400, k, NULL, "'stream_options.%.60s' is %s", f->string,
+                        iu ? "given twice" : "not supported (only include_usage)");
+          goto out;
+        }
+        iu = f;
+        if (!cJSON_IsBool(iu) && !cJSON_IsNull(iu)) {
+          bad(err, k, "'%s' must be an object with a boolean include_usage", k);
+          goto out;
+        }
       }
       r->include_usage = cJSON_IsTrue(iu);
       stream_options = 1;
@@ -359,8 +459,10 @@ int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_
         bad(err, k, "'%s' must be a string", k);
         goto out;
       }
-    } else {
-      bad(err, k, "unsupported field '%s'", k);
+    } else if (!is_off(k, v, chat)) {
+      const cJSON nul = {.type = cJSON_NULL};
+      srv_error_set(err, 400, k, NULL, "unsupported field '%.60s'%s", k,
+                    is_off(k, &nul, chat) ? " (only its \"off\" value is accepted)" : "");
       goto out;
     }
   }
@@ -383,7 +485,7 @@ int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_
     goto out;
   }
   if (chat) {
-    if (top_lp >= 0 && lp != 1) {
+    if (top_lp > 0 && lp != 1) {
       bad(err, "top_logprobs", "'%s' needs logprobs: true", "top_logprobs");
       goto out;
     }
@@ -426,7 +528,7 @@ int srv_parse_request(srv_state *s, int chat, const char *body, size_t len, srv_
   r->rq.sampling.temperature = (float)temperature;
   r->rq.sampling.top_p = (float)top_p;
   r->rq.sampling.top_k = top_k > 0 ? (int)top_k : 0;
-  (void)have_seed;
+  r->rq.seed_only = have_seed; /* the same seed and prompt give the same tokens */
   r->rq.logprobs = r->want_logprobs ? 1 + r->top_logprobs : 0;
   r->rq.stop_strings = (const char *const *)r->stop;
   r->rq.n_stop_strings = r->n_stop;
@@ -486,7 +588,13 @@ static char *token_text_n(int32_t id, size_t *len) {
 
 static double finite_or(double x, double alt) { return isfinite(x) ? x : alt; }
 
+/* A token's UTF-8 bytes (chat logprobs' "bytes"), or null when its text has
+ * U+FFFD: a token that holds part of a character decodes alone to U+FFFD,
+ * and its own bytes are not known here, so none are claimed. */
 static cJSON *bytes_of(const char *s, size_t n) {
+  for (size_t i = 0; i + 2 < n; i++)
+    if ((unsigned char)s[i] == 0xEF && (unsigned char)s[i + 1] == 0xBF && (unsigned char)s[i + 2] == 0xBD)
+      return cJSON_CreateNull();
   cJSON *a = cJSON_CreateArray();
   for (size_t i = 0; i < n; i++)
     cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)s[i]));

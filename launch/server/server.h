@@ -50,7 +50,8 @@ typedef struct srv_req {
   /* state (server mutex) */
   uint64_t sched_id;
   int submitted, finished, http_gone, refs;
-  int fd; /* streaming: the client's socket, polled for a close */
+  int cancel_sent; /* tpd_sched_cancel was called for it (client gone, drain over) */
+  int fd;          /* the client's socket, polled for a close while the request runs */
   pthread_cond_t cv;
   srv_buf out;  /* streaming: SSE bytes not yet sent; else unused */
   srv_buf text; /* non-streaming: the generated text */

@@ -5,10 +5,14 @@
  *
  * Rank 0 serves HTTP and drives the scheduler on its main thread; the other
  * ranks follow the engine (tpd_engine_follow) until rank 0 shuts it down.
- * SIGTERM or SIGINT: stop accepting, let in-flight requests finish for
- * --drain-seconds, cancel what is left (those clients get an error), shut
- * every rank down, exit 0. */
+ * SIGTERM or SIGINT on rank 0: stop accepting, let in-flight requests finish
+ * for --drain-seconds, cancel what is left (those clients get an error), shut
+ * every rank down, exit 0.  The other ranks ignore both signals: a launcher
+ * that signals every rank (mpirun when it is signalled itself, srun/scancel)
+ * would otherwise stop a follower in the middle of the drain; they stop when
+ * the leader shuts the engine down. */
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +37,11 @@ static void usage(FILE *f) {
   fprintf(f, "usage: [mpirun -np N] tpdecode-server -m MODEL_DIR [options]\n"
              "  -m, --model DIR          model folder (config.json, safetensors, "
              "tokenizer.json); required\n"
-             "  --host ADDR              IPv4 address to bind (default 127.0.0.1; "
-             "0.0.0.0: every interface)\n"
-             "  --port N                 TCP port (default 8000)\n"
+             "  --host ADDR              address or host name to bind: IPv4 or IPv6 "
+             "(default 127.0.0.1;\n"
+             "                           0.0.0.0: every IPv4 interface, ::1: IPv6 loopback)\n"
+             "  --port N                 TCP port (default 8000; 0: any free one, named in the "
+             "serving line)\n"
              "  --served-model-name NAME the model name clients send (default: the "
              "basename of DIR)\n"
              "  --max-seqs N             sequences running at once (default 16)\n"
@@ -129,21 +135,49 @@ static void update_gauges(srv_state *s) {
                      cap.free_blocks, running);
 }
 
-/* Cancels every request still running (the drain ran out of time). */
+/* Cancels every request still running that is not cancelled yet (the drain
+ * ran out of time).  Called on every loop after the deadline: a request whose
+ * submit was under way at the deadline is cancelled on a later loop. */
 static void cancel_all(srv_state *s) {
   pthread_mutex_lock(&s->mu);
   int n = 0;
   for (srv_req *r = s->live; r; r = r->next)
-    n += r->submitted && !r->finished;
-  uint64_t *ids = calloc((size_t)n + 1, sizeof *ids);
+    n += r->submitted && !r->finished && !r->cancel_sent;
+  if (n == 0) {
+    pthread_mutex_unlock(&s->mu);
+    return;
+  }
+  uint64_t *ids = calloc((size_t)n, sizeof *ids);
   int k = 0;
   for (srv_req *r = s->live; r && ids; r = r->next)
-    if (r->submitted && !r->finished)
+    if (r->submitted && !r->finished && !r->cancel_sent) {
       ids[k++] = r->sched_id;
+      r->cancel_sent = 1;
+    }
   pthread_mutex_unlock(&s->mu);
   for (int i = 0; i < k; i++)
     tpd_sched_cancel(s->sched, ids[i]);
   free(ids);
+}
+
+/* Under Open MPI's mpirun, a SIGTERM/SIGINT to mpirun reaches the ranks as
+ * SIGTERM after odls_base_sigkill_timeout seconds and SIGKILL as long again
+ * after it; the drain and MPI_Finalize (about 2 s with mpirun asleep) need
+ * --drain-seconds + 3.  Says so when the timeout mpirun passed on (as
+ * OMPI_MCA_odls_base_sigkill_timeout) is shorter or absent. */
+static void warn_mpirun_timeout(const srv_state *s, int size) {
+  if (size < 2 || !getenv("OMPI_COMM_WORLD_SIZE"))
+    return;
+  const char *t = getenv("OMPI_MCA_odls_base_sigkill_timeout");
+  const double T = t ? atof(t) : 1.0, need = s->drain_s + 3;
+  if (T >= need)
+    return;
+  /* on stdout after the serving line (stderr could overtake it under mpirun) */
+  printf("%s: note: a SIGTERM/SIGINT to mpirun would leave the drain %g s before SIGKILL "
+         "(odls_base_sigkill_timeout); launch with mpirun --mca odls_base_sigkill_timeout %.0f, or signal "
+         "pid %ld\n",
+         PROG, T, ceil(need), (long)getpid());
+  fflush(stdout);
 }
 
 /* The engine loop: steps while work is pending, sleeps when idle. */
@@ -161,10 +195,8 @@ static int serve(srv_state *s, void *daemon) {
       fprintf(stderr, "%s: shutting down: draining %d request(s) for at most %g s\n", PROG, tpd_sched_pending(s->sched),
               s->drain_s);
     }
-    if (draining && !cancelled && now_s() >= deadline) {
+    if (draining && !cancelled && now_s() >= deadline)
       cancel_all(s);
-      cancelled = 1;
-    }
     pthread_mutex_lock(&s->mu);
     if (tpd_sched_pending(s->sched) == 0) {
       if (draining && s->in_submit == 0) {
@@ -180,6 +212,12 @@ static int serve(srv_state *s, void *daemon) {
         pthread_cond_timedwait(&s->wake, &s->mu, &ts);
       pthread_mutex_unlock(&s->mu);
       update_gauges(s);
+      /* idle, the leader is in no collective: a rank lost now is found here (comm/comm.h) */
+      if (tpd_comm_check_peers(tpd_engine_comm(s->engine)) != TPD_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, tpd_last_error());
+        rc = 1;
+        break;
+      }
       continue;
     }
     pthread_mutex_unlock(&s->mu);
@@ -189,7 +227,7 @@ static int serve(srv_state *s, void *daemon) {
       if (!tpd_engine_usable(s->engine)) {
         rc = 1;
         g_stop = 1;
-        cancelled = 1;
+        cancelled = 1; /* every request finishes with an error by itself */
       }
     }
     update_gauges(s);
@@ -203,6 +241,14 @@ int main(int argc, char **argv) {
   if (st != TPD_OK)
     tpd_cli_die(PROG, NULL, st, 1);
   srv_state *s = &g_srv;
+  /* followers ignore SIGTERM/SIGINT from the start (see the top of the file);
+   * the leader's handler only sets a flag the engine loop polls */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = comm->rank == 0 ? on_signal : SIG_IGN;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
   int help = 0, version = 0;
   if ((st = parse(argc, argv, s, &help, &version)) != TPD_OK)
     tpd_cli_die(PROG, comm, st, 1);
@@ -216,12 +262,6 @@ int main(int argc, char **argv) {
     tpd_comm_destroy(comm);
     return 0;
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->wake, NULL);
   srv_metrics_init();
@@ -300,10 +340,13 @@ int main(int argc, char **argv) {
     pthread_mutex_lock(&s->mu);
     s->ready = 1;
     pthread_mutex_unlock(&s->mu);
-    printf("%s: serving '%s' on http://%s:%d (TP %d, context %d, %d sequences; "
+    const int v6 = strchr(s->host, ':') != NULL; /* an IPv6 literal goes in brackets */
+    printf("%s: serving '%s' on http://%s%s%s:%d (TP %d, context %d, %d sequences; "
            "pid %ld)\n",
-           PROG, s->served_name, s->host, s->port, comm->size, s->ctx, s->max_seqs, (long)getpid());
+           PROG, s->served_name, v6 ? "[" : "", s->host, v6 ? "]" : "", s->port, comm->size, s->ctx, s->max_seqs,
+           (long)getpid());
     fflush(stdout);
+    warn_mpirun_timeout(s, comm->size);
     rc = serve(s, daemon);
   }
   /* let the connections send what their requests ended with (bounded), then

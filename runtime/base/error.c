@@ -49,7 +49,19 @@ tpd_status tpd_fail_at(tpd_status code, const char *file, int line, const char *
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  memcpy(g_msg, msg, sizeof g_msg);
+  /* one line whatever the input quoted in it holds: a newline or carriage
+   * return becomes \n / \r, any other control character '?' */
+  size_t o = 0;
+  for (const char *p = msg; *p && o + 3 < sizeof g_msg; p++) {
+    const unsigned char c = (unsigned char)*p;
+    if (c == '\n' || c == '\r') {
+      g_msg[o++] = '\\';
+      g_msg[o++] = c == '\n' ? 'n' : 'r';
+    } else {
+      g_msg[o++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+    }
+  }
+  g_msg[o] = 0;
   snprintf(g_loc, sizeof g_loc, "%s:%d", base_name(file), line);
   g_has_error = 1;
   TPD_DEBUG("failure recorded at %s:%d (%s): %s", base_name(file), line, tpd_status_name(code), g_msg);

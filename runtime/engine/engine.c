@@ -457,6 +457,7 @@ void tpd_eng_forward(tpd_engine *e, int T, const int32_t *tokens, int n_last, in
   if (e->fault.after >= 0 && e->n_forwards == e->fault.after) /* test hook (bench_hooks.h) */
     tpd_eng_poison(e, TPD_FAIL(e->fault.status, "injected fault in forward %ld on rank %d", e->n_forwards,
                                e->comm->rank));
+  tpd_comm_set_step(e->comm, e->n_forwards); /* named by the comm watchdog; >= 0: no longer loading */
   e->n_forwards++;
 
   /* embedding rows straight from the mapped file: only the rows in use are read */

@@ -24,6 +24,14 @@ static void copy_part(const tpd_st *st, const part *p, void *dst, tpd_dtype dt) 
   const size_t esz = tpd_dtype_size((tpd_dtype)t->dtype), osz = tpd_dtype_size(dt);
   const uint8_t *src = tpd_st_data(st, t);
   const int w = p->c1 - p->c0;
+  /* read exactly this block's bytes, all requests queued before the first
+   * touch: whole rows in one range, a column block one range per row */
+  if (w == cols) {
+    tpd_st_prefetch(st, t, (uint64_t)p->r0 * (uint64_t)cols * esz, (uint64_t)(p->r1 - p->r0) * (uint64_t)cols * esz);
+  } else {
+    for (int r = p->r0; r < p->r1; r++)
+      tpd_st_prefetch(st, t, ((uint64_t)r * (uint64_t)cols + (uint64_t)p->c0) * esz, (uint64_t)w * esz);
+  }
   for (int r = p->r0; r < p->r1; r++) {
     const uint8_t *s = src + ((size_t)r * (size_t)cols + (size_t)p->c0) * esz;
     uint8_t *d = (uint8_t *)dst + (size_t)(r - p->r0) * w * osz;

@@ -177,6 +177,7 @@ tpd_status tpd_engine_follow(tpd_engine *e) {
   if (e->unusable || e->shut_down)
     return TPD_FAIL(TPD_ERR_STATE, "tpd_engine_follow: the engine is %s", e->unusable ? "unusable" : "shut down");
   for (;;) {
+    tpd_comm_idle_next(e->comm); /* the next plan may be a long time coming: no watchdog timeout */
     tpd_status s = e->comm->ops->host_broadcast(e->comm, e->plan_buf, TPD_PLAN_PREFIX, 0);
     tpd_plan_view v;
     if (s == TPD_OK) s = tpd_plan_decode_head(e->plan_buf, e->max_ops, e->max_seqs, e->T_cap, &v.head);

@@ -44,6 +44,7 @@ typedef struct sreq {
   int32_t *stop_ids;
   int n_stop;
   tpd_sampling sampling;
+  int seed_only;
   int logprobs, ignore_eos;
   int slot;
   int chunk;  /* tokens in this step's item, 0 when not in the step */
@@ -348,6 +349,7 @@ tpd_status tpd_sched_submit(tpd_sched *s, const tpd_request *r, uint64_t *id) {
   q->n_prompt = q->n_known = r->n_prompt;
   q->max_tokens = r->max_tokens;
   q->sampling = r->sampling;
+  q->seed_only = r->seed_only != 0;
   q->logprobs = r->logprobs;
   q->ignore_eos = r->ignore_eos;
   q->slot = -1;
@@ -542,7 +544,7 @@ static void add_item(tpd_sched *s, int *n_items, sreq *r, int chunk, int *budget
   it->n_tokens = chunk;
   it->tokens = r->tokens + r->n_cached;
   it->sampling = r->sampling;
-  it->stream = r->id;
+  it->stream = r->seed_only ? 0 : r->id;
   if (chunk < pending) it->flags = TPD_ITEM_NO_OUTPUT;
   else it->logprobs = r->logprobs;
   s->in_step[*n_items] = r;

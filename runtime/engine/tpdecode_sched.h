@@ -126,7 +126,7 @@ typedef struct {
 #define TPD_SCHED_OPTS_INIT .struct_size = sizeof(tpd_sched_opts), .version = TPD_SCHED_OPTS_VERSION
 void tpd_sched_opts_init(tpd_sched_opts *o);
 
-#define TPD_REQUEST_VERSION 2
+#define TPD_REQUEST_VERSION 3
 #define TPD_MAX_STOP_STRINGS 32     /* stop strings in one request */
 #define TPD_MAX_STOP_STRING_LEN 512 /* bytes in one stop string */
 typedef struct {
@@ -137,6 +137,8 @@ typedef struct {
   int max_tokens;          /* >= 1; n_prompt + max_tokens <= the engine's max_ctx */
   tpd_sampling sampling;   /* zero: greedy; the random stream is the request's id, so sampled
                             * tokens depend on (seed, id, position), not on the batch */
+  int seed_only;           /* 1: the random stream is sampling.seed's alone, so the same seed and
+                            * prompt give the same tokens in any request (OpenAI's `seed`) */
   int logprobs;            /* as tpd_step_item.logprobs: 0, or 1 + k top alternatives (k <= 20) */
   const int32_t *stop_ids; /* copied at submit */
   int n_stop_ids;

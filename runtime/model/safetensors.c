@@ -69,6 +69,11 @@ static tpd_status map_file(const char *path, st_file *f) {
   void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
   if (m == MAP_FAILED) return TPD_FAIL(TPD_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+  /* No read-around on a fault: the kernel would otherwise read up to the
+   * device's read_ahead_kb (often MBs) around every touched page, the other
+   * ranks' slices included.  The loader asks for exactly its ranges
+   * (tpd_st_prefetch); a hint only, so its failure is not an error. */
+  (void)madvise(m, f->size, MADV_RANDOM);
   f->map = m;
   return TPD_OK;
 }
@@ -185,7 +190,8 @@ static tpd_status parse_header(tpd_st *st, int file_idx) {
 }
 
 static tpd_status finish(tpd_st *st) {
-  qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
+  /* no tensors (an empty index): tensors may be NULL, which qsort must not get */
+  if (st->n_tensors > 1) qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
   for (int i = 1; i < st->n_tensors; i++)
     if (!strcmp(st->tensors[i].name, st->tensors[i - 1].name))
       return TPD_FAIL(TPD_ERR_FORMAT, "tensor '%s' appears twice (%s, %s)", st->tensors[i].name,
@@ -319,11 +325,22 @@ const tpd_st_tensor *tpd_st_at(const tpd_st *st, int i) { return &st->tensors[i]
 const tpd_st_tensor *tpd_st_find(const tpd_st *st, const char *name) {
   tpd_st_tensor key;
   key.name = (char *)name;
+  if (st->n_tensors == 0) return NULL; /* tensors may be NULL, which bsearch must not get */
   return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof key, cmp_tensor);
 }
 
 const uint8_t *tpd_st_data(const tpd_st *st, const tpd_st_tensor *t) {
   return st->files[t->file].map + t->offset;
+}
+
+void tpd_st_prefetch(const tpd_st *st, const tpd_st_tensor *t, uint64_t offset, uint64_t n_bytes) {
+  const st_file *f = &st->files[t->file];
+  if (n_bytes == 0 || offset >= t->n_bytes) return;
+  if (n_bytes > t->n_bytes - offset) n_bytes = t->n_bytes - offset;
+  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  const uint64_t begin = (t->offset + offset) / page * page, end = t->offset + offset + n_bytes;
+  /* a hint: the bytes are read on first touch whatever it returns */
+  (void)madvise((void *)(f->map + begin), (size_t)(end - begin), MADV_WILLNEED);
 }
 
 tpd_status tpd_st_expect(const tpd_st *st, const char *name, int ndim, int64_t d0, int64_t d1,

@@ -1,7 +1,8 @@
 /* safetensors reader: single file or sharded (model.safetensors.index.json).
  *
- * Files are mapped read-only; nothing is read until a caller touches a
- * tensor's bytes, so a rank that copies only its slice reads only that slice.
+ * Files are mapped read-only, without read-around; nothing is read until a
+ * caller touches a tensor's bytes or prefetches them, so a rank that copies
+ * only its slice reads only the pages of that slice (tests/loadio).
  * Every header is validated at open: JSON shape, dtype names, data_offsets
  * inside the file, byte counts matching shape x dtype, with the element and
  * byte counts checked for 64-bit overflow. */
@@ -44,6 +45,11 @@ const tpd_st_tensor *tpd_st_at(const tpd_st *st, int i);
 const tpd_st_tensor *tpd_st_find(const tpd_st *st, const char *name);
 /* The mapped bytes of a tensor (valid until tpd_st_close). */
 const uint8_t *tpd_st_data(const tpd_st *st, const tpd_st_tensor *t);
+/* Starts reading bytes [offset, offset + n_bytes) of a tensor from storage
+ * (clipped to the tensor), and no more than the pages they cover: the
+ * mapping has no read-around (MADV_RANDOM), so a rank reads only what it
+ * asks for here and what it touches. */
+void tpd_st_prefetch(const tpd_st *st, const tpd_st_tensor *t, uint64_t offset, uint64_t n_bytes);
 
 /* Checks presence, supported dtype and exact shape of a tensor; messages
  * name the tensor and what was expected. ndim is 1 or 2. */

@@ -23,6 +23,8 @@ tpd_status tk_pieces_text(tk_pieces *ps, const char *s, size_t n) {
 }
 
 tpd_status tk_pieces_add(tk_pieces *ps, size_t off, size_t len, int32_t id, int at_start) {
+  /* a list with pieces always has a buffer, so buf + off is valid for empty pieces too */
+  if (!ps->buf) TPD_TRY(tk_pieces_text(ps, "", 0));
   if (ps->n == ps->cap_p) {
     int cap = ps->cap_p ? 2 * ps->cap_p : 16;
     tk_piece *p = realloc(ps->p, (size_t)cap * sizeof *p);
@@ -152,6 +154,7 @@ int tk_is_whitespace(uint32_t cp) {
 
 tpd_status tk_pieces_lossy(tk_pieces *ps, const char *s, size_t n) {
   static const char fffd[] = "\xEF\xBF\xBD";
+  if (n == 0) return tk_pieces_text(ps, "", 0); /* s may be NULL (an empty buffer): no arithmetic on it */
   const unsigned char *u = (const unsigned char *)s;
   size_t i = 0, run = 0; /* valid bytes not yet appended start at run */
   while (i < n) {

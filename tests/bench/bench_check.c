@@ -12,7 +12,8 @@
  * Relations every decode row must keep: a measured / floor ratio below 1 is
  * flagged in "fault"; the floor's read bandwidth (best pass) is at least the
  * median pass; host comm time and exposed comm are numbers or null with a
- * reason, exposed = step - step without all-reduces. */
+ * reason, exposed = step - step without all-reduces; peak resident memory
+ * per rank, the row's figure their largest. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,8 +58,27 @@ static void num_or_null(const cJSON *o, const char *k, const char *reason_key, i
   CHECK(cJSON_IsString(r) && r->valuestring[0], "config %d: %s is null without %s", i, k, reason_key);
 }
 
+/* peak resident memory: one figure per rank (the first 64), each above zero,
+ * and the row's figure their largest */
+static void check_rss(const cJSON *c, int i, int tp) {
+  int ok = 1;
+  const double rss = num(c, "peak_rss_mib", &ok);
+  const cJSON *per = cJSON_GetObjectItemCaseSensitive(c, "peak_rss_mib_per_rank");
+  CHECK(ok && rss > 0, "config %d: peak_rss_mib is not a positive number", i);
+  CHECK(cJSON_IsArray(per) && cJSON_GetArraySize(per) == (tp < 64 ? tp : 64),
+        "config %d: peak_rss_mib_per_rank does not hold one value per rank (tp %d)", i, tp);
+  double most = 0;
+  for (int k = 0; cJSON_IsArray(per) && k < cJSON_GetArraySize(per); k++) {
+    const cJSON *v = cJSON_GetArrayItem(per, k);
+    CHECK(cJSON_IsNumber(v) && v->valuedouble > 0, "config %d: peak_rss_mib_per_rank[%d]", i, k);
+    if (cJSON_IsNumber(v) && v->valuedouble > most) most = v->valuedouble;
+  }
+  CHECK(most == rss, "config %d: peak_rss_mib %g is not the largest of the ranks' (%g)", i, rss, most);
+}
+
 static void check_config(const cJSON *c, int i) {
   int ok = 1;
+  check_rss(c, i, (int)num(c, "tp", &ok));
   const double tp = num(c, "tp", &ok), batch = num(c, "batch", &ok), ctx = num(c, "ctx", &ok);
   const double med = num(c, "ms_per_token_median", &ok), p90 = num(c, "ms_per_token_p90", &ok);
   const double user = num(c, "tokens_per_s_user", &ok), sys = num(c, "tokens_per_s_system", &ok);
@@ -202,8 +222,9 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
       for (const char *p = line; *p; p++) f += *p == ',';
       if (fields0 < 0) {
         fields0 = f;
-        static const char *cols[] = {"host_comm_ms", "exposed_comm_ms", "measured_over_floor", "fault"};
-        for (int c = 0; c < 4; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
+        static const char *cols[] = {"host_comm_ms", "exposed_comm_ms", "measured_over_floor", "fault",
+                                     "peak_rss_mib_per_rank"};
+        for (int c = 0; c < 5; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
       }
       CHECK(f == fields0, "bench.csv line %d: %d fields, header has %d", lines + 1, f, fields0);
       lines++;

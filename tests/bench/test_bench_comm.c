@@ -58,7 +58,7 @@ static void f_abort(tpd_comm *c, int code) {
 }
 
 static const tpd_comm_ops fake_ops = {"fake4", 0, f_destroy, f_allreduce, f_start, f_wait, f_allgather,
-                                      f_broadcast, f_host_allgather, f_host_broadcast, f_barrier, f_abort};
+                                      f_broadcast, f_host_allgather, f_host_broadcast, f_barrier, f_abort, NULL};
 
 static tpd_comm *fake_n(int n) {
   tpd_comm *c = calloc(1, sizeof *c);

@@ -72,7 +72,7 @@ static void f_abort(tpd_comm *c, int code) {
   exit(code);
 }
 static const tpd_comm_ops fake_ops = {"fake", 0, f_destroy, f_allreduce, f_start, f_wait, f_allgather,
-                                      f_broadcast, f_host_allgather, f_host_broadcast, f_barrier, f_abort};
+                                      f_broadcast, f_host_allgather, f_host_broadcast, f_barrier, f_abort, NULL};
 
 static tpd_comm *fake(int rank, int size) {
   tpd_comm *c = calloc(1, sizeof *c);

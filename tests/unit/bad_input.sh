@@ -48,6 +48,9 @@ expect shape "config.json implies [172, 64]" -m "$T/shape" --prompt-ids 1,2
 expect heads-vs-tp "not divisible by the TP degree (2)" -m "$T/heads" --prompt-ids 1,2
 expect prompt-too-long "exceed the context of 256" -m "$T/good" --prompt-ids "$(seq -s, 1 300)"
 expect token-id "token id 512 is outside the vocabulary" -m "$T/good" --prompt-ids 1,512
+expect ids-trailing-comma "expected comma-separated non-negative token ids" -m "$T/good" --prompt-ids 1,2,
+expect ids-plus-sign "expected comma-separated non-negative token ids" -m "$T/good" --prompt-ids +1,2
+expect ids-space "expected comma-separated non-negative token ids" -m "$T/good" --prompt-ids "1, 2"
 expect unknown-option "unknown option '--frobnicate'" -m "$T/good" --prompt-ids 1 --frobnicate
 expect bad-number "-n 'x'" -m "$T/good" --prompt-ids 1 -n x
 expect n-range "-n '100000000': expected an integer in [1, 16777216]" -m "$T/good" --prompt-ids 1 -n 100000000

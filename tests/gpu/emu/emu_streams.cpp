@@ -410,4 +410,10 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t hs) {
   return cudaSuccess;
 }
 
+/* Queries wait: the emulator runs queued work only when something waits
+ * for it, so a query that did not would never see it complete
+ * (comm/comm_nccl.c polls its warm-up stream). */
+cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
+
 }  // extern "C"
