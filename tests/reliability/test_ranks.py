@@ -110,10 +110,14 @@ def case(model, np, victim, phase, fault, recovery=True):
                 "%s: no collective named in %r" % (name, line))
         R.check(R.names_rank(missing, victim, how), "%s: %r does not name rank %d (%s)" % (name, line, victim, how))
         # another rank may be listed only as one that answered from an earlier collective (a
-        # survivor whose own collective completed before the victim stopped sending), or as
-        # ended during the alarm (a survivor killed by another's MPI_Abort before it answered)
+        # survivor whose own collective completed before the victim stopped sending), as
+        # ended during the alarm (a survivor killed by another's MPI_Abort before it answered);
+        # after a kill, found through /proc long before the timeout, a survivor still computing
+        # its part of the step (slow under a sanitizer or a loaded machine) has truly not
+        # arrived yet and may be listed with no answer
+        late_ok = ("(no answer)",) if fault == "kill" else ()
         R.check(all(p.startswith(str(victim) + " ") or "(in collective #" in p or "(ended during the alarm)" in p
-                    for p in missing.split(", ")),
+                    or any(x in p for x in late_ok) for p in missing.split(", ")),
                 "%s: %r blames a rank other than %d" % (name, line, victim))
     R.none_left(marker, name)
     TIMES.append((name, took, ended_by))

@@ -696,11 +696,17 @@ def run(port, model):
     statuses = []
     lock = threading.Lock()
 
+    # 192 long non-streamed requests at once: 64 run, 64 wait in the queue, the rest get 429 at
+    # once.  An accepted one answers only when done (seconds away), so a client that has no
+    # answer after 3 s counts as accepted and goes away (its request is cancelled).
     def fire():
         t = time.perf_counter()
-        st, _ = raw(port, "POST", "/v1/completions",
-                    json.dumps({"model": name, "prompt": [3, 4, 5], "max_tokens": 40, "temperature": 0, "ignore_eos": True}),
-                    timeout=60)
+        try:
+            st, _ = raw(port, "POST", "/v1/completions",
+                        json.dumps({"model": name, "prompt": [3, 4, 5], "max_tokens": 1000, "temperature": 0,
+                                    "ignore_eos": True}), timeout=3)
+        except (TimeoutError, socket.timeout):
+            st = "waiting"
         with lock:
             statuses.append((st, time.perf_counter() - t))
 
@@ -710,8 +716,19 @@ def run(port, model):
     for t in ts:
         t.join(90)
     codes = [s for s, _ in statuses]
-    check(len(codes) == 192 and set(codes) <= {200, 429} and codes.count(429) >= 1 and codes.count(200) >= 64,
-          f"full queue: {codes.count(200)} x 200, {codes.count(429)} x 429 of {len(codes)}")
+    accepted = codes.count(200) + codes.count("waiting")
+    slow429 = [round(t, 2) for s, t in statuses if s == 429 and t > 2]
+    check(len(codes) == 192 and set(codes) <= {200, 429, "waiting"} and codes.count(429) >= 1 and accepted >= 64
+          and not slow429, f"full queue: {accepted} accepted, {codes.count(429)} x 429 of {len(codes)}"
+          f"{f'; 429 after {slow429} s' if slow429 else ''}")
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        m = metrics(port)
+        if m["tpdecode_running_sequences"] == 0 and m["tpdecode_kv_blocks_used"] == 0 and m["tpdecode_queue_length"] == 0:
+            break
+        time.sleep(0.05)
+    check(m["tpdecode_running_sequences"] == 0 and m["tpdecode_kv_blocks_used"] == 0 and m["tpdecode_queue_length"] == 0,
+          "the accepted requests whose clients went away were cancelled")
     check(raw(port, "POST", "/v1/completions", ok_body)[0] == 200, "serves after a full queue")
 
     # ---- a third of the clients disconnect mid-stream ----
@@ -731,7 +748,12 @@ def run(port, model):
           f"KV pool empty after the disconnects: {m1['tpdecode_kv_blocks_used']} blocks used")
     dc = m1['tpdecode_requests_total{outcome="cancelled"}'] - m0['tpdecode_requests_total{outcome="cancelled"}']
     dl = m1['tpdecode_requests_total{outcome="length"}'] - m0['tpdecode_requests_total{outcome="length"}']
-    check(dc == len(gone), f"{dc} requests cancelled for {len(gone)} disconnected clients ({dl} finished by length)")
+    # a disconnected client's request is cancelled, unless the server had already sent all of
+    # it into the socket's buffer before the client (slow, reading 30 streams in one Python
+    # process) closed: then it finished by length; either way it ended, and most are cancelled
+    stayed = len(reqs) - len(gone)
+    check(dc + (dl - stayed) == len(gone) and dc >= len(gone) // 2,
+          f"{dc} requests cancelled for {len(gone)} disconnected clients ({dl} finished by length, {stayed} stayed)")
     check(m1["tpdecode_kv_blocks_free"] > 0, "kv_blocks_free reported")
 
 
