@@ -197,19 +197,35 @@ static tpd_status parse_rope(const cJSON *root, const char *path, tpd_model_conf
   return TPD_OK;
 }
 
+/* One eos id: an integer in [0, 2^31) (a float, a negative or a huge value
+ * is an error, never a truncation). */
+static tpd_status eos_id(const cJSON *e, const char *path, int *out) {
+  if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || !(e->valuedouble >= 0) ||
+      e->valuedouble > 2147483647.0)
+    return TPD_FAIL(TPD_ERR_FORMAT, "%s: field \"eos_token_id\" holds %g, not a token id (an integer >= 0)", path,
+                    cJSON_IsNumber(e) ? e->valuedouble : NAN);
+  *out = (int)e->valuedouble;
+  return TPD_OK;
+}
+
 static tpd_status parse_eos(const cJSON *root, const char *path, tpd_model_config *c) {
   const cJSON *v = item(root, "eos_token_id");
   c->n_eos = 0;
   if (!v) return TPD_OK;
   if (cJSON_IsNumber(v)) {
-    c->eos_ids[c->n_eos++] = (int)v->valuedouble;
+    TPD_TRY(eos_id(v, path, &c->eos_ids[0]));
+    c->n_eos = 1;
     return TPD_OK;
   }
   if (!cJSON_IsArray(v)) return TPD_FAIL(TPD_ERR_FORMAT, "%s: field \"eos_token_id\" must be an integer or a list", path);
+  if (cJSON_GetArraySize(v) > TPD_MAX_EOS)
+    return TPD_FAIL(TPD_ERR_UNSUPPORTED, "%s: field \"eos_token_id\" lists %d ids; at most %d are supported", path,
+                    cJSON_GetArraySize(v), TPD_MAX_EOS);
   const cJSON *e;
   cJSON_ArrayForEach(e, v) {
     if (!cJSON_IsNumber(e)) return TPD_FAIL(TPD_ERR_FORMAT, "%s: field \"eos_token_id\" holds a non-integer", path);
-    if (c->n_eos < TPD_MAX_EOS) c->eos_ids[c->n_eos++] = (int)e->valuedouble;
+    TPD_TRY(eos_id(e, path, &c->eos_ids[c->n_eos]));
+    c->n_eos++;
   }
   return TPD_OK;
 }

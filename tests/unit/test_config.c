@@ -188,6 +188,18 @@ static void test_implemented(void) {
 
 static void test_rejected(void) {
   /* other RoPE types, in either layout */
+  /* eos ids: integers >= 0 only, never truncated or dropped (a float once hit a
+   * float-to-int overflow: tests/fuzz/regress/config) */
+  expect_rejected(LLAMA3_TF5, "eos_token_id", "1e300", "eos_token_id");
+  expect_rejected(LLAMA3_TF5, "eos_token_id", "2.5", "eos_token_id");
+  expect_rejected(LLAMA3_TF5, "eos_token_id", "-1", "eos_token_id");
+  expect_rejected(LLAMA3_TF5, "eos_token_id", "[1, 3e10]", "eos_token_id");
+  expect_rejected(LLAMA3_TF5, "eos_token_id", "[1, 2, 3, 4, 5, 6, 7, 8, 9]", "eos_token_id");
+  {
+    tpd_model_config ce;
+    if (accepted(LLAMA3_TF5, "eos_token_id", "[1, 2, 3, 4, 5, 6, 7, 2147483647]", &ce))
+      CHECK(ce.n_eos == 8 && ce.eos_ids[7] == 2147483647, "eight eos ids: %d, last %d", ce.n_eos, ce.eos_ids[7]);
+  }
   expect_rejected(LLAMA3_TF5, "rope_parameters.rope_type", "\"yarn\"", "rope_parameters.rope_type");
   expect_rejected(LLAMA3_TF5, "rope_parameters.rope_type", "\"dynamic\"", "rope_parameters.rope_type");
   expect_rejected(LLAMA3_TF5, "rope_parameters.rope_type", "\"longrope\"", "rope_parameters.rope_type");
