@@ -84,11 +84,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     pthread_mutex_lock(&g_srv.mu);
     if (r->out.len || r->finished)
       break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L)
-      ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = srv_deadline_ms(20);
     pthread_cond_timedwait(&r->cv, &g_srv.mu, &ts);
   }
   if (!r->finished && client_gone(r->fd)) {
@@ -188,11 +184,7 @@ static enum MHD_Result post_generate(struct MHD_Connection *c, conn_ctx *k, int 
    * cancels its request (the finishing event still comes; then nothing is
    * sent and the connection closes) */
   while (!r->finished) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L)
-      ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = srv_deadline_ms(20);
     pthread_cond_timedwait(&r->cv, &s->mu, &ts);
     if (!r->finished && !r->cancel_sent && client_gone(r->fd)) {
       r->cancel_sent = r->http_gone = 1;

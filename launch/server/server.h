@@ -9,10 +9,22 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "runtime/engine/tpdecode.h"
 #include "runtime/engine/tpdecode_sched.h"
 #include "runtime/model/tokenizer.h"
+
+/* The CLOCK_REALTIME time `ms` milliseconds from now (ms < 1000), for
+ * pthread_cond_timedwait. */
+static inline struct timespec srv_deadline_ms(long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += ms * 1000000L;
+  if (ts.tv_nsec >= 1000000000L)
+    ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  return ts;
+}
 
 /* A growable byte buffer. */
 typedef struct {

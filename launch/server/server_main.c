@@ -203,11 +203,7 @@ static int serve(srv_state *s, void *daemon) {
         pthread_mutex_unlock(&s->mu);
         break;
       }
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 50 * 1000000L;
-      if (ts.tv_nsec >= 1000000000L)
-        ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+      struct timespec ts = srv_deadline_ms(50);
       if (!g_stop)
         pthread_cond_timedwait(&s->wake, &s->mu, &ts);
       pthread_mutex_unlock(&s->mu);
