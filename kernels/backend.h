@@ -76,7 +76,7 @@ typedef struct {
   int n_q_heads, n_kv_heads, head_dim;
   void *qkv;                /* [T, (Hq + 2 Hkv) Dh] act: q heads, k heads, v heads */
   const double *inv_freq;   /* [Dh/2] rotary inverse frequencies */
-  void *k_cache, *v_cache;  /* [n_blocks, Hkv, block_size, Dh] of this layer, kv dtype */
+  void *k_cache, *v_cache;  /* [n_blocks, Hkv, block_size, Dh] of this layer, the backend's kv_dtype */
 } tpd_rope_kv_args;
 
 typedef struct {
@@ -84,7 +84,7 @@ typedef struct {
   int n_q_heads, n_kv_heads, head_dim;
   const void *q;            /* [T, ldq] act, rotated q heads first */
   int ldq;
-  const void *k_cache, *v_cache;
+  const void *k_cache, *v_cache; /* as in tpd_rope_kv_args */
   void *out;                /* [T, Hq Dh] act */
   int window;               /* sliding window in tokens, 0 = full causal */
   float scale;              /* 1/sqrt(Dh) */
@@ -146,7 +146,6 @@ typedef struct {
 typedef struct tpd_backend_ops {
   const char *name;
   tpd_dtype act_dtype; /* fixed when the backend is created (tpd_backend_opts.activations) */
-  tpd_dtype kv_dtype;
   int host_memory; /* 1 when backend pointers are host pointers */
 
   void (*destroy)(tpd_backend *be);
@@ -212,17 +211,25 @@ struct tpd_backend {
   /* the kernels this instance runs, for reports: the CPU backend's
    * instruction-set level ("avx512bf16", ...); NULL = ops->name */
   const char *kernels;
+  /* dtype of this instance's KV cache (tpd_backend_opts.kv_cache), set at
+   * create: what rope_kv writes and attention reads */
+  tpd_dtype kv_dtype;
 };
 
 typedef struct {
   int n_threads;  /* CPU: worker threads, 0 = all cores */
   int device;     /* CUDA: device ordinal, -1 = pick from the node-local rank */
   int local_rank; /* node-local rank (device choice) */
-  /* Activation (and KV-cache) dtype: NULL or "auto" = the backend's default
-   * (cpu: f32; cuda: bf16), "f32", "bf16".  Anything else, or a dtype the
-   * backend does not implement (bf16 on the cpu backend), is an error naming
-   * the value. */
+  /* Activation dtype: NULL or "auto" = the backend's default (cpu: f32;
+   * cuda: bf16), "f32", "bf16".  Anything else, or a dtype the backend does
+   * not implement (bf16 on the cpu backend), is an error naming the value. */
   const char *activations;
+  /* KV-cache dtype: NULL or "auto" = the backend's default (cpu: f32; cuda:
+   * its activation dtype), "f32", "bf16" (cpu: K and V rounded to nearest
+   * even as rope_kv stores them, widened to f32 as attention reads them).
+   * Anything else is TPD_ERR_ARG naming it; on cuda a value other than the
+   * activation dtype is TPD_ERR_UNSUPPORTED naming it. */
+  const char *kv_cache;
 } tpd_backend_opts;
 
 /* "cpu" always; "cuda" when built with CUDA and a device is present. */
@@ -231,6 +238,9 @@ tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tp
  * error (TPD_ERR_ARG for an unknown value, TPD_ERR_UNSUPPORTED for one the
  * backend does not implement). */
 tpd_status tpd_backend_activations(const char *backend, const tpd_backend_opts *opts, tpd_dtype *out);
+/* Resolves opts->kv_cache for the named backend whose activations are act,
+ * as tpd_backend_activations does. */
+tpd_status tpd_backend_kv_cache(const char *backend, const tpd_backend_opts *opts, tpd_dtype act, tpd_dtype *out);
 void tpd_backend_destroy(tpd_backend *be);
 /* 1 if this build contains the named backend. */
 int tpd_backend_available(const char *name);

@@ -46,6 +46,8 @@ static void usage(FILE *f) {
           "  --backend cpu|cuda     kernel backend (default cpu)\n"
           "  --activations f32|bf16 activation dtype (default: the backend's, cpu f32, cuda bf16; cuda f32\n"
           "                         reproduces the f32 reference ids, see docs/cuda.md)\n"
+          "  --kv-cache auto|f32|bf16  KV cache dtype (default auto: bf16 for a bf16 checkpoint on cpu, else f32;\n"
+          "                         cuda: the activation dtype; see docs/architecture.md, \"KV cache dtype\")\n"
           "  --ctx N                context per sequence (default: longest prompt + n - 1, at most the model's)\n"
           "  --logits-out FILE      write the last step's float32 logits [batch, vocab] (rank 0; default: none)\n"
           "  --json                 print one JSON object (rank 0; default: plain text)\n"
@@ -55,7 +57,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct {
-  const char *model, *backend, *logits_out, *activations;
+  const char *model, *backend, *logits_out, *activations, *kv_cache;
   int32_t **prompts; /* a --prompt's ids once encoded (encode_prompts) */
   int *lens;
   const char **texts; /* [n_prompts] the --prompt or --chat text, NULL for --prompt-ids */
@@ -154,6 +156,9 @@ static tpd_status parse(int argc, char **argv, opts *o) {
     } else if (!strcmp(a, "--activations")) {
       NEED_VALUE();
       o->activations = v;
+    } else if (!strcmp(a, "--kv-cache")) {
+      NEED_VALUE();
+      o->kv_cache = v;
     } else if (!strcmp(a, "--logits-out")) {
       NEED_VALUE();
       o->logits_out = v;
@@ -175,6 +180,8 @@ static tpd_status parse(int argc, char **argv, opts *o) {
     return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu or cuda", o->backend);
   if (o->activations && strcmp(o->activations, "f32") && strcmp(o->activations, "bf16"))
     return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected f32 or bf16", o->activations);
+  if (o->kv_cache && strcmp(o->kv_cache, "auto") && strcmp(o->kv_cache, "f32") && strcmp(o->kv_cache, "bf16"))
+    return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", o->kv_cache);
   return TPD_OK;
 }
 
@@ -419,7 +426,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   tpd_engine_opts eo = {TPD_ENGINE_OPTS_INIT, .model_dir = o.model, .backend = o.backend, .n_threads = tpd_cli_threads(PROG, comm, o.threads),
-                        .max_seqs = o.n_prompts, .device = -1, .activations = o.activations};
+                        .max_seqs = o.n_prompts, .device = -1, .activations = o.activations, .kv_cache = o.kv_cache};
   int ok = 1, bad = -1;
   FILE *logits_f = NULL;
   if (o.logits_out && comm->rank == 0) {
@@ -543,9 +550,10 @@ int main(int argc, char **argv) {
       }
       tpd_engine_info info;
       tpd_engine_get_info(e, &info);
-      printf("prefill %.2f ms, decode %.2f ms/step median (p90 %.2f), %.1f tokens/s; TP=%d, %s/%s, %d thread%s per rank\n",
-             r.prefill_ms, med, p90, tps, info.tp, info.backend, info.kernels, info.n_threads,
-             info.n_threads == 1 ? "" : "s");
+      printf("prefill %.2f ms, decode %.2f ms/step median (p90 %.2f), %.1f tokens/s; TP=%d, %s/%s, KV %s, %d thread%s "
+             "per rank\n",
+             r.prefill_ms, med, p90, tps, info.tp, info.backend, info.kernels, tpd_dtype_name(info.kv_dtype),
+             info.n_threads, info.n_threads == 1 ? "" : "s");
     }
     if (logits_f) {
       const size_t n_elems = (size_t)r.n_seqs * (size_t)cfg.vocab;

@@ -1,4 +1,5 @@
-/* The CPU backend: host memory, fp32 activations and KV cache, weights kept
+/* The CPU backend: host memory, fp32 activations, an f32 or bf16 KV cache
+ * (tpd_backend_opts.kv_cache), weights kept
  * in their file dtype, a persistent thread pool. */
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@ static void cpu_destroy(tpd_backend *be) {
   if (cpu) {
     tpd_pool_destroy(cpu->pool);
     tpd_cpu_free(cpu->scratch);
-    free(cpu->att);
+    tpd_cpu_free(cpu->att);
     free(cpu);
   }
   free(be);
@@ -66,7 +67,7 @@ static tpd_status cpu_load_weight(tpd_backend *be, const void *host, tpd_dtype d
 
 static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0, int n_rows, tpd_weight *out) {
   (void)be;
-  if (row0 % TPD_TILE_N || row0 < 0 || n_rows < 1 || row0 + n_rows > w->n_rows)
+  if (row0 % TPD_PANEL || row0 < 0 || n_rows < 1 || row0 + n_rows > w->n_rows)
     return TPD_FAIL(TPD_ERR_INTERNAL, "weight view [%d, +%d) of %d rows", row0, n_rows, w->n_rows);
   *out = *w;
   out->data = (const char *)w->data + (size_t)row0 * tpd_tile_kp(w->n_cols) * tpd_dtype_size(w->dtype);
@@ -75,35 +76,30 @@ static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0
 }
 
 /* The workspaces for every step within the plan: the matmul scratch (x
- * zero-padded to Kp in f32 where K is not a multiple of the tile, or x
- * rounded to bf16 where the bf16 dot path may run) and one attention score
- * row of max_ctx per thread (kernels/cpu/matmul.c, ops.c). */
-static void plan_sizes(const tpd_backend_plan *p, size_t *scratch, size_t *att_floats) {
+ * rounded to bf16 where the bf16 dot path may run) and the attention
+ * workspace (kernels/cpu/matmul.c, attention.h). */
+static void plan_sizes(const tpd_backend_plan *p, int n_threads, size_t *scratch, tpd_att_sizes *att) {
   const tpd_isa isa = tpd_isa_active();
   size_t need = 0;
-  for (int i = 0; i < p->n_k && isa != TPD_ISA_SCALAR; i++) {
+  for (int i = 0; i < p->n_k && isa == TPD_ISA_AVX512BF16; i++) {
     const size_t Mp = (size_t)p->max_rows * (size_t)tpd_tile_kp(p->k[i]);
-    if (tpd_tile_kp(p->k[i]) != p->k[i] && Mp * sizeof(float) > need) need = Mp * sizeof(float);
-    if (isa == TPD_ISA_AVX512BF16 && Mp * sizeof(uint16_t) > need) need = Mp * sizeof(uint16_t);
+    if (Mp * sizeof(uint16_t) > need) need = Mp * sizeof(uint16_t);
   }
   *scratch = need;
-  *att_floats = (size_t)p->max_ctx + (size_t)p->head_dim + 16;
+  tpd_att_sizes_for(p->max_rows, p->max_ctx, p->n_q_heads, p->n_kv_heads, p->head_dim, n_threads, att);
 }
 
 static tpd_status cpu_reserve(tpd_backend *be, const tpd_backend_plan *p, int commit, size_t *n_bytes) {
   tpd_cpu *cpu = be->impl;
-  size_t scratch = 0, att_floats = 0;
-  plan_sizes(p, &scratch, &att_floats);
-  const size_t n_threads = (size_t)tpd_pool_size(cpu->pool), att_bytes = sizeof(float) * att_floats * n_threads;
-  *n_bytes = scratch + att_bytes;
+  size_t scratch = 0;
+  tpd_att_sizes att;
+  plan_sizes(p, tpd_pool_size(cpu->pool), &scratch, &att);
+  *n_bytes = scratch + att.total_bytes;
   if (!commit) return TPD_OK;
   tpd_cpu_free(cpu->scratch);
-  free(cpu->att);
   cpu->scratch = scratch ? tpd_cpu_alloc(scratch) : NULL;
-  cpu->att = malloc(att_bytes);
   cpu->scratch_bytes = cpu->scratch ? scratch : 0;
-  cpu->att_floats_per_thread = cpu->att ? att_floats : 0;
-  if ((scratch && !cpu->scratch) || !cpu->att)
+  if ((scratch && !cpu->scratch) || tpd_cpu_att_alloc(cpu, &att) != TPD_OK)
     return TPD_FAIL(TPD_ERR_OOM, "out of memory for the cpu workspaces (%zu bytes)", *n_bytes);
   cpu->planned = 1;
   return TPD_OK;
@@ -112,7 +108,6 @@ static tpd_status cpu_reserve(tpd_backend *be, const tpd_backend_plan *p, int co
 static const tpd_backend_ops cpu_ops = {
     .name = "cpu",
     .act_dtype = TPD_F32,
-    .kv_dtype = TPD_F32,
     .host_memory = 1,
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
@@ -137,6 +132,8 @@ static const tpd_backend_ops cpu_ops = {
 
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
+  tpd_dtype kv;
+  TPD_TRY(tpd_backend_kv_cache("cpu", opts, TPD_F32, &kv));
   int n = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (n < 1) n = 1;
   tpd_backend *be = calloc(1, sizeof *be);
@@ -148,13 +145,15 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
   }
   be->ops = &cpu_ops;
   be->impl = cpu;
+  be->kv_dtype = kv;
   be->kernels = tpd_isa_name(tpd_isa_active());
   cpu->pool = tpd_pool_create(n);
   if (!cpu->pool) {
     cpu_destroy(be);
     return TPD_FAIL(TPD_ERR_OOM, "cannot start %d CPU threads", n);
   }
-  TPD_INFO("cpu backend: %d threads, kernels %s", n, tpd_isa_name(tpd_isa_active()));
+  TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, tpd_isa_name(tpd_isa_active()),
+           tpd_dtype_name(kv));
   *out = be;
   return TPD_OK;
 }

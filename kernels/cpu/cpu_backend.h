@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/pool.h"
 
@@ -14,11 +15,13 @@ typedef struct {
   void *scratch; /* matmul, [M, Kp]: x rounded to bf16 (the opt-in bf16 dot path) or a zero-padded f32 x */
   size_t scratch_bytes;
   int planned; /* reserve ran: the workspaces are fixed (a larger need is an error) */
-  float *att; /* attention: one score row per thread */
-  size_t att_floats_per_thread;
+  unsigned char *att;  /* attention: per-thread scratch, chunk partials, wave index (kernels/cpu/attention.h) */
+  tpd_att_sizes att_sz; /* what att holds */
 } tpd_cpu;
 
 tpd_status tpd_cpu_scratch(tpd_cpu *cpu, size_t n_bytes);
+/* (Re)allocates the attention workspace with these sizes. */
+tpd_status tpd_cpu_att_alloc(tpd_cpu *cpu, const tpd_att_sizes *sz);
 
 tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a);
 tpd_status tpd_cpu_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);

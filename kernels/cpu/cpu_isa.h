@@ -18,8 +18,15 @@ const char *tpd_isa_name(tpd_isa isa);
 
 /* bf16 weights on AVX512-BF16: 0 (default) fp32 activations and FMA, the
  * reference precision; 1 activations rounded to bf16 and vdpbf16ps (GPU-like
- * precision, about 1.5x the batched throughput).  TPD_CPU_BF16_DOT=1 sets it. */
+ * precision; not faster than the f32 kernel on the Xeon measured, see
+ * docs/performance.md).  TPD_CPU_BF16_DOT=1 sets it. */
 int tpd_cpu_bf16_dot(void);
 void tpd_cpu_set_bf16_dot(int on);
+
+/* Software prefetch distance of the matmul, in bytes ahead of each weight
+ * stream; 0 turns it off.  TPD_CPU_PREFETCH=N sets it
+ * (docs/performance.md, "CPU decode at the floor", has the measurements). */
+#define TPD_CPU_PREFETCH_DEFAULT 1024
+int tpd_cpu_prefetch(void);
 
 #endif

@@ -1,6 +1,7 @@
-/* CPU matmul driver: weight tiling, scalar reference kernel, ISA dispatch,
- * threading.  Threads split the N outputs into contiguous ranges of whole
- * tiles, so each thread streams its own part of W once per 64-row block of X. */
+/* CPU matmul driver: the panel weight layout, the scalar reference kernel,
+ * ISA dispatch, threading.  Threads split the N outputs into contiguous
+ * ranges of whole panel pairs, so each thread streams its own part of W
+ * once per step (kernels/cpu/mm_tile.h). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,15 +9,16 @@
 #include "kernels/cpu/mm_tile.h"
 
 void tpd_tile_weight(void *dst, const void *src, tpd_dtype dt, int N, int K) {
-  const size_t esz = tpd_dtype_size(dt);
   const int Kp = tpd_tile_kp(K);
-  memset(dst, 0, tpd_tiled_elems(N, K) * esz);
-  for (int n = 0; n < N; n++)
-    for (int k0 = 0; k0 < K; k0 += TPD_TILE_K) {
-      const int len = K - k0 < TPD_TILE_K ? K - k0 : TPD_TILE_K;
-      memcpy((char *)dst + tpd_tiled_index(n, k0, Kp) * esz, (const char *)src + ((size_t)n * K + k0) * esz,
-             (size_t)len * esz);
-    }
+  memset(dst, 0, tpd_tiled_elems(N, K) * tpd_dtype_size(dt));
+  if (dt == TPD_F32) {
+    for (int n = 0; n < N; n++)
+      for (int k = 0; k < K; k++) ((float *)dst)[tpd_tiled_index(n, k, Kp, dt)] = ((const float *)src)[(size_t)n * K + k];
+  } else {
+    for (int n = 0; n < N; n++)
+      for (int k = 0; k < K; k++)
+        ((uint16_t *)dst)[tpd_tiled_index(n, k, Kp, dt)] = ((const uint16_t *)src)[(size_t)n * K + k];
+  }
 }
 
 void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
@@ -24,7 +26,7 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
     const float *x = p->x + (size_t)m * p->ldx;
     for (int n = n0; n < n1; n++) {
       float s = 0.0f;
-      for (int k = 0; k < p->K; k++) s += tpd_load_f32(p->w, p->wt, tpd_tiled_index(n, k, p->Kp)) * x[k];
+      for (int k = 0; k < p->K; k++) s += tpd_load_f32(p->w, p->wt, tpd_tiled_index(n, k, p->Kp, p->wt)) * x[k];
       if (p->bias) s += p->bias[n];
       p->y[(size_t)m * p->ldy + n] = s;
     }
@@ -40,37 +42,39 @@ int tpd_cpu_bf16_dot(void) {
 
 void tpd_cpu_set_bf16_dot(int on) { g_bf16_dot = on != 0; }
 
+static int g_prefetch = -1;
+
+int tpd_cpu_prefetch(void) {
+  if (g_prefetch < 0) {
+    const long v = tpd_param_int("CPU_PREFETCH", TPD_CPU_PREFETCH_DEFAULT);
+    g_prefetch = v < 0 ? 0 : v > 65536 ? 65536 : (int)v;
+  }
+  return g_prefetch;
+}
+
 typedef void (*mm_kernel)(const tpd_mm *, int, int, int, int);
 
 typedef struct {
   tpd_mm mm;
   mm_kernel kernel;
-  const float *x_src; /* the caller's x when it needs padding or rounding */
+  const float *x_src; /* the caller's x, rounded to bf16 into mm.xb */
   int x_ld;
-  float *x_pad;       /* [M, Kp] zero-padded copy, or NULL */
 } mm_job;
 
-enum { MM_BLOCK_M = 64 };
-
-/* Prepares rows of x: a zero-padded fp32 copy, or x rounded to bf16. */
+/* Rounds rows of x to bf16 (the opt-in bf16 dot path). */
 static void prep_task(void *arg, int ith, int nth) {
   mm_job *j = arg;
   long b, e;
   tpd_split(j->mm.M, ith, nth, 1, &b, &e);
   const int K = j->mm.K, Kp = j->mm.Kp;
   for (long m = b; m < e; m++) {
-    const float *src = j->x_src + (size_t)m * j->x_ld;
-    if (j->x_pad) {
-      float *d = j->x_pad + (size_t)m * Kp;
-      memcpy(d, src, sizeof(float) * (size_t)K);
-      for (int k = K; k < Kp; k++) d[k] = 0.0f;
-    }
 #ifdef TPD_HAVE_X86_SIMD
-    if (j->mm.xb) {
-      uint16_t *xb = (uint16_t *)j->mm.xb + (size_t)m * Kp;
-      tpd_bf16_round_avx512bf16(src, K, xb);
-      for (int k = K; k < Kp; k++) xb[k] = 0;
-    }
+    const float *src = j->x_src + (size_t)m * j->x_ld;
+    uint16_t *xb = (uint16_t *)j->mm.xb + (size_t)m * Kp;
+    tpd_bf16_round_avx512bf16(src, K, xb);
+    for (int k = K; k < Kp; k++) xb[k] = 0;
+#else
+    (void)m, (void)K, (void)Kp;
 #endif
   }
 }
@@ -78,13 +82,9 @@ static void prep_task(void *arg, int ith, int nth) {
 static void mm_task(void *arg, int ith, int nth) {
   const mm_job *j = arg;
   long n0, n1;
-  /* shares of whole 4-tiles keep each thread's stream contiguous */
-  tpd_split(j->mm.N, ith, nth, 4 * TPD_TILE_N, &n0, &n1);
-  if (n0 >= n1) return;
-  for (int m0 = 0; m0 < j->mm.M; m0 += MM_BLOCK_M) {
-    const int m1 = m0 + MM_BLOCK_M < j->mm.M ? m0 + MM_BLOCK_M : j->mm.M;
-    j->kernel(&j->mm, m0, m1, (int)n0, (int)n1);
-  }
+  /* shares of whole panel pairs keep each thread's stream contiguous */
+  tpd_split(j->mm.N, ith, nth, 2 * TPD_PANEL, &n0, &n1);
+  if (n0 < n1) j->kernel(&j->mm, 0, j->mm.M, (int)n0, (int)n1);
 }
 
 tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
@@ -103,6 +103,7 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   j.mm.bias = a->bias;
   j.mm.y = a->y;
   j.mm.ldy = a->ldy;
+  j.mm.pf = tpd_cpu_prefetch();
   j.x_src = a->x;
   j.x_ld = a->ldx;
   if (a->M <= 0 || j.mm.N <= 0) return TPD_OK;
@@ -115,18 +116,9 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
 #endif
     default: j.kernel = tpd_mm_scalar; break;
   }
-  const size_t Mp = (size_t)a->M * j.mm.Kp;
-  const int dot = isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot();
-  const int pad = !dot && j.mm.Kp != j.mm.K && j.kernel != tpd_mm_scalar;
-  if (dot || pad) {
-    TPD_TRY(tpd_cpu_scratch(cpu, dot ? Mp * sizeof(uint16_t) : Mp * sizeof(float)));
-    if (dot) {
-      j.mm.xb = cpu->scratch;
-    } else {
-      j.x_pad = (float *)cpu->scratch;
-      j.mm.x = j.x_pad;
-      j.mm.ldx = j.mm.Kp;
-    }
+  if (isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot()) {
+    TPD_TRY(tpd_cpu_scratch(cpu, (size_t)a->M * j.mm.Kp * sizeof(uint16_t)));
+    j.mm.xb = cpu->scratch;
     if (a->M > 1) tpd_pool_run(cpu->pool, prep_task, &j);
     else prep_task(&j, 0, 1);
   }

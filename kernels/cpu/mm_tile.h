@@ -1,21 +1,28 @@
-/* Internal to the CPU matmul: the tiled weight layout and the problem
+/* Internal to the CPU matmul: the panel weight layout and the problem
  * description shared by the per-ISA kernels (matmul_avx2.c,
  * matmul_avx512.c, matmul_avx512bf16.c).
  *
  * Y[M, N] = X[M, K] . W[N, K]^T + bias, fp32 accumulation.
  *
- * Weight layout (chosen at load time): rows in tiles of TPD_TILE_N = 4, each
- * tile stored chunk by chunk, a chunk being TPD_TILE_K = 32 consecutive k of
- * the 4 rows, row after row:
- *     W_tiled[N/4][Kp/32][4][32]      (Kp = K rounded up to 32, zero padded;
- *                                      N rounded up to 4 with zero rows)
- * so a thread streams its share of W as one linear run of memory, which the
- * hardware prefetcher follows at full bandwidth (row-major rows restart the
- * prefetcher at every 4 KiB page).
+ * Weight layout (chosen at load time): rows in panels of TPD_PANEL = 16, each
+ * panel stored as Kp/2 chunks of 16 rows x 2 consecutive k (Kp = K rounded
+ * up to 2, N up to 16, padding zero):
+ *     W_panel[N/16][Kp/2][chunk]
+ *     chunk, bf16:     [16 rows][2 k]  one 32-bit lane per row holds (k, k+1):
+ *                                      the operand of vdpbf16ps, and widened
+ *                                      to fp32 by a shift (k) and a mask (k+1)
+ *     chunk, f16, f32: [2 k][16 rows]  one vector of 16 rows per k
+ * A panel is one linear run of memory, so a thread streams its share of W at
+ * the prefetcher's full rate, and the 16 rows are the 16 lanes of a vector:
+ * the kernels broadcast x[m, k] and accumulate outer products, one lane per
+ * output, with no horizontal sums; a weight vector loaded once serves every
+ * row of X in the block.
  *
- * Every kernel computes each output y[m, n] as one dot product over k in
- * ascending chunks, the same way whatever the tile it sits in, so results do
- * not depend on the batch size, the batch composition or the thread count. */
+ * Every kernel computes each output y[m, n] as one fp32 sum in ascending k
+ * (acc = fma(w[n,k], x[m,k], acc), k = 0, 1, ..., then + bias), the same
+ * whatever the block it sits in, so results do not depend on the batch
+ * size, the batch composition or the thread count.  The opt-in bf16 path
+ * (vdpbf16ps) adds one k pair per step, also in ascending order. */
 #ifndef TPD_CPU_MM_TILE_H
 #define TPD_CPU_MM_TILE_H
 
@@ -24,34 +31,35 @@
 
 #include "runtime/base/dtype.h"
 
-#define TPD_TILE_N 4
-#define TPD_TILE_K 32
+#define TPD_PANEL 16
 
-static inline int tpd_tile_kp(int K) { return (K + TPD_TILE_K - 1) / TPD_TILE_K * TPD_TILE_K; }
+static inline int tpd_tile_kp(int K) { return (K + 1) / 2 * 2; }
 static inline size_t tpd_tiled_elems(int N, int K) {
-  return (size_t)((N + TPD_TILE_N - 1) / TPD_TILE_N * TPD_TILE_N) * (size_t)tpd_tile_kp(K);
+  return (size_t)((N + TPD_PANEL - 1) / TPD_PANEL * TPD_PANEL) * (size_t)tpd_tile_kp(K);
 }
-/* Index of element (n, k) in the tiled layout. */
-static inline size_t tpd_tiled_index(int n, int k, int Kp) {
-  return (((size_t)(n / TPD_TILE_N) * (Kp / TPD_TILE_K) + (size_t)(k / TPD_TILE_K)) * TPD_TILE_N + n % TPD_TILE_N) *
-             TPD_TILE_K + (size_t)(k % TPD_TILE_K);
+/* Index of element (n, k) in the panel layout of dtype dt. */
+static inline size_t tpd_tiled_index(int n, int k, int Kp, tpd_dtype dt) {
+  const size_t chunk = ((size_t)(n / TPD_PANEL) * (size_t)(Kp / 2) + (size_t)(k / 2)) * (2 * TPD_PANEL);
+  return chunk + (dt == TPD_BF16 ? (size_t)(n % TPD_PANEL) * 2 + (size_t)(k % 2)
+                                 : (size_t)(k % 2) * TPD_PANEL + (size_t)(n % TPD_PANEL));
 }
-/* Row-major [N, K] -> tiled (dst holds tpd_tiled_elems(N, K) elements). */
+/* Row-major [N, K] -> panels (dst holds tpd_tiled_elems(N, K) elements). */
 void tpd_tile_weight(void *dst, const void *src, tpd_dtype dt, int N, int K);
 
 typedef struct {
   int M, N, K, Kp;
-  const float *x; /* [M, ldx], ldx >= Kp with zeros in [K, Kp) */
+  const float *x; /* [M, ldx] */
   int ldx;
   const uint16_t *xb; /* [M, Kp] x rounded to bf16, zero padded (opt-in bf16 dot path), else NULL */
-  const void *w;           /* tiled */
+  const void *w;      /* panels */
   tpd_dtype wt;
   const float *bias; /* [N] or NULL */
   float *y;          /* [M, ldy] */
   int ldy;
+  int pf; /* software prefetch distance in bytes ahead of each weight stream, 0: none (tpd_cpu_prefetch) */
 } tpd_mm;
 
-/* Each computes y[m0:m1, n0:n1]; n0 is a multiple of TPD_TILE_N. */
+/* Each computes y[m0:m1, n0:n1]; n0 is a multiple of TPD_PANEL. */
 void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx2(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx512(const tpd_mm *p, int m0, int m1, int n0, int n1);
@@ -59,34 +67,23 @@ void tpd_mm_avx512bf16(const tpd_mm *p, int m0, int m1, int n0, int n1);
 /* out[i] = bf16(x[i]), round to nearest even */
 void tpd_bf16_round_avx512bf16(const float *x, int n, uint16_t *out);
 
-/* Calls TILE(p, tile_ptr, n, m, nr, MR) with compile-time MR in 1..6 for
- * each 4-row tile of [n0, n1) and each MR-row block of [m0, m1). */
-#define TPD_MM_WALK(TILE, p, m0, m1, n0, n1, MRMAX, ESZ)                              \
-  for (int n_ = (n0); n_ < (n1); n_ += TPD_TILE_N) {                                  \
-    const int nr_ = (n1) - n_ < TPD_TILE_N ? (n1) - n_ : TPD_TILE_N;                   \
-    const char *w_ = (const char *)(p)->w + (size_t)n_ * (size_t)(p)->Kp * (ESZ);      \
-    for (int m_ = (m0); m_ < (m1); m_ += (MRMAX)) {                                   \
-      switch ((m1) - m_ < (MRMAX) ? (m1) - m_ : (MRMAX)) {                            \
-        case 1: TILE(p, w_, n_, m_, nr_, 1); break;                                   \
-        case 2: TILE(p, w_, n_, m_, nr_, 2); break;                                   \
-        case 3: TILE(p, w_, n_, m_, nr_, 3); break;                                   \
-        case 4: TILE(p, w_, n_, m_, nr_, 4); break;                                   \
-        case 5: TILE(p, w_, n_, m_, nr_, 5); break;                                   \
-        default: TILE(p, w_, n_, m_, nr_, 6); break;                                  \
-      }                                                                               \
-    }                                                                                 \
-  }
+/* Bytes of one chunk (16 rows x 2 k) and of one panel. */
+static inline size_t tpd_chunk_bytes(tpd_dtype wt) { return 2 * TPD_PANEL * tpd_dtype_size(wt); }
+static inline const char *tpd_panel_ptr(const tpd_mm *p, int n) {
+  return (const char *)p->w + (size_t)(n / TPD_PANEL) * (size_t)(p->Kp / 2) * tpd_chunk_bytes(p->wt);
+}
 
-/* Stores the 4 x MR tile sums (only the nr valid rows). */
-#define TPD_MM_STORE(p, n, m, nr, MR, SUM)                                  \
-  for (int j_ = 0; j_ < (MR); j_++)                                         \
-    for (int r_ = 0; r_ < (nr); r_++) {                                     \
-      float s_ = SUM(r_, j_);                                               \
-      if ((p)->bias) s_ += (p)->bias[(n) + r_];                             \
-      (p)->y[(size_t)((m) + j_) * (p)->ldy + (n) + r_] = s_;                \
-    }
-
-#define TPD_MR_MAX 6
+/* Splits [m0, m1) into blocks of at most MRMAX rows, as even as possible,
+ * and calls BODY(m, mr) with each. */
+#define TPD_MM_MBLOCKS(m0, m1, MRMAX, BODY)                                   \
+  do {                                                                        \
+    const int nm_ = (m1) - (m0), nb_ = (nm_ + (MRMAX)-1) / (MRMAX);           \
+    for (int b_ = 0, m_ = (m0); b_ < nb_; b_++) {                             \
+      const int mr_ = nm_ / nb_ + (b_ < nm_ % nb_ ? 1 : 0);                   \
+      BODY(m_, mr_);                                                          \
+      m_ += mr_;                                                              \
+    }                                                                         \
+  } while (0)
 
 #define TPD_INLINE static inline __attribute__((always_inline))
 

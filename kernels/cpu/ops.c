@@ -1,5 +1,5 @@
-/* CPU reference kernels other than matmul: rmsnorm (+ residual add), rotary
- * embedding + KV append, decode/prefill attention over the paged KV cache,
+/* CPU reference kernels other than matmul and attention (attention.c):
+ * rmsnorm (+ residual add), rotary embedding + KV append (f32 or bf16 KV),
  * SwiGLU, row gather, argmax, logit statistics.  Plain C, fp32 activations,
  * double where a reduction or an angle benefits; threaded over rows. */
 #include <limits.h>
@@ -51,8 +51,24 @@ static void rotate(float *v, const double *c, const double *s, int half) {
   }
 }
 
+typedef struct {
+  const tpd_rope_kv_args *a;
+  tpd_dtype kv;
+} rope_job;
+
+/* one cache row from an f32 row: a copy, or rounded to bf16 (nearest even) */
+static void store_kv_row(void *cache, size_t row, tpd_dtype kv, const float *src, int Dh) {
+  if (kv == TPD_BF16) {
+    uint16_t *d = (uint16_t *)cache + row;
+    for (int i = 0; i < Dh; i++) d[i] = tpd_f32_to_bf16(src[i]);
+  } else {
+    memcpy((float *)cache + row, src, sizeof(float) * (size_t)Dh);
+  }
+}
+
 static void rope_kv_task(void *arg, int ith, int nth) {
-  const tpd_rope_kv_args *a = arg;
+  const rope_job *j = arg;
+  const tpd_rope_kv_args *a = j->a;
   const tpd_step_meta *mt = a->meta;
   const int Dh = a->head_dim, half = Dh / 2, Hq = a->n_q_heads, Hkv = a->n_kv_heads;
   const int width = (Hq + 2 * Hkv) * Dh;
@@ -72,8 +88,8 @@ static void rope_kv_task(void *arg, int ith, int nth) {
     const int off = pos % mt->block_size;
     for (int h = 0; h < Hkv; h++) {
       const size_t dst = (((size_t)blk * Hkv + h) * mt->block_size + off) * Dh;
-      memcpy((float *)a->k_cache + dst, row + (size_t)(Hq + h) * Dh, sizeof(float) * (size_t)Dh);
-      memcpy((float *)a->v_cache + dst, row + (size_t)(Hq + Hkv + h) * Dh, sizeof(float) * (size_t)Dh);
+      store_kv_row(a->k_cache, dst, j->kv, row + (size_t)(Hq + h) * Dh, Dh);
+      store_kv_row(a->v_cache, dst, j->kv, row + (size_t)(Hq + Hkv + h) * Dh, Dh);
     }
   }
 }
@@ -81,85 +97,9 @@ static void rope_kv_task(void *arg, int ith, int nth) {
 tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a) {
   tpd_cpu *cpu = be->impl;
   const size_t work = (size_t)a->meta->T * (a->n_q_heads + a->n_kv_heads) * a->head_dim;
-  if (worth_threads(cpu, work)) tpd_pool_run(cpu->pool, rope_kv_task, (void *)a);
-  else rope_kv_task((void *)a, 0, 1);
-  return TPD_OK;
-}
-
-/* ---- attention: each (token, query head) over its sequence's cached positions ---- */
-
-/* Dot product with 8 running partial sums in a fixed order: the compiler
- * keeps them in one vector register, and the result does not depend on the
- * caller. */
-static inline float dot8(const float *a, const float *b, int n) {
-  float s[8] = {0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  for (; i < n; i++) r += a[i] * b[i];
-  return r;
-}
-typedef struct {
-  const tpd_attention_args *a;
-  tpd_cpu *cpu;
-} att_job;
-
-static void attention_task(void *arg, int ith, int nth) {
-  const att_job *j = arg;
-  const tpd_attention_args *a = j->a;
-  const tpd_step_meta *mt = a->meta;
-  const int Dh = a->head_dim, Hq = a->n_q_heads, Hkv = a->n_kv_heads, group = Hq / Hkv;
-  const int bs = mt->block_size;
-  float *score = j->cpu->att + (size_t)ith * j->cpu->att_floats_per_thread;
-  float *acc = score + mt->max_ctx;
-  long i0, i1;
-  tpd_split((long)mt->T * Hq, ith, nth, 1, &i0, &i1);
-  for (long it = i0; it < i1; it++) {
-    const int t = (int)(it / Hq), h = (int)(it % Hq), kvh = h / group;
-    const int pos = mt->pos[t];
-    const int start = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
-    const int32_t *table = mt->block_table + (size_t)mt->slot[t] * mt->max_blocks;
-    const float *q = (const float *)a->q + (size_t)t * a->ldq + (size_t)h * Dh;
-    float mx = -INFINITY;
-    for (int p = start; p <= pos; p++) {
-      const float *k = (const float *)a->k_cache + (((size_t)table[p / bs] * Hkv + kvh) * bs + p % bs) * Dh;
-      const float d = dot8(q, k, Dh) * a->scale;
-      score[p - start] = d;
-      if (d > mx) mx = d;
-    }
-    double sum = 0.0;
-    for (int p = start; p <= pos; p++) {
-      const float e = expf(score[p - start] - mx);
-      score[p - start] = e;
-      sum += e;
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int i = 0; i < Dh; i++) acc[i] = 0.0f;
-    for (int p = start; p <= pos; p++) {
-      const float *v = (const float *)a->v_cache + (((size_t)table[p / bs] * Hkv + kvh) * bs + p % bs) * Dh;
-      const float w = score[p - start];
-      for (int i = 0; i < Dh; i++) acc[i] += w * v[i];
-    }
-    float *out = (float *)a->out + (size_t)t * Hq * Dh + (size_t)h * Dh;
-    for (int i = 0; i < Dh; i++) out[i] = acc[i] * inv;
-  }
-}
-
-tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
-  tpd_cpu *cpu = be->impl;
-  const size_t per_thread = (size_t)a->meta->max_ctx + (size_t)a->head_dim + 16;
-  if (per_thread > cpu->att_floats_per_thread) {
-    const int n = tpd_pool_size(cpu->pool);
-    float *grown = realloc(cpu->att, sizeof(float) * per_thread * (size_t)n);
-    if (!grown) return TPD_FAIL(TPD_ERR_OOM, "out of memory for attention scratch");
-    cpu->att = grown;
-    cpu->att_floats_per_thread = per_thread;
-  }
-  att_job j = {a, cpu};
-  const size_t work = (size_t)a->meta->T * a->n_q_heads * (size_t)a->meta->max_ctx * a->head_dim;
-  if (worth_threads(cpu, work)) tpd_pool_run(cpu->pool, attention_task, &j);
-  else attention_task(&j, 0, 1);
+  rope_job j = {a, be->kv_dtype};
+  if (worth_threads(cpu, work)) tpd_pool_run(cpu->pool, rope_kv_task, &j);
+  else rope_kv_task(&j, 0, 1);
   return TPD_OK;
 }
 

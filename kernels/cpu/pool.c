@@ -33,6 +33,8 @@ struct tpd_pool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   long spin_ns;
+  int pin;             /* TPD_CPU_PIN */
+  cpu_set_t allowed;   /* the CPUs the creating thread could run on */
 };
 
 static long now_ns(void) {
@@ -41,9 +43,29 @@ static long now_ns(void) {
   return (long)t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
+/* TPD_CPU_PIN=1: thread i runs only on the i-th CPU (mod their count) of the
+ * set the process was started with (mpirun's binding, taskset), so a
+ * thread's share of the weights stays with one core's caches.  Off by
+ * default: docs/performance.md, "CPU decode at the floor", has the
+ * measurement. */
+static void pin_self(const cpu_set_t *allowed, int index) {
+  const int n = CPU_COUNT(allowed);
+  if (n < 1) return;
+  for (int c = 0, seen = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, allowed) && seen++ == index % n) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(c, &one);
+      if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0)
+        TPD_WARN("TPD_CPU_PIN: cannot pin thread %d to cpu %d", index, c);
+      return;
+    }
+}
+
 static void *worker_main(void *vp) {
   worker_arg *wa = vp;
   tpd_pool *p = wa->pool;
+  if (p->pin) pin_self(&p->allowed, wa->index);
   unsigned seen = 0;
   for (;;) {
     long t0 = now_ns();
@@ -74,6 +96,8 @@ tpd_pool *tpd_pool_create(int n_threads) {
   if (!p) return NULL;
   p->n = n_threads;
   p->spin_ns = tpd_param_int("POOL_SPIN_US", 50) * 1000L;
+  p->pin = tpd_param_int("CPU_PIN", 0) != 0 && sched_getaffinity(0, sizeof p->allowed, &p->allowed) == 0;
+  if (p->pin) pin_self(&p->allowed, 0);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   if (n_threads > 1) {

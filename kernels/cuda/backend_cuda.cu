@@ -449,7 +449,6 @@ static void fill_ops(tpd_backend_ops *o, tpd_dtype act) {
   memset(o, 0, sizeof *o);
   o->name = "cuda";
   o->act_dtype = act;
-  o->kv_dtype = act;
   o->host_memory = 0;
   o->destroy = cuda_destroy;
   o->alloc = cuda_alloc;
@@ -529,6 +528,8 @@ extern "C" tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_
   *out = NULL;
   tpd_dtype act = TPD_BF16;
   TPD_TRY(tpd_backend_activations("cuda", opts, &act));
+  tpd_dtype kv = act;
+  TPD_TRY(tpd_backend_kv_cache("cuda", opts, act, &kv));
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n <= 0) {
@@ -558,6 +559,7 @@ extern "C" tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_
   fill_ops(&c->ops, act);
   be->ops = &c->ops;
   be->impl = c;
+  be->kv_dtype = kv;
   const tpd_status st = setup(c);
   if (st != TPD_OK) {
     cuda_destroy(be);

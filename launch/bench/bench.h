@@ -128,6 +128,7 @@ typedef struct {
   /* memory bytes per step, achieved GB/s; the read probe: best pass of the
    * row (the floor; slowest rank's best), its median; achieved / best */
   double bytes_step, gbs, read_gbs, read_med_gbs, frac;
+  double gflops, frac_peak; /* the floor's flops per measured second, and over the compute probe's peak */
   int have_floor;
   char floor_reason[160];
   tpd_sol_result sol;                /* floor on this machine (or --hw) */

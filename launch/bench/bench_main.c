@@ -40,6 +40,7 @@ static void usage(FILE *f) {
           "                         more than that share is capped to it, with a warning)\n"
           "  --membw-mb N           MB the bandwidth probe reads per pass (default 1024)\n"
           "  --backend LIST         cpu and/or cuda (default cpu); TP comes from the launch\n"
+          "  --kv-cache auto|f32|bf16  KV cache dtype of the engines (default auto: bf16 for a bf16 model on cpu)\n"
           "  --hw h100|h200         floor hardware for a GPU backend (default: none; CPU rows use this\n"
           "                         machine, measured)\n"
           "outputs (rank 0)\n"
@@ -90,7 +91,7 @@ static const struct {
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
                {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
                {"--serve", 0}, {"--sched-batch", 1}, {"--tokenize", 1}, {"--text", 1}, {"--tok-mb", 1},
-               {"--tok-repeat", 1}, {"--plot-serving", 1}};
+               {"--tok-repeat", 1}, {"--plot-serving", 1}, {"--kv-cache", 1}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -195,6 +196,11 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "--tok-mb")) field = &o->tok_mb, hi = 4096, tok_set = 1;
     else if (!strcmp(a, "--tok-repeat")) field = &o->tok_repeat, hi = 1000, tok_set = 1;
     else if (!strcmp(a, "--out-dir")) o->out_dir = v;
+    else if (!strcmp(a, "--kv-cache")) { /* to every engine this process makes, through the engine's TPD_KV_CACHE */
+      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
+        return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
+      setenv("TPD_KV_CACHE", v, 1);
+    }
     else if (!strcmp(a, "--hw")) o->hw = v;
     else if (!strcmp(a, "--backend")) {
       snprintf(backend_buf, sizeof backend_buf, "%s", v);

@@ -46,20 +46,23 @@ static void print_table(const bopts *o, const bresults *res) {
   for (int m = 0; m < res->n_mach; m++) {
     const bmachine *mc = &res->mach[m];
     print_machine(o, mc);
-    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %9s %4s %9s %8s %8s %9s\n", "tp", "batch",
-           "ctx", "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok", "GB/s",
-           "read GB/s", "of read", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W", "peak MiB");
+    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %8s %7s %9s %4s %9s %8s %8s %9s\n", "tp",
+           "batch", "ctx", "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok",
+           "GB/s", "read GB/s", "of read", "GFLOP/s", "of peak", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W",
+           "peak MiB");
     if (o->sweep) printf("(* on the Pareto frontier of its context)\n");
     int faults = 0, graph = 0;
     for (int i = 0; i < res->n_rows; i++) {
       const brow *r = &res->rows[i];
       if (r->backend != mc->backend) continue;
-      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
-      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %9s %4s %9s %8s %8s %9.1f%s%s%s\n",
+      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32], b9[32], b10[32];
+      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %8s %7s %9s %4s %9s %8s %8s "
+             "%9.1f%s%s%s\n",
              r->tp, r->batch, r->ctx, r->ms_med, r->ms_p90, r->tok_s_user, r->tok_s_sys, r->tok_s_rank,
              null_if(r->have_host_comm, b7, 32, "%.3f", r->host_comm_ms),
              null_if(r->have_exposed, b8, 32, "%.3f", r->exposed_ms), r->bytes_step / r->batch / 1e6, r->gbs,
              null_if(r->read_gbs > 0, b1, 32, "%.2f", r->read_gbs), null_if(r->read_gbs > 0, b2, 32, "%.3f", r->frac),
+             null_if(r->have_floor, b9, 32, "%.1f", r->gflops), null_if(r->have_floor, b10, 32, "%.3f", r->frac_peak),
              null_if(r->have_floor, b3, 32, "%.3f", r->sol.t_step * 1e3),
              r->have_floor ? (r->sol.compute_bound ? "flop" : "mem") : "n/a",
              null_if(r->have_floor, b4, 32, "%.2f", r->ratio), null_if(r->have_energy, b5, 32, "%.4f", r->j_per_tok),
@@ -147,6 +150,8 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   json_num_or_null(j, "read_bw_gbs", r->read_gbs > 0, r->read_gbs);
   json_num_or_null(j, "read_bw_median_gbs", r->read_med_gbs > 0, r->read_med_gbs);
   json_num_or_null(j, "fraction_of_read_bw", r->read_gbs > 0, r->frac);
+  json_num_or_null(j, "achieved_gflops", r->have_floor, r->gflops);
+  json_num_or_null(j, "fraction_of_peak_flops", r->have_floor, r->frac_peak);
   json_num_or_null(j, "floor_ms_per_token", r->have_floor, r->sol.t_step * 1e3);
   json_num_or_null(j, "measured_over_floor", r->have_floor, r->ratio);
   if (r->fault[0]) cJSON_AddStringToObject(j, "fault", r->fault);
@@ -255,7 +260,7 @@ static const char CSV_HEADER[] =
     "host_comm_ms,host_comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
     "measured_over_floor,floor_t_mem_ms,floor_t_compute_ms,floor_t_comm_ms,energy_j_per_token,tokens_per_s_per_w,"
     "on_frontier,ms_per_token_without_comm,exposed_comm_ms,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off,"
-    "fault,peak_rss_mib,peak_rss_mib_per_rank\n";
+    "fault,peak_rss_mib,peak_rss_mib_per_rank,achieved_gflops,fraction_of_peak_flops\n";
 
 /* One CSV line; empty fields where JSON has null (the fault text has no commas). */
 static void csv_row(FILE *f, const brow *r, int sweep) {
@@ -279,6 +284,8 @@ static void csv_row(FILE *f, const brow *r, int sweep) {
   for (const char *p = r->fault; *p; p++) fputc(*p == ',' ? ';' : *p, f);
   fprintf(f, ",%.1f,", r->rss_max_mib); /* per rank: ';'-separated, in rank order */
   for (int k = 0; k < r->n_rss; k++) fprintf(f, "%s%.1f", k ? ";" : "", r->rss_mib[k]);
+  if (r->have_floor) fprintf(f, ",%.3f,%.4f", r->gflops, r->frac_peak);
+  else fprintf(f, ",,");
   fputc('\n', f);
 }
 

@@ -360,6 +360,10 @@ static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
     return;
   }
   r->have_floor = 1;
+  /* the arithmetic of the step (the floor's flop count) per measured second,
+   * and its share of the compute probe's rate */
+  r->gflops = r->sol.flops / (r->ms_med * 1e-3) / 1e9;
+  r->frac_peak = r->sol.t_compute / (r->ms_med * 1e-3);
   r->ratio = tpd_sol_check(&hw, &r->sol, r->ms_med * 1e-3, r->fault, sizeof r->fault);
 }
 

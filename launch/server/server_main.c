@@ -52,6 +52,8 @@ static void usage(FILE *f) {
              "full contexts)\n"
              "  --threads N              CPU threads per rank (default: online CPUs / "
              "ranks on the node)\n"
+             "  --kv-cache auto|f32|bf16 KV cache dtype (default auto: bf16 for a bf16 "
+             "checkpoint, else f32)\n"
              "  --backlog N              listen backlog, >= 64 (default 256)\n"
              "  --drain-seconds S        on SIGTERM/SIGINT, time in-flight requests "
              "get to finish (default 10)\n"
@@ -111,6 +113,10 @@ static tpd_status parse(int argc, char **argv, srv_state *s, int *help, int *ver
     } else if (!strcmp(a, "--threads")) {
       TPD_TRY(tpd_cli_int_opt(a, v, 1, 4096, &x));
       s->threads = (int)x;
+    } else if (!strcmp(a, "--kv-cache")) {
+      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
+        return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
+      s->kv_cache = v;
     } else if (!strcmp(a, "--backlog")) {
       TPD_TRY(tpd_cli_int_opt(a, v, 64, 65535, &x));
       s->backlog = (int)x;
@@ -293,6 +299,7 @@ int main(int argc, char **argv) {
   eo.max_ctx = s->max_ctx;
   eo.max_seqs = s->max_seqs;
   eo.kv_blocks = s->kv_blocks;
+  eo.kv_cache = s->kv_cache;
   eo.device = -1;
   eo.mode = TPD_MODE_LEADER;
   if ((st = tpd_engine_create(&eo, comm, &s->engine)) != TPD_OK)

@@ -16,18 +16,37 @@ struct tpd_membw_probe {
   float *src, *dst;
   size_t n_floats;
   int copy, use512, threads;
+  unsigned n_pass; /* read passes so far: they take turns among the read kernels */
   float sink[64];
 };
 
+/* The read passes take turns among kernels: one sequential stream per thread
+ * or four (the thread's share cut in four runs read side by side, as the
+ * matmul streams four weight panels), each without and with a software
+ * prefetch 1024 bytes ahead.  The floor is the best pass, so a kernel that
+ * keeps more misses in flight (kernels/cpu/matmul_avx512.c) is measured
+ * against a probe that does too, never against a slower one. */
 #ifdef TPD_HAVE_X86_SIMD
-__attribute__((target("avx512f"))) static float read512(const float *p, size_t n) {
-  /* eight independent 64-byte loads per iteration keep enough misses in flight */
+static const int PF_DIST[] = {0, 1024, 0, 1024};
+static const int STREAMS[] = {1, 1, 4, 4};
+enum { N_VARIANTS = (int)(sizeof PF_DIST / sizeof PF_DIST[0]) };
+
+/* n floats from p as `streams` runs read side by side, 128 floats (eight
+ * 64-byte loads) per step, with software prefetch pf bytes ahead (0: none) */
+__attribute__((target("avx512f"))) static float read512(const float *p, size_t n, int streams, int pf) {
   __m512 a[8];
   for (int j = 0; j < 8; j++) a[j] = _mm512_setzero_ps();
+  const size_t run = n / (size_t)streams / 128 * 128, pf_floats = (size_t)pf / sizeof(float);
+  const int per = 8 / streams; /* loads per stream per step */
   size_t i = 0;
-  for (; i + 128 <= n; i += 128)
-    for (int j = 0; j < 8; j++) a[j] = _mm512_add_ps(a[j], _mm512_load_ps(p + i + 16 * j));
-  for (; i < n; i += 16) a[0] = _mm512_add_ps(a[0], _mm512_load_ps(p + i));
+  for (; i < run; i += (size_t)16 * per)
+    for (int s = 0; s < streams; s++) {
+      const float *q = p + (size_t)s * run + i;
+      if (pf)
+        for (int j = 0; j < per; j++) _mm_prefetch((const char *)(q + pf_floats + 16 * j), _MM_HINT_T0);
+      for (int j = 0; j < per; j++) a[s * per + j] = _mm512_add_ps(a[s * per + j], _mm512_load_ps(q + 16 * j));
+    }
+  for (i = run * (size_t)streams; i < n; i += 16) a[0] = _mm512_add_ps(a[0], _mm512_load_ps(p + i));
   for (int j = 1; j < 8; j++) a[0] = _mm512_add_ps(a[0], a[j]);
   return _mm512_reduce_add_ps(a[0]);
 }
@@ -52,7 +71,7 @@ static void pass_task(void *arg, int ith, int nth) {
   }
 #ifdef TPD_HAVE_X86_SIMD
   if (p->use512) {
-    p->sink[ith % 64] += read512(p->src + b, (size_t)(e - b));
+    p->sink[ith % 64] += read512(p->src + b, (size_t)(e - b), STREAMS[p->n_pass % N_VARIANTS], PF_DIST[p->n_pass % N_VARIANTS]);
     return;
   }
 #endif
@@ -91,6 +110,7 @@ double tpd_membw_pass(tpd_membw_probe *p) {
   const double t0 = tpd_now_ms();
   tpd_pool_run(p->pool, pass_task, p);
   const double s = (tpd_now_ms() - t0) * 1e-3;
+  p->n_pass++;
   return (double)tpd_membw_bytes(p) / s / 1e9;
 }
 

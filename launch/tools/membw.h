@@ -12,7 +12,10 @@ typedef struct tpd_membw_probe tpd_membw_probe;
  * copy = 0: reads (bytes counted: n_bytes); copy = 1: memcpy (bytes counted:
  * read + written = 2 n_bytes).  NULL when memory or threads are short. */
 tpd_membw_probe *tpd_membw_open(int n_threads, size_t n_bytes, int copy);
-/* One timed pass; returns GB/s (1e9 bytes per second). */
+/* One timed pass; returns GB/s (1e9 bytes per second).  Read passes take
+ * turns among four AVX-512 kernels (one or four streams per thread, without
+ * and with software prefetch): the best of several passes is the best of
+ * these probes. */
 double tpd_membw_pass(tpd_membw_probe *p);
 size_t tpd_membw_bytes(const tpd_membw_probe *p);
 void tpd_membw_close(tpd_membw_probe *p);

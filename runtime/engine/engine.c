@@ -79,10 +79,11 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   memset(info, 0, sizeof *info);
   info->weight_bytes = e->weight_bytes;
   info->kv_bytes_per_token = 2.0 * e->cfg.n_layers * e->plan.n_kv_heads * e->cfg.head_dim *
-                             (double)tpd_dtype_size(e->be->ops->kv_dtype);
+                             (double)tpd_dtype_size(e->be->kv_dtype);
   info->embed_row_bytes = (double)e->cfg.dim * (double)tpd_dtype_size((tpd_dtype)e->embed->dtype);
   info->weight_dtype = e->layers[0].qkv.dtype;
   info->act_dtype = e->be->ops->act_dtype;
+  info->kv_dtype = e->be->kv_dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
   info->kernels = e->be->kernels ? e->be->kernels : e->be->ops->name;

@@ -223,6 +223,23 @@ void tpd_engine_inject_fault(tpd_engine *e, long after, tpd_status status) {
   e->fault.status = status;
 }
 
+/* opts.kv_cache (NULL: the environment's TPD_KV_CACHE, else auto) for the
+ * backend: "auto" on the cpu backend is bf16 when the checkpoint's q/k/v
+ * projections are bf16, f32 otherwise; the backend resolves every other
+ * value (and rejects unknown ones, naming them). */
+static const char *kv_cache_for(const tpd_engine *e, const tpd_engine_opts *o) {
+  const char *kv = o->kv_cache ? o->kv_cache : tpd_param_str("KV_CACHE", NULL);
+  if (kv && strcmp(kv, "auto")) return kv;
+  if (o->backend && strcmp(o->backend, "cpu")) return kv;
+  static const char *const names[] = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                                      "model.layers.0.self_attn.v_proj.weight"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const tpd_st_tensor *t = tpd_st_find(e->st, names[i]);
+    if (!t || (tpd_dtype)t->dtype != TPD_BF16) return "f32";
+  }
+  return "bf16";
+}
+
 static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
   *out = NULL;
   if (!o) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: options are NULL");
@@ -258,7 +275,7 @@ static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **
 
   e->n_threads = o->n_threads > 0 ? o->n_threads : default_threads(comm);
   tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank,
-                         .activations = o->activations};
+                         .activations = o->activations, .kv_cache = kv_cache_for(e, o)};
   TPD_TRY_GOTO(tpd_backend_create(o->backend ? o->backend : "cpu", &bo, &e->be), s, fail);
 
   const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);

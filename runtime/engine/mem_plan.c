@@ -111,7 +111,7 @@ static void backend_plan(const tpd_engine *e, tpd_backend_plan *p) {
 /* KV storage per layer and tensor: [n_blocks, Hkv, block_size, Dh] of the kv dtype */
 static size_t kv_per_tensor(const tpd_engine *e) {
   return (size_t)e->kv.n_blocks * (size_t)e->plan.n_kv_heads * (size_t)e->kv.block_size * (size_t)e->cfg.head_dim *
-         tpd_dtype_size(e->be->ops->kv_dtype);
+         tpd_dtype_size(e->be->kv_dtype);
 }
 
 static const char *human(char *buf, size_t cap, size_t n_bytes) {

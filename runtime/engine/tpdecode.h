@@ -64,7 +64,7 @@ typedef enum { TPD_MODE_SPMD = 0, TPD_MODE_LEADER = 1 } tpd_engine_mode;
  * another layout refuses them (TPD_ERR_VERSION) instead of misreading them.
  * Fill them with tpd_engine_opts_init (or TPD_ENGINE_OPTS_INIT in an
  * initializer), then set fields. */
-#define TPD_ENGINE_OPTS_VERSION 1
+#define TPD_ENGINE_OPTS_VERSION 2
 typedef struct {
   uint32_t struct_size;   /* sizeof(tpd_engine_opts) */
   uint32_t version;       /* TPD_ENGINE_OPTS_VERSION */
@@ -81,6 +81,11 @@ typedef struct {
                             * cuda reproduces the f32 reference (docs/cuda.md, "Numerics policy"); an
                             * unknown value, or bf16 on cpu, is an error naming it */
   int mode;               /* tpd_engine_mode; the same on every rank */
+  const char *kv_cache;   /* KV cache dtype (NULL: env TPD_KV_CACHE, else auto); "auto": bf16 when the
+                           * model's projection weights are bf16 on the cpu backend, else f32 (cuda: its
+                           * activation dtype); "f32"; "bf16".
+                           * An unknown value, or on cuda one other than the activation dtype, is an
+                           * error naming it (docs/architecture.md, "KV cache dtype") */
 } tpd_engine_opts;
 #define TPD_ENGINE_OPTS_INIT .struct_size = sizeof(tpd_engine_opts), .version = TPD_ENGINE_OPTS_VERSION
 /* Zeroes o and sets struct_size and version (every other field: its default). */
@@ -129,6 +134,7 @@ typedef struct {
   double embed_row_bytes;    /* bytes read from the embedding per input token */
   tpd_dtype weight_dtype;    /* dtype the projections are stored in */
   tpd_dtype act_dtype;       /* activations (and all-reduce messages) */
+  tpd_dtype kv_dtype;        /* the KV cache's elements */
   int tp;
   const char *backend;
   const char *kernels;       /* e.g. "avx512bf16" */

@@ -132,6 +132,17 @@ static void check_config(const cJSON *c, int i) {
   }
   num_or_null(c, "floor_ms_per_token", "floor_reason", i);
   num_or_null(c, "measured_over_floor", "floor_reason", i);
+  num_or_null(c, "achieved_gflops", "floor_reason", i);
+  num_or_null(c, "fraction_of_peak_flops", "floor_reason", i);
+  /* the compute fraction is the floor's flops per measured second over the
+   * probe's peak: floor_t_compute / median step time */
+  const cJSON *fp = cJSON_GetObjectItemCaseSensitive(c, "fraction_of_peak_flops");
+  if (cJSON_IsNumber(fp)) {
+    int ok5 = 1;
+    const double tc = num(c, "floor_t_compute_ms", &ok5);
+    CHECK(ok5 && near(fp->valuedouble, tc / med, 1e-9), "config %d: fraction_of_peak_flops %g != %g / %g", i,
+          fp->valuedouble, tc, med);
+  }
   num_or_null(c, "energy_j_per_token", "energy_reason", i);
   num_or_null(c, "tokens_per_s_per_w", "energy_reason", i);
   const cJSON *fl = cJSON_GetObjectItemCaseSensitive(c, "floor_ms_per_token");
@@ -223,8 +234,8 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
       if (fields0 < 0) {
         fields0 = f;
         static const char *cols[] = {"host_comm_ms", "exposed_comm_ms", "measured_over_floor", "fault",
-                                     "peak_rss_mib_per_rank"};
-        for (int c = 0; c < 5; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
+                                     "peak_rss_mib_per_rank", "fraction_of_peak_flops"};
+        for (int c = 0; c < 6; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
       }
       CHECK(f == fields0, "bench.csv line %d: %d fields, header has %d", lines + 1, f, fields0);
       lines++;

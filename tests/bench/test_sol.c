@@ -129,7 +129,7 @@ static void against_engine(const char *root, int trial) {
   for (int tp = 1; tp <= 8; tp++) {
     if (!tp_ok(s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab, tp)) continue;
     double max_w = -1, kv_tok = -1, emb_row = -1;
-    tpd_dtype wdt = TPD_F32;
+    tpd_dtype wdt = TPD_F32, kvdt = TPD_F32;
     int ok = 1;
     tpd_model_config cfg;
     for (int r = 0; r < tp && ok; r++) {
@@ -147,16 +147,19 @@ static void against_engine(const char *root, int trial) {
         if (info.weight_bytes > max_w) max_w = info.weight_bytes;
         /* every rank holds the same number of KV heads and reads the same embedding rows */
         if (r) CHECK(info.kv_bytes_per_token == kv_tok && info.embed_row_bytes == emb_row, "tp %d rank %d", tp, r);
-        kv_tok = info.kv_bytes_per_token, emb_row = info.embed_row_bytes, wdt = info.weight_dtype;
+        kv_tok = info.kv_bytes_per_token, emb_row = info.embed_row_bytes, wdt = info.weight_dtype, kvdt = info.kv_dtype;
         cfg = *tpd_engine_config(e);
         tpd_engine_destroy(e);
       }
       if (c) c->ops->destroy(c);
     }
     if (!ok) continue;
-    /* the CPU engine: norms f32, KV f32, all-reduce in f32; embedding rows as stored */
+    /* the CPU engine: norms f32, KV in its dtype (auto: bf16 for a bf16 model), all-reduce in f32; embedding rows as stored */
+    CHECK(kvdt == (wdt == TPD_BF16 ? TPD_BF16 : TPD_F32), "tp %d: a %s KV cache for %s weights", tp,
+          tpd_dtype_name(kvdt), tpd_dtype_name(wdt));
     tpd_sol_model m;
-    tpd_sol_model_from_config(&cfg, (double)tpd_dtype_size(wdt), 4.0, emb_row / cfg.dim, 4.0, 4.0, &m);
+    tpd_sol_model_from_config(&cfg, (double)tpd_dtype_size(wdt), 4.0, emb_row / cfg.dim, (double)tpd_dtype_size(kvdt), 4.0,
+                              &m);
     tpd_sol_result r;
     CHECK(tpd_sol_eval(&m, &hw, tp, B, C, &r) == TPD_OK, "tp %d: %s", tp, tpd_last_error());
     const double bytes = max_w + B * C * kv_tok + B * emb_row;

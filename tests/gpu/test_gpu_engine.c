@@ -94,8 +94,10 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   o.device = -1;
   tpd_engine *e[2] = {NULL, NULL}; /* 0: cpu, 1: cuda */
   o.backend = "cpu";
+  o.kv_cache = "f32"; /* the f32 reference (auto would pick bf16 for a bf16 model) */
   TU_TRY(tpd_engine_create(&o, comm, &e[0]));
   o.backend = "cuda";
+  o.kv_cache = NULL; /* cuda: the activation dtype */
   TU_TRY(tpd_engine_create(&o, comm, &e[1]));
   tpd_engine_info info;
   tpd_engine_get_info(e[1], &info);

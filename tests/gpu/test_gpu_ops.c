@@ -73,7 +73,7 @@ static void test_activations_option(void) {
     tpd_clear_error();
     const tpd_status st = tpd_backend_create(cases[i].backend, &o, &be);
     int ok = st == cases[i].want;
-    if (st == TPD_OK) ok = ok && be->ops->act_dtype == cases[i].dt && be->ops->kv_dtype == cases[i].dt;
+    if (st == TPD_OK) ok = ok && be->ops->act_dtype == cases[i].dt && be->kv_dtype == cases[i].dt;
     else ok = ok && !be && strstr(tpd_last_error(), cases[i].value) != NULL && !strchr(tpd_last_error(), '\n');
     char what[300];
     snprintf(what, sizeof what, "backend %s, activations %s%s%s -> %s%s%s", cases[i].backend,
@@ -190,7 +190,7 @@ int main(void) {
   test_attention_plan();
 
   tpd_backend *gpu = make_gpu(NULL, NULL), *gpu16 = make_gpu("16", NULL), *gpu_lt = make_gpu("0", NULL);
-  tu_expect(!strcmp(gpu->ops->name, "cuda") && gpu->ops->act_dtype == TPD_BF16 && gpu->ops->kv_dtype == TPD_BF16 &&
+  tu_expect(!strcmp(gpu->ops->name, "cuda") && gpu->ops->act_dtype == TPD_BF16 && gpu->kv_dtype == TPD_BF16 &&
                 !gpu->ops->host_memory && gpu->ops->stream(gpu) && gpu->ops->comm_stream &&
                 gpu->ops->matmul_swiglu && gpu->ops->graph_begin,
             "ops table: cuda, bf16 activations and KV by default, device memory, every optional op");
@@ -205,7 +205,7 @@ int main(void) {
 
   /* the float32-activation mode: every op again, inputs not bf16-exact */
   gpu = make_gpu(NULL, "f32"), gpu16 = make_gpu("16", "f32"), gpu_lt = make_gpu("0", "f32");
-  tu_expect(gpu->ops->act_dtype == TPD_F32 && gpu->ops->kv_dtype == TPD_F32, "ops table: f32 activations and KV");
+  tu_expect(gpu->ops->act_dtype == TPD_F32 && gpu->kv_dtype == TPD_F32, "ops table: f32 activations and KV");
   run_ops(cpu, gpu, gpu16, gpu_lt, 0);
   tpd_backend_destroy(gpu_lt);
   tpd_backend_destroy(gpu16);

@@ -381,6 +381,36 @@ if [ -n "$MPI" ]; then
   done
 fi
 
+# ---- --kv-cache: both dtypes decode (the plain line names the one used; auto is bf16 for this bf16
+# model), an unknown value is one line naming it in every program ----
+for kv in f32 bf16 auto; do
+  want=$kv; [ "$kv" = auto ] && want=bf16
+  "$B/tpdecode" "${ARGS[@]}" --kv-cache $kv > "$T/kv.txt" 2> "$T/err" && grep -q '^seq 2:' "$T/kv.txt" \
+    && grep -q "KV ${want^^}," "$T/kv.txt" && ok "--kv-cache $kv decodes with a ${want^^} KV cache" \
+    || { bad "--kv-cache $kv:"; cat "$T/kv.txt" "$T/err"; }
+done
+"$B/tpdecode" "${ARGS[@]}" --kv-cache bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode "$T/err" "'bogus'" && ok "--kv-cache bogus: $(cat "$T/err")" \
+  || { bad "--kv-cache bogus:"; cat "$T/err"; }
+"$B/tpdecode-server" -m "$T/m" --kv-cache bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode-server "$T/err" "'bogus'" && ok "server --kv-cache bogus: $(cat "$T/err")" \
+  || { bad "server --kv-cache bogus:"; cat "$T/err"; }
+"$B/tpdecode-bench" -m "$T/m" --kv-cache bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode-bench "$T/err" "'bogus'" && ok "bench --kv-cache bogus: $(cat "$T/err")" \
+  || { bad "bench --kv-cache bogus:"; cat "$T/err"; }
+TPD_KV_CACHE=bogus "$B/tpdecode" "${ARGS[@]}" > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode "$T/err" "'bogus'" && ok "TPD_KV_CACHE=bogus: $(cat "$T/err")" \
+  || { bad "TPD_KV_CACHE=bogus:"; cat "$T/err"; }
+# a bf16 KV cache with f32 cuda activations: refused naming the value (or no cuda in this build)
+"$B/tpdecode" "${ARGS[@]}" --backend cuda --activations f32 --kv-cache bf16 > /dev/null 2> "$T/err"
+if "$B/tpdecode" --version | grep -q 'backends: cpu, cuda'; then
+  one_error tpdecode "$T/err" "kv cache 'bf16'" && ok "cuda f32 + --kv-cache bf16: $(cat "$T/err")" \
+    || { bad "cuda f32 + --kv-cache bf16:"; cat "$T/err"; }
+else
+  one_error tpdecode "$T/err" "backend 'cuda' is not in this build" && ok "cuda f32 + --kv-cache bf16 (no cuda here)" \
+    || { bad "cuda f32 + --kv-cache bf16 without cuda:"; cat "$T/err"; }
+fi
+
 # ---- --backend cuda: the CPU's greedy ids where a GPU runs it, else one line saying why ----
 "$B/tpdecode" "${ARGS[@]}" --backend cuda --json > "$T/cuda.json" 2> "$T/err"
 rc=$?

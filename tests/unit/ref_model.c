@@ -16,7 +16,12 @@ struct ref_model {
   double *emb, *norm, *lm;
   ref_layer *L;
   double *inv_freq;
+  int kv_bf16; /* ref_set_kv_bf16 */
 };
+
+void ref_set_kv_bf16(ref_model *m, int on) { m->kv_bf16 = on != 0; }
+
+static double bf16_round(double x) { return tpd_bf16_to_f32(tpd_f32_to_bf16((float)x)); }
 
 static double *read_tensor(tpd_st *st, const char *name, size_t n_expect) {
   const tpd_st_tensor *t = tpd_st_find(st, name);
@@ -171,6 +176,10 @@ void ref_forward(const ref_model *m, const int *tok, int n, double *logits) {
       linear(L->wv, L->bv, h, KV, D, v + (size_t)t * KV);
       for (int hh = 0; hh < Hq; hh++) rope(q + (size_t)t * Q + hh * Dh, Dh, t, m->inv_freq);
       for (int hh = 0; hh < Hkv; hh++) rope(k + (size_t)t * KV + hh * Dh, Dh, t, m->inv_freq);
+      for (int i = 0; m->kv_bf16 && i < KV; i++) {
+        k[(size_t)t * KV + i] = bf16_round(k[(size_t)t * KV + i]);
+        v[(size_t)t * KV + i] = bf16_round(v[(size_t)t * KV + i]);
+      }
     }
     for (int t = 0; t < n; t++) {
       const int start = c->sliding_window > 0 && t - c->sliding_window + 1 > 0 ? t - c->sliding_window + 1 : 0;

@@ -15,6 +15,9 @@ void ref_free(ref_model *m);
 const tpd_model_config *ref_config(const ref_model *m);
 /* logits[V] after the last of n tokens */
 void ref_forward(const ref_model *m, const int *tokens, int n, double *logits);
+/* on != 0: K (after rotation) and V rounded to bf16 (nearest even, via
+ * float) before attention, as a bf16 KV cache stores them */
+void ref_set_kv_bf16(ref_model *m, int on);
 /* greedy continuation: out[n_new]; -1 from the first step whose logits are
  * not all finite (so a comparison with the engine's ids fails) */
 void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, int *out, double *last_logits);

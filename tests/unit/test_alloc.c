@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "alloc_count.h"
+#include "kernels/cpu/attention.h"
 #include "launch/tools/synth.h"
 #include "runtime/engine/tpdecode.h"
 #include "testutil.h"
@@ -82,12 +83,14 @@ static void check_plan(const tpd_engine *e, const ac_record *rec, int n_rec, int
         "TP=%d no allocation of the planned step arena (%.0f bytes)", tp, in.act_bytes);
   CHECK(recorded(rec, n_rec, 'a', cpu_rounded((size_t)in.kv_bytes)),
         "TP=%d no allocation of the planned KV arena (%.0f bytes)", tp, in.kv_bytes);
-  /* the cpu workspace: a score row of max_ctx + Dh + 16 floats per thread
-   * (malloc), and the matmul scratch (aligned) */
-  const size_t att = (size_t)(MAX_CTX + Dh + 16) * sizeof(float) * (size_t)in.n_threads;
+  /* the cpu workspace: the attention scratch and partials for STEP_TOKENS
+   * rows at MAX_CTX (kernels/cpu/attention.h), and the matmul scratch, both aligned */
+  tpd_att_sizes as;
+  tpd_att_sizes_for(STEP_TOKENS, MAX_CTX, (int)Hq, (int)Hkv, (int)Dh, in.n_threads, &as);
+  const size_t att = as.total_bytes;
   const size_t scratch = (size_t)in.workspace_bytes - att;
-  CHECK(in.workspace_bytes >= (double)att && recorded(rec, n_rec, 'm', att) &&
-            (scratch == 0 || recorded(rec, n_rec, 'a', cpu_rounded(scratch))),
+  CHECK(in.workspace_bytes >= (double)att && as.part_chunks >= (size_t)STEP_TOKENS * ((MAX_CTX + 255) / 256) &&
+            recorded(rec, n_rec, 'a', cpu_rounded(att)) && (scratch == 0 || recorded(rec, n_rec, 'a', cpu_rounded(scratch))),
         "TP=%d workspace %.0f bytes: not the attention rows (%zu) plus an allocated scratch", tp,
         in.workspace_bytes, att);
 }

@@ -2,6 +2,7 @@
  * every instruction-set level this CPU supports, with shapes that have
  * tails, and with 1 and 3 threads. */
 #include "kernels/backend.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "runtime/engine/kvcache.h"
 #include "runtime/engine/sampler.h"
@@ -101,11 +102,11 @@ static void test_matmul_case(tpd_dtype dt, int M, int N, int K, int with_bias) {
 }
 
 static void test_matmul(void) {
-  static const int Ms[] = {1, 2, 5, 7, 16, 70}, Ns[] = {1, 4, 5, 33, 130}, Ks[] = {1, 17, 32, 100, 257};
+  static const int Ms[] = {1, 2, 5, 7, 16, 70}, Ns[] = {1, 4, 5, 33, 130}, Ks[] = {1, 17, 32, 100, 257, 601};
   for (int d = 0; d < 3; d++)
     for (size_t i = 0; i < 6; i++)
       for (size_t j = 0; j < 5; j++)
-        for (size_t k = 0; k < 5; k++)
+        for (size_t k = 0; k < 6; k++)
           if ((i + j + k) % 2 == 0 || Ms[i] == 1) test_matmul_case((tpd_dtype)d, Ms[i], Ns[j], Ks[k], (int)((i + k) % 2));
 }
 
@@ -493,13 +494,280 @@ static void test_kv_pool(void) {
   tpd_kv_free(&kv);
 }
 
+
+/* ---- flash-decoding attention: long contexts, GQA, bf16 KV, thread counts ----
+ * Backends with 1, 2 and 3 threads for each KV dtype; each case runs on all
+ * three (outputs must be bit-identical) and is checked against a float64
+ * reference on the values the cache holds (bf16: the rounded ones), row by
+ * row: max |out - ref| / max |ref| of each (token, head) row within
+ * ATT_TOL.  The kernels accumulate in f32 in a fixed order; 2e-5 is about
+ * 100 f32 ulps, 1/100 of a bf16 rounding step (2^-8), so a kernel that read
+ * the bf16 values wrongly, or lost a chunk, fails. */
+#define ATT_TOL 2e-5
+static tpd_backend *be_kv[2][3]; /* [f32, bf16][1, 2, 3 threads] */
+
+typedef struct {
+  int n_seqs, T, Hq, Hkv, Dh, bs, max_blocks, window;
+  tpd_dtype kv;
+  int32_t *pos, *slot, *table;
+  void *kc, *vc;        /* the cache as the backend holds it */
+  double *kd, *vd;      /* the same values in double */
+  float *q;
+  int ldq;
+} fa_case;
+
+static size_t fa_row(const fa_case *c, int slot, int p, int g) {
+  const int blk = c->table[slot * c->max_blocks + p / c->bs];
+  return (((size_t)blk * c->Hkv + g) * c->bs + p % c->bs) * c->Dh;
+}
+
+/* T tokens: seq_tokens[i] consecutive positions ending at len[i] - 1 for sequence i */
+static void fa_make(fa_case *c, tpd_dtype kv, int n_seqs, const int *len, const int *n_tok, int Hkv, int G, int Dh,
+                    int window) {
+  memset(c, 0, sizeof *c);
+  c->kv = kv, c->n_seqs = n_seqs, c->Hkv = Hkv, c->Hq = Hkv * G, c->Dh = Dh, c->bs = 16, c->window = window;
+  int max_len = 1;
+  for (int i = 0; i < n_seqs; i++) {
+    if (len[i] > max_len) max_len = len[i];
+    c->T += n_tok[i];
+  }
+  c->max_blocks = (max_len + c->bs - 1) / c->bs;
+  const int n_blocks = n_seqs * c->max_blocks;
+  c->table = malloc(sizeof(int32_t) * (size_t)n_blocks);
+  for (int i = 0; i < n_blocks; i++) c->table[i] = i;
+  for (int i = n_blocks - 1; i > 0; i--) { /* paged: a random permutation */
+    const int j = tu_int(0, i), t = c->table[i];
+    c->table[i] = c->table[j], c->table[j] = t;
+  }
+  const size_t n = (size_t)n_blocks * Hkv * c->bs * Dh;
+  c->kc = malloc(n * tpd_dtype_size(kv)), c->vc = malloc(n * tpd_dtype_size(kv));
+  c->kd = malloc(sizeof(double) * n), c->vd = malloc(sizeof(double) * n);
+  for (size_t i = 0; i < n; i++) {
+    tpd_store_f32(c->kc, kv, i, (float)tu_uniform(-1, 1));
+    tpd_store_f32(c->vc, kv, i, (float)tu_uniform(-1, 1));
+    c->kd[i] = tpd_load_f32(c->kc, kv, i), c->vd[i] = tpd_load_f32(c->vc, kv, i);
+  }
+  c->pos = malloc(sizeof(int32_t) * (size_t)c->T), c->slot = malloc(sizeof(int32_t) * (size_t)c->T);
+  int t = 0;
+  for (int i = 0; i < n_seqs; i++)
+    for (int k = 0; k < n_tok[i]; k++, t++) c->slot[t] = i, c->pos[t] = len[i] - n_tok[i] + k;
+  c->ldq = c->Hq * Dh + 3;
+  c->q = malloc(sizeof(float) * (size_t)c->T * c->ldq);
+  fill(c->q, (size_t)c->T * c->ldq, 4.0); /* scores of a few units: softmax neither flat nor one-hot */
+}
+
+static void fa_free(fa_case *c) {
+  free(c->pos), free(c->slot), free(c->table), free(c->kc), free(c->vc), free(c->kd), free(c->vd), free(c->q);
+}
+
+static int fa_max_ctx(const fa_case *c) {
+  int m = 0;
+  for (int t = 0; t < c->T; t++)
+    if (c->pos[t] + 1 > m) m = c->pos[t] + 1;
+  return m;
+}
+
+static tpd_status fa_run(tpd_backend *be, const fa_case *c, float *out) {
+  tpd_step_meta meta = {c->T, c->pos, c->slot, c->table, c->max_blocks, c->bs, fa_max_ctx(c)};
+  tpd_attention_args a = {&meta, c->Hq, c->Hkv, c->Dh, c->q, c->ldq, c->kc, c->vc, out, c->window,
+                          (float)(1.0 / sqrt((double)c->Dh))};
+  return be->ops->attention(be, &a);
+}
+
+/* worst row error of out against the float64 reference */
+static double fa_check(const fa_case *c, const float *out) {
+  const int Dh = c->Dh, G = c->Hq / c->Hkv;
+  double *s = malloc(sizeof(double) * (size_t)fa_max_ctx(c)), *ref = malloc(sizeof(double) * (size_t)Dh);
+  const double scale = (float)(1.0 / sqrt((double)Dh));
+  double worst = 0;
+  for (int t = 0; t < c->T; t++)
+    for (int h = 0; h < c->Hq; h++) {
+      const int p1 = c->pos[t], p0 = c->window && p1 - c->window + 1 > 0 ? p1 - c->window + 1 : 0;
+      const float *q = c->q + (size_t)t * c->ldq + (size_t)h * Dh;
+      double mx = -INFINITY, z = 0;
+      for (int p = p0; p <= p1; p++) {
+        const double *k = c->kd + fa_row(c, c->slot[t], p, h / G);
+        double d = 0;
+        for (int i = 0; i < Dh; i++) d += (double)q[i] * k[i];
+        s[p] = d * scale;
+        if (s[p] > mx) mx = s[p];
+      }
+      for (int p = p0; p <= p1; p++) z += (s[p] = exp(s[p] - mx));
+      for (int i = 0; i < Dh; i++) ref[i] = 0;
+      for (int p = p0; p <= p1; p++) {
+        const double *v = c->vd + fa_row(c, c->slot[t], p, h / G);
+        for (int i = 0; i < Dh; i++) ref[i] += s[p] / z * v[i];
+      }
+      worst = tu_worst(worst, tu_max_diff_rel(out + ((size_t)t * c->Hq + h) * Dh, ref, Dh));
+    }
+  free(s), free(ref);
+  return worst;
+}
+
+/* one case on 1, 2 and 3 threads: within ATT_TOL of the reference, the same bits */
+static void fa_case_run(fa_case *c, const char *what) {
+  const size_t n = (size_t)c->T * c->Hq * c->Dh;
+  float *out[3];
+  const int k = c->kv == TPD_BF16;
+  for (int i = 0; i < 3; i++) {
+    out[i] = malloc(sizeof(float) * n);
+    memset(out[i], 0xff, sizeof(float) * n); /* NaN: a row left unwritten fails */
+    CHECK_OK(fa_run(be_kv[k][i], c, out[i]));
+  }
+  const double err = fa_check(c, out[0]);
+  CHECK(tu_within(err, ATT_TOL), "attention %s (%s KV, T=%d Hq=%d Hkv=%d Dh=%d window=%d, %s): row error %.3g",
+        what, tpd_dtype_name(c->kv), c->T, c->Hq, c->Hkv, c->Dh, c->window, tpd_isa_name(tpd_isa_active()), err);
+  CHECK(!memcmp(out[0], out[1], sizeof(float) * n) && !memcmp(out[0], out[2], sizeof(float) * n),
+        "attention %s (%s KV, Dh=%d, %s): 1, 2 and 3 threads differ", what, tpd_dtype_name(c->kv), c->Dh,
+        tpd_isa_name(tpd_isa_active()));
+  for (int i = 0; i < 3; i++) free(out[i]);
+}
+
+static void test_attention_flash(void) {
+  static const int lens[] = {1, 255, 256, 257, 3000}, one[] = {1, 1, 1, 1, 1};
+  static const int dhs[] = {64, 128, 40, 18}; /* 40: the avx2 kernel only; 18: the scalar kernel */
+  for (int k = 0; k < 2; k++) {
+    const tpd_dtype kv = k ? TPD_BF16 : TPD_F32;
+    fa_case c;
+    for (int G = 1; G <= 4; G *= 2)
+      for (size_t d = 0; d < sizeof dhs / sizeof dhs[0]; d++) {
+        fa_make(&c, kv, 5, lens, one, 2, G, dhs[d], 0); /* a decode batch of 5 lengths */
+        fa_case_run(&c, "decode batch");
+        fa_free(&c);
+      }
+    /* sliding windows: inside one chunk, across chunk edges, longer than some sequences */
+    static const int wl[] = {3000, 600, 300, 40}, wins[] = {1, 100, 300};
+    for (size_t w = 0; w < sizeof wins / sizeof wins[0]; w++) {
+      fa_make(&c, kv, 4, wl, one, 2, 2, 64, wins[w]);
+      fa_case_run(&c, "sliding window");
+      fa_free(&c);
+    }
+    /* prefill (causal, T > 1 of one sequence) across a chunk edge, mixed with decode tokens, and from 0 */
+    static const int pl[] = {270, 3000, 20}, pt[] = {20, 1, 20};
+    fa_make(&c, kv, 3, pl, pt, 3, 2, 128, 0);
+    fa_case_run(&c, "prefill + decode");
+    fa_free(&c);
+    fa_make(&c, kv, 3, pl, pt, 3, 2, 128, 260);
+    fa_case_run(&c, "prefill + decode, window 260");
+    fa_free(&c);
+    /* NaN in one K or V element of a middle chunk reaches that group's rows */
+    static const int nl[] = {700}, nt[] = {1};
+    for (int which = 0; which < 2; which++) {
+      fa_make(&c, kv, 1, nl, nt, 2, 2, 64, 0);
+      tpd_store_f32(which ? c.vc : c.kc, kv, fa_row(&c, 0, 300, 1) + 5, NAN);
+      float *o = malloc(sizeof(float) * (size_t)c.Hq * c.Dh);
+      CHECK_OK(fa_run(be_kv[k][2], &c, o));
+      int nan_g0 = 0, nan_g1 = 0;
+      for (int i = 0; i < 2 * c.Dh; i++) nan_g0 += isnan(o[i]), nan_g1 += isnan(o[2 * c.Dh + i]);
+      CHECK(nan_g0 == 0 && nan_g1 >= (which ? 2 : 2 * c.Dh),
+            "attention: NaN in %s of KV head 1 gave %d NaN outputs in group 1 and %d in group 0 (%s KV, %s)",
+            which ? "V" : "K", nan_g1, nan_g0, tpd_dtype_name(kv), tpd_isa_name(tpd_isa_active()));
+      CHECK(!tu_within(fa_check(&c, o), ATT_TOL), "attention: the NaN output passes the comparison");
+      free(o);
+      fa_free(&c);
+    }
+  }
+}
+
+/* A backend reserved for one row and 3000 positions takes a 40-token
+ * prefill in 40 waves, to the same bits; past its max_ctx it fails naming
+ * the workspace (no allocation after a reserve). */
+static void test_attention_workspace(void) {
+  static const int len[] = {3000, 900}, nt[] = {30, 10};
+  fa_case c;
+  fa_make(&c, TPD_F32, 2, len, nt, 2, 4, 64, 0);
+  tpd_backend_opts o = {.n_threads = 2};
+  tpd_backend *be = NULL;
+  CHECK_OK(tpd_backend_create("cpu", &o, &be));
+  if (!be) return;
+  tpd_backend_plan p = {.max_rows = 1, .max_ctx = 3000, .n_q_heads = c.Hq, .n_kv_heads = c.Hkv, .head_dim = c.Dh,
+                        .max_n = 64, .n_k = 1, .k = {64}, .gate_up_rows = 64};
+  size_t nb = 0;
+  CHECK_OK(be->ops->reserve(be, &p, 1, &nb));
+  const size_t n = (size_t)c.T * c.Hq * c.Dh;
+  float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+  memset(a, 0xff, sizeof(float) * n);
+  CHECK_OK(fa_run(be, &c, a));
+  CHECK_OK(fa_run(be_kv[0][1], &c, b));
+  CHECK(!memcmp(a, b, sizeof(float) * n) && tu_within(fa_check(&c, a), ATT_TOL),
+        "attention in one-token waves differs from one wave");
+  fa_free(&c);
+  static const int len2[] = {3001}, nt2[] = {1};
+  fa_make(&c, TPD_F32, 1, len2, nt2, 2, 4, 64, 0);
+  c.pos[0] = 3000 + TPD_ATT_CHUNK; /* one chunk more than planned */
+  c.max_blocks = (3000 + TPD_ATT_CHUNK) / c.bs + 1;
+  EXPECT_FAIL(fa_run(be, &c, a), TPD_ERR_INTERNAL, "attention workspace");
+  fa_free(&c);
+  free(a), free(b);
+  tpd_backend_destroy(be);
+}
+
+/* rope_kv into a bf16 cache stores each rotated K and V element rounded to nearest even */
+static void test_rope_kv_bf16(void) {
+  const int Hq = 4, Hkv = 2, Dh = 64, bs = 16, T = 3, W = (Hq + 2 * Hkv) * Dh;
+  int32_t pos[3] = {0, 17, 40}, slot[3] = {0, 0, 1}, table[6] = {5, 0, 3, 1, 4, 2};
+  float qkv[3 * 8 * 64], orig[3 * 8 * 64];
+  fill(qkv, (size_t)T * W, 2.0);
+  memcpy(orig, qkv, sizeof qkv);
+  uint16_t *kc = calloc(6 * (size_t)Hkv * bs * Dh, 2), *vc = calloc(6 * (size_t)Hkv * bs * Dh, 2);
+  double f[32];
+  for (int i = 0; i < Dh / 2; i++) f[i] = pow(10000.0, -2.0 * i / Dh);
+  tpd_step_meta meta = {T, pos, slot, table, 3, bs, 41};
+  tpd_rope_kv_args a = {&meta, Hq, Hkv, Dh, qkv, f, kc, vc};
+  CHECK_OK(be_kv[1][2]->ops->rope_kv(be_kv[1][2], &a));
+  int bad = 0, checked = 0;
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < 2 * Hkv; h++) {
+      const int g = h % Hkv, blk = table[slot[t] * 3 + pos[t] / bs];
+      const uint16_t *row = (h < Hkv ? kc : vc) + (((size_t)blk * Hkv + g) * bs + pos[t] % bs) * Dh;
+      const float *src = qkv + (size_t)t * W + (size_t)(Hq + h) * Dh; /* the rotated f32 row the step keeps */
+      for (int i = 0; i < Dh; i++, checked++) bad += row[i] != tpd_f32_to_bf16(src[i]);
+      (void)orig;
+    }
+  CHECK(checked == T * 2 * Hkv * Dh && bad == 0, "rope_kv bf16: %d of %d cache elements not the rounded value", bad,
+        checked);
+  free(kc), free(vc);
+}
+
+/* kv_cache values: resolved, or one-line errors naming them */
+static void test_kv_cache_option(void) {
+  const struct { const char *backend, *value; tpd_dtype act; tpd_status want; tpd_dtype dt; } cases[] = {
+      {"cpu", NULL, TPD_F32, TPD_OK, TPD_F32},       {"cpu", "auto", TPD_F32, TPD_OK, TPD_F32},
+      {"cpu", "f32", TPD_F32, TPD_OK, TPD_F32},      {"cpu", "bf16", TPD_F32, TPD_OK, TPD_BF16},
+      {"cpu", "bogus", TPD_F32, TPD_ERR_ARG, 0},     {"cuda", NULL, TPD_BF16, TPD_OK, TPD_BF16},
+      {"cuda", "bf16", TPD_BF16, TPD_OK, TPD_BF16},  {"cuda", "f32", TPD_F32, TPD_OK, TPD_F32},
+      {"cuda", "bf16", TPD_F32, TPD_ERR_UNSUPPORTED, 0}, {"cuda", "f32", TPD_BF16, TPD_ERR_UNSUPPORTED, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    tpd_backend_opts o = {.n_threads = 1, .kv_cache = cases[i].value};
+    tpd_dtype dt = TPD_DTYPE_COUNT;
+    tpd_clear_error();
+    const tpd_status st = tpd_backend_kv_cache(cases[i].backend, &o, cases[i].act, &dt);
+    CHECK(st == cases[i].want && (st != TPD_OK || dt == cases[i].dt) &&
+              (st == TPD_OK || (strstr(tpd_last_error(), cases[i].value) && !strchr(tpd_last_error(), '\n'))),
+          "kv_cache %s on %s: %s (%s)", cases[i].value ? cases[i].value : "NULL", cases[i].backend,
+          tpd_status_name(st), tpd_last_error());
+  }
+  tpd_backend_opts bad = {.n_threads = 1, .kv_cache = "bogus"};
+  tpd_backend *be = NULL;
+  EXPECT_FAIL(tpd_backend_create("cpu", &bad, &be), TPD_ERR_ARG, "'bogus'");
+  CHECK(be == NULL && be_kv[1][0]->kv_dtype == TPD_BF16 && be_kv[0][0]->kv_dtype == TPD_F32, "kv_dtype per instance");
+}
+
 int main(void) {
   tu_seed("test_kernels");
   tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
   CHECK_OK(tpd_backend_create("cpu", &o1, &be1));
   CHECK_OK(tpd_backend_create("cpu", &o3, &be3));
   if (!be1 || !be3) return 1;
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < 3; i++) {
+      tpd_backend_opts o = {.n_threads = i + 1, .kv_cache = k ? "bf16" : "f32"};
+      CHECK_OK(tpd_backend_create("cpu", &o, &be_kv[k][i]));
+      if (!be_kv[k][i]) return 1;
+    }
   test_dtypes();
+  test_kv_cache_option();
   const tpd_isa best = tpd_isa_detect();
   for (int isa = TPD_ISA_SCALAR; isa <= (int)best; isa++) {
     tpd_isa_force((tpd_isa)isa);
@@ -517,11 +785,16 @@ int main(void) {
       test_attention();
       test_small_ops();
     }
+    test_attention_flash();
+    test_attention_workspace();
+    test_rope_kv_bf16();
   }
   for (int rep = 0; rep < 5; rep++) test_logit_stats();
   test_sampler();
   test_kv_pool();
   tpd_backend_destroy(be1);
   tpd_backend_destroy(be3);
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < 3; i++) tpd_backend_destroy(be_kv[k][i]);
   return tu_finish("test_kernels");
 }

@@ -1,0 +1,82 @@
+/* CPU decode/prefill attention over the paged KV cache, flash-decoding style
+ * (kernels/cpu/attention.c drives it; the per-ISA files hold the chunk
+ * kernels).
+ *
+ * Work item = (token t, KV head g, chunk c): the positions of t's sequence
+ * in [c * TPD_ATT_CHUNK, (c + 1) * TPD_ATT_CHUNK) that t attends to.  An
+ * item reads the chunk's K and V rows once for all G = Hq / Hkv query heads
+ * of group g and leaves, per query head, a partial: the scores' maximum m,
+ * the sum l of exp(score - m), and acc[Dh] = sum exp(score - m) v.  A combine
+ * per (t, query head) then merges the chunks in chunk order.  The chunk is a
+ * fixed number of positions, so every result is the same whatever the
+ * thread count. */
+#ifndef TPD_CPU_ATTENTION_H
+#define TPD_CPU_ATTENTION_H
+
+#include <stddef.h>
+
+#include "runtime/base/dtype.h"
+
+#if defined(__GNUC__)
+#define TPD_ATT_INLINE static inline __attribute__((always_inline))
+#else
+#define TPD_ATT_INLINE static inline
+#endif
+
+/* Positions per chunk: 256 rows of K and V are 32-64 KB per KV head at
+ * Dh 64-128 (f32), long enough that the per-item partial (G (Dh + 2)
+ * floats written, then read by the combine) is under 1% of the KV bytes the
+ * item reads, short enough that a single sequence of 1k positions already
+ * gives 4 items per KV head to spread over the threads. */
+#define TPD_ATT_CHUNK 256
+/* Rows ahead of use the SIMD kernels prefetch (K into L1, V into L2). */
+#define TPD_ATT_PREFETCH 16
+
+/* One item for the chunk kernels.  Rows are pointers (a chunk crosses KV
+ * blocks, which the block table scatters). */
+typedef struct {
+  int G;                   /* query heads sharing this KV head */
+  int Dh;                  /* head dim */
+  int n;                   /* positions in the chunk, 1..TPD_ATT_CHUNK */
+  const float *q;          /* [G, Dh] the group's query heads, contiguous */
+  const void *const *k;    /* [n] K rows (Dh elements of kv each) */
+  const void *const *v;    /* [n] V rows */
+  tpd_dtype kv;            /* TPD_F32 or TPD_BF16 */
+  float scale;             /* applied to q.k */
+  float *s;                /* scratch [G, TPD_ATT_CHUNK]: scores, then exp(score - m) */
+  float *part;             /* out: G partials, `stride` floats apart: acc[Dh], m, l */
+  int stride;
+} tpd_att_item;
+
+/* Partial layout: acc at [0, Dh), m at Dh, l at Dh + 1. */
+static inline int tpd_att_part_stride(int Dh) { return Dh + 2; }
+
+void tpd_att_item_scalar(const tpd_att_item *it);
+#ifdef TPD_HAVE_X86_SIMD
+/* Dh a multiple of 8 (avx2) or 16 (avx512); others take the scalar kernel. */
+void tpd_att_item_avx2(const tpd_att_item *it);
+void tpd_att_item_avx512(const tpd_att_item *it);
+#endif
+
+/* The attention workspace of the cpu backend for a plan (or one call): per
+ * thread a score scratch and the chunk's row pointers, the partials of up to
+ * part_chunks (token, chunk) pairs (all Hq heads each), and a chunk index
+ * per token of a wave.  Tokens are processed in waves that fit the partials,
+ * so prefill of long prompts does not need max_rows x max_chunks of them. */
+typedef struct {
+  size_t thread_bytes;  /* per thread, a multiple of 64 */
+  size_t part_chunks;   /* (token, chunk) partial rows, each Hq * stride floats */
+  size_t part_bytes;
+  size_t rows;          /* tokens per wave at most (chunk index entries - 1) */
+  size_t index_bytes;
+  size_t total_bytes;   /* n_threads * thread_bytes + part_bytes + index_bytes */
+} tpd_att_sizes;
+
+/* Chunks a token at position < max_ctx can touch. */
+static inline int tpd_att_max_chunks(int max_ctx) {
+  return max_ctx < 1 ? 1 : (max_ctx + TPD_ATT_CHUNK - 1) / TPD_ATT_CHUNK;
+}
+void tpd_att_sizes_for(int max_rows, int max_ctx, int n_q_heads, int n_kv_heads, int head_dim, int n_threads,
+                       tpd_att_sizes *out);
+
+#endif

@@ -1,0 +1,166 @@
+/* AVX2 + FMA attention chunk kernel (kernels/cpu/attention.h): Dh a
+ * multiple of 8; the same steps as the AVX-512 kernel with 8 lanes. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/cpu/attention.h"
+
+TPD_ATT_INLINE __m256 load_row(const void *row, int d, const int bf16) {
+  if (bf16)
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + d))), 16));
+  return _mm256_loadu_ps((const float *)row + d);
+}
+
+/* the four lane sums of a, b, c, d */
+TPD_ATT_INLINE __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* e^x for x <= 0, as the AVX-512 kernel's; NaN stays NaN */
+TPD_ATT_INLINE __m256 exp_neg(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(lo, x); /* the second operand is returned for a NaN */
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  /* 2^n for n in [-126, 0] (the clamp keeps it a normal number) */
+  const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  return _mm256_blendv_ps(_mm256_mul_ps(p, two_n), _mm256_setzero_ps(), under);
+}
+
+/* scores of rows j .. j+3 against each head: the four rows' dot products
+ * with one head reduced together, stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, const int bf16) {
+  const int G = it->G, Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
+  for (int j = 0; j < n; j += 4) {
+    const void *k[4];
+    for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
+    /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
+     * pass after this one, which then reads the chunk from cache) */
+    for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
+      for (int b = 0; b < row_bytes; b += 64) {
+        _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
+        _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+      }
+    for (int h = 0; h < G; h++) {
+      const float *q = it->q + (size_t)h * Dh;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < Dh; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        a0 = _mm256_fmadd_ps(qv, load_row(k[0], d, bf16), a0);
+        a1 = _mm256_fmadd_ps(qv, load_row(k[1], d, bf16), a1);
+        a2 = _mm256_fmadd_ps(qv, load_row(k[2], d, bf16), a2);
+        a3 = _mm256_fmadd_ps(qv, load_row(k[3], d, bf16), a3);
+      }
+      const __m128 r = _mm_mul_ps(reduce4(a0, a1, a2, a3), _mm_set1_ps(it->scale));
+      float *dst = it->s + h * TPD_ATT_CHUNK + j;
+      if (n - j >= 4) {
+        _mm_storeu_ps(dst, r);
+      } else {
+        float t[4];
+        _mm_storeu_ps(t, r);
+        for (int u = 0; u < n - j; u++) dst[u] = t[u];
+      }
+    }
+  }
+}
+
+static float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+static float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static void softmax_rows(const tpd_att_item *it) {
+  const int n = it->n, n8 = n / 8 * 8;
+  for (int h = 0; h < it->G; h++) {
+    float *sc = it->s + h * TPD_ATT_CHUNK, *part = it->part + (size_t)h * it->stride;
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n8; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + j));
+    float m = hmax(mx);
+    for (int j = n8; j < n; j++)
+      if (sc[j] > m) m = sc[j];
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 l = _mm256_setzero_ps();
+    for (int j = 0; j < n8; j += 8) {
+      const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(sc + j), mv));
+      _mm256_storeu_ps(sc + j, e);
+      l = _mm256_add_ps(l, e);
+    }
+    float ls = hsum(l);
+    for (int j = n8; j < n; j++) {
+      sc[j] = expf(sc[j] - m);
+      ls += sc[j];
+    }
+    part[it->Dh] = m;
+    part[it->Dh + 1] = ls;
+  }
+}
+
+TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int d0, const int NH, const int NS, const int bf16) {
+  __m256 acc[4][4];
+  for (int h = 0; h < NH; h++)
+    for (int s = 0; s < NS; s++) acc[h][s] = _mm256_setzero_ps();
+  const float *w = it->s + h0 * TPD_ATT_CHUNK;
+  for (int j = 0; j < it->n; j++) {
+    __m256 x[4];
+    for (int s = 0; s < NS; s++) x[s] = load_row(it->v[j], d0 + 8 * s, bf16);
+    for (int h = 0; h < NH; h++) {
+      const __m256 wh = _mm256_set1_ps(w[h * TPD_ATT_CHUNK + j]);
+      for (int s = 0; s < NS; s++) acc[h][s] = _mm256_fmadd_ps(wh, x[s], acc[h][s]);
+    }
+  }
+  for (int h = 0; h < NH; h++)
+    for (int s = 0; s < NS; s++) _mm256_storeu_ps(it->part + (size_t)(h0 + h) * it->stride + d0 + 8 * s, acc[h][s]);
+}
+
+#define VACC_NS(NH, BF)                          \
+  switch (ns) {                                  \
+    case 1: vacc(it, h0, d0, NH, 1, BF); break;  \
+    case 2: vacc(it, h0, d0, NH, 2, BF); break;  \
+    case 3: vacc(it, h0, d0, NH, 3, BF); break;  \
+    default: vacc(it, h0, d0, NH, 4, BF); break; \
+  }
+
+TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
+  const int strips = it->Dh / 8;
+  for (int h0 = 0; h0 < it->G; h0 += 3) { /* 3 heads x 4 strips: 12 accumulators of 16 registers */
+    const int nh = it->G - h0 < 3 ? it->G - h0 : 3;
+    for (int s0 = 0; s0 < strips; s0 += 4) {
+      const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 8 * s0;
+      switch (nh) {
+        case 1: VACC_NS(1, bf16) break;
+        case 2: VACC_NS(2, bf16) break;
+        default: VACC_NS(3, bf16) break;
+      }
+    }
+  }
+}
+
+void tpd_att_item_avx2(const tpd_att_item *it) {
+  if (it->kv == TPD_BF16) scores(it, 1);
+  else scores(it, 0);
+  softmax_rows(it);
+  if (it->kv == TPD_BF16) values(it, 1);
+  else values(it, 0);
+}

@@ -1,0 +1,162 @@
+/* AVX-512F attention chunk kernel (kernels/cpu/attention.h): Dh a multiple
+ * of 16; K and V f32 or bf16 (widened as read), f32 FMA throughout.
+ * Scores: four positions against one head at a time, the four dot products
+ * reduced together; softmax numerator with a vector exp; then the V rows
+ * once per group of up to 4 heads, accumulators in registers. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/cpu/attention.h"
+
+TPD_ATT_INLINE __m512 load_row(const void *row, int d, const int bf16) {
+  if (bf16)
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d))), 16));
+  return _mm512_loadu_ps((const float *)row + d);
+}
+
+/* the four lane sums of a, b, c, d */
+TPD_ATT_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(2, 3, 0, 1)));
+  u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+}
+
+/* e^x for x <= 0 (x - max): Cody-Waite reduction, degree-7 Taylor
+ * polynomial (relative error < 1e-7 on [-ln2/2, ln2/2]), 0 below -87; NaN
+ * stays NaN. */
+TPD_ATT_INLINE __m512 exp_neg(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.0f);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_max_ps(lo, x); /* the second operand is returned for a NaN */
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), under, _mm512_setzero_ps());
+}
+
+/* scores of rows j .. j+3 against each head: the four rows' dot products
+ * with one head reduced together, stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, const int bf16) {
+  const int G = it->G, Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
+  for (int j = 0; j < n; j += 4) {
+    const void *k[4];
+    for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
+    /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
+     * pass after this one, which then reads the chunk from cache) */
+    for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
+      for (int b = 0; b < row_bytes; b += 64) {
+        _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
+        _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+      }
+    for (int h = 0; h < G; h++) {
+      const float *q = it->q + (size_t)h * Dh;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < Dh; d += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + d);
+        a0 = _mm512_fmadd_ps(qv, load_row(k[0], d, bf16), a0);
+        a1 = _mm512_fmadd_ps(qv, load_row(k[1], d, bf16), a1);
+        a2 = _mm512_fmadd_ps(qv, load_row(k[2], d, bf16), a2);
+        a3 = _mm512_fmadd_ps(qv, load_row(k[3], d, bf16), a3);
+      }
+      const __m128 r = _mm_mul_ps(reduce4(a0, a1, a2, a3), _mm_set1_ps(it->scale));
+      float *dst = it->s + h * TPD_ATT_CHUNK + j;
+      if (n - j >= 4) {
+        _mm_storeu_ps(dst, r);
+      } else {
+        float t[4];
+        _mm_storeu_ps(t, r);
+        for (int u = 0; u < n - j; u++) dst[u] = t[u];
+      }
+    }
+  }
+}
+
+/* scores of each head -> exp(score - m); returns nothing, writes m and l */
+static void softmax_rows(const tpd_att_item *it) {
+  const int n = it->n;
+  for (int h = 0; h < it->G; h++) {
+    float *sc = it->s + h * TPD_ATT_CHUNK, *part = it->part + (size_t)h * it->stride;
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+      mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sc + j));
+    }
+    const float m = _mm512_reduce_max_ps(mx);
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 l = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+      const __m512 e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sc + j), mv));
+      _mm512_mask_storeu_ps(sc + j, k, e);
+      l = _mm512_add_ps(l, _mm512_maskz_mov_ps(k, e));
+    }
+    part[it->Dh] = m;
+    part[it->Dh + 1] = _mm512_reduce_add_ps(l);
+  }
+}
+
+/* acc[h][d0 .. d0 + 16 NS) = sum_j w[h][j] v[j][...] for NH heads from h0 */
+TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int d0, const int NH, const int NS, const int bf16) {
+  __m512 acc[4][4];
+  for (int h = 0; h < NH; h++)
+    for (int s = 0; s < NS; s++) acc[h][s] = _mm512_setzero_ps();
+  const float *w = it->s + h0 * TPD_ATT_CHUNK;
+  for (int j = 0; j < it->n; j++) {
+    __m512 x[4];
+    for (int s = 0; s < NS; s++) x[s] = load_row(it->v[j], d0 + 16 * s, bf16);
+    for (int h = 0; h < NH; h++) {
+      const __m512 wh = _mm512_set1_ps(w[h * TPD_ATT_CHUNK + j]);
+      for (int s = 0; s < NS; s++) acc[h][s] = _mm512_fmadd_ps(wh, x[s], acc[h][s]);
+    }
+  }
+  for (int h = 0; h < NH; h++)
+    for (int s = 0; s < NS; s++) _mm512_storeu_ps(it->part + (size_t)(h0 + h) * it->stride + d0 + 16 * s, acc[h][s]);
+}
+
+#define VACC_NS(NH, BF)                                                  \
+  switch (ns) {                                                          \
+    case 1: vacc(it, h0, d0, NH, 1, BF); break;                          \
+    case 2: vacc(it, h0, d0, NH, 2, BF); break;                          \
+    case 3: vacc(it, h0, d0, NH, 3, BF); break;                          \
+    default: vacc(it, h0, d0, NH, 4, BF); break;                         \
+  }
+
+TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
+  const int strips = it->Dh / 16;
+  for (int h0 = 0; h0 < it->G; h0 += 4) {
+    const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
+    for (int s0 = 0; s0 < strips; s0 += 4) {
+      const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 16 * s0;
+      switch (nh) {
+        case 1: VACC_NS(1, bf16) break;
+        case 2: VACC_NS(2, bf16) break;
+        case 3: VACC_NS(3, bf16) break;
+        default: VACC_NS(4, bf16) break;
+      }
+    }
+  }
+}
+
+void tpd_att_item_avx512(const tpd_att_item *it) {
+  if (it->kv == TPD_BF16) scores(it, 1);
+  else scores(it, 0);
+  softmax_rows(it);
+  if (it->kv == TPD_BF16) values(it, 1);
+  else values(it, 0);
+}
