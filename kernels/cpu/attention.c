@@ -103,32 +103,36 @@ static void item_task(void *arg, int ith, int nth) {
   const int Hq = a->n_q_heads, Hkv = a->n_kv_heads, Dh = a->head_dim, G = j->G, bs = mt->block_size;
   const size_t row_bytes = (size_t)Dh * tpd_dtype_size(j->kv);
   long i0, i1;
-  tpd_split((long)j->cb[j->nt] * Hkv, ith, nth, 1, &i0, &i1);
+  /* a thread's items are (token, chunk) pairs, each for every KV head in
+   * turn: the heads of one KV block lie side by side ([block][head][row]),
+   * so one thread reads a chunk's blocks whole instead of one head's slice of
+   * each */
+  tpd_split((long)j->cb[j->nt], ith, nth, 1, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
   const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
   tpd_att_item it = {.G = G, .Dh = Dh, .k = rk, .v = rv, .kv = j->kv, .scale = a->scale, .s = s, .stride = j->P};
   int t = 0;
   for (long i = i0; i < i1; i++) {
-    while ((long)j->cb[t + 1] * Hkv <= i) t++;
-    const int nch = j->cb[t + 1] - j->cb[t];
-    const long local = i - (long)j->cb[t] * Hkv;
-    const int g = (int)(local / nch), ci = (int)(local % nch), tt = j->t0 + t;
+    while ((long)j->cb[t + 1] <= i) t++;
+    const int ci = (int)(i - (long)j->cb[t]), tt = j->t0 + t;
     const int pos = mt->pos[tt], start = att_start(a, tt), c = start / TPD_ATT_CHUNK + ci;
     const int p0 = c * TPD_ATT_CHUNK > start ? c * TPD_ATT_CHUNK : start;
     const int p1 = c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 < pos ? c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 : pos;
     const int32_t *table = mt->block_table + (size_t)mt->slot[tt] * mt->max_blocks;
-    for (int p = p0, bi = p0 / bs, off = p0 % bs; p <= p1; bi++, off = 0) { /* block by block */
-      const unsigned char *kb = (const unsigned char *)a->k_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
-      const unsigned char *vb = (const unsigned char *)a->v_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
-      for (; off < bs && p <= p1; off++, p++) {
-        rk[p - p0] = kb + (size_t)off * row_bytes;
-        rv[p - p0] = vb + (size_t)off * row_bytes;
+    for (int g = 0; g < Hkv; g++) {
+      for (int p = p0, bi = p0 / bs, off = p0 % bs; p <= p1; bi++, off = 0) { /* block by block */
+        const unsigned char *kb = (const unsigned char *)a->k_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
+        const unsigned char *vb = (const unsigned char *)a->v_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
+        for (; off < bs && p <= p1; off++, p++) {
+          rk[p - p0] = kb + (size_t)off * row_bytes;
+          rv[p - p0] = vb + (size_t)off * row_bytes;
+        }
       }
+      it.n = p1 - p0 + 1;
+      it.q = (const float *)a->q + (size_t)tt * a->ldq + (size_t)g * G * Dh;
+      it.part = j->part + ((size_t)(j->cb[t] + ci) * Hq + (size_t)g * G) * j->P;
+      j->fn(&it);
     }
-    it.n = p1 - p0 + 1;
-    it.q = (const float *)a->q + (size_t)tt * a->ldq + (size_t)g * G * Dh;
-    it.part = j->part + ((size_t)(j->cb[t] + ci) * Hq + (size_t)g * G) * j->P;
-    j->fn(&it);
   }
 }
 
@@ -231,7 +235,7 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
     j.nt = nt;
     j.cb = cb;
     const size_t work = (size_t)cb[nt] * TPD_ATT_CHUNK * Hq * a->head_dim;
-    const int par = n_threads > 1 && (long)cb[nt] * a->n_kv_heads > 1 && work >= ATT_PAR_MIN_ELEMS;
+    const int par = n_threads > 1 && cb[nt] > 1 && work >= ATT_PAR_MIN_ELEMS;
     if (par) tpd_pool_run(cpu->pool, item_task, &j);
     else item_task(&j, 0, 1);
     if (n_threads > 1 && (size_t)cb[nt] * Hq * a->head_dim >= ATT_PAR_MIN_ELEMS) tpd_pool_run(cpu->pool, combine_task, &j);

@@ -9,7 +9,9 @@
  * the sum l of exp(score - m), and acc[Dh] = sum exp(score - m) v.  A combine
  * per (t, query head) then merges the chunks in chunk order.  The chunk is a
  * fixed number of positions, so every result is the same whatever the
- * thread count. */
+ * thread count.  Threads share out (t, c) pairs and run the items of every
+ * KV head of a pair in turn, so each reads whole KV blocks (the heads of a
+ * block lie side by side). */
 #ifndef TPD_CPU_ATTENTION_H
 #define TPD_CPU_ATTENTION_H
 
