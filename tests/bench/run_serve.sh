@@ -43,7 +43,7 @@ awk '
   function near(a, b, tol) { d = a - b; if (d < 0) d = -d; return d <= tol }
   /^\(a\)/ { sec = "a"; next }
   /^\(b\)/ { sec = "b"; next }
-  sec == "a" && $1 ~ /^[0-9]+$/ {
+  sec == "a" && $1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ {
     if ($1 != 2) { print "tp " $1 ", expected 2"; bad = 1 }
     seen[$2] = 1; n++
     for (i = 3; i <= 11; i++) if (!num($i)) { print "batch " $2 ": column " i " is \"" $i "\""; bad = 1 }
@@ -65,7 +65,7 @@ awk '
 awk '
   function num(x) { return x ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/ }
   /^\(b\)/ { sec = "b"; next }
-  sec == "b" && $1 ~ /^[0-9]+$/ {
+  sec == "b" && $1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ { # not the "N rows flagged" line
     seen[$2] = 1; n++
     for (i = 3; i <= 6; i++) if (!num($i)) { print "batch " $2 ": column " i " is \"" $i "\""; bad = 1 }
     if (bad) next
