@@ -1,14 +1,10 @@
+/* What every backend shares: the resolution of the options they all take
+ * (activations, KV cache) and the destroy through the ops table.  The
+ * backends use this file; the factory that knows them all stands above them
+ * (kernels/backend_factory.c), so no backend depends on it. */
 #include "kernels/backend.h"
 
 #include <string.h>
-
-int tpd_backend_available(const char *name) {
-  if (!strcmp(name, "cpu")) return 1;
-#ifdef TPD_HAVE_CUDA
-  if (!strcmp(name, "cuda")) return 1;
-#endif
-  return 0;
-}
 
 tpd_status tpd_backend_activations(const char *backend, const tpd_backend_opts *opts, tpd_dtype *out) {
   const char *a = opts ? opts->activations : NULL;
@@ -48,24 +44,6 @@ tpd_status tpd_backend_kv_cache(const char *backend, const tpd_backend_opts *opt
                     k, backend, act == TPD_BF16 ? "bf16" : "f32");
   *out = want;
   return TPD_OK;
-}
-
-tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out) {
-  *out = NULL;
-  if (!strcmp(name, "cpu")) {
-    tpd_dtype act;
-    TPD_TRY(tpd_backend_activations("cpu", opts, &act));
-    return tpd_backend_cpu_create(opts, out);
-  }
-  if (!strcmp(name, "cuda")) {
-#ifdef TPD_HAVE_CUDA
-    return tpd_backend_cuda_create(opts, out);
-#else
-    return TPD_FAIL(TPD_ERR_UNSUPPORTED, "backend 'cuda' is not in this build (configure with CUDA to enable it)");
-#endif
-  }
-  return TPD_FAIL(TPD_ERR_ARG, "unknown backend '%s' (available: cpu%s)", name,
-                  tpd_backend_available("cuda") ? ", cuda" : "");
 }
 
 void tpd_backend_destroy(tpd_backend *be) {

@@ -24,7 +24,8 @@ void tpd_att_sizes_for(int max_rows, int max_ctx, int n_q_heads, int n_kv_heads,
   if (budget < mc) budget = mc;
   memset(out, 0, sizeof *out);
   out->thread_bytes = round64((size_t)(G > 0 ? G : 1) * TPD_ATT_CHUNK * sizeof(float) +
-                              2 * (size_t)TPD_ATT_CHUNK * sizeof(void *));
+                              2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)) +
+                      round64((size_t)(G > 0 ? G : 1) * (size_t)(head_dim > 0 ? head_dim : 1) * sizeof(float));
   out->part_chunks = rows * mc < budget ? rows * mc : budget;
   out->part_bytes = round64(out->part_chunks * row_bytes);
   out->rows = rows;
@@ -110,7 +111,10 @@ static void item_task(void *arg, int ith, int nth) {
   tpd_split((long)j->cb[j->nt], ith, nth, 1, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
   const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
-  tpd_att_item it = {.G = G, .Dh = Dh, .k = rk, .v = rv, .kv = j->kv, .scale = a->scale, .s = s, .stride = j->P};
+  float *qd = (float *)((unsigned char *)s + round64((size_t)G * TPD_ATT_CHUNK * sizeof(float) +
+                                                     2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)));
+  tpd_att_item it = {.G = G, .Dh = Dh, .k = rk, .v = rv, .kv = j->kv, .scale = a->scale, .s = s, .qd = qd,
+                     .stride = j->P};
   int t = 0;
   for (long i = i0; i < i1; i++) {
     while ((long)j->cb[t + 1] <= i) t++;
@@ -164,7 +168,7 @@ static void combine_task(void *arg, int ith, int nth) {
 static att_item_fn pick_kernel(int Dh) {
 #ifdef TPD_HAVE_X86_SIMD
   const tpd_isa isa = tpd_isa_active();
-  if (isa >= TPD_ISA_AVX512 && Dh % 16 == 0) return tpd_att_item_avx512;
+  if (isa >= TPD_ISA_AVX512 && Dh % 32 == 0) return tpd_att_item_avx512;
   if (isa >= TPD_ISA_AVX2 && Dh % 8 == 0) return tpd_att_item_avx2;
 #else
   (void)Dh;

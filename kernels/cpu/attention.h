@@ -46,6 +46,7 @@ typedef struct {
   tpd_dtype kv;            /* TPD_F32 or TPD_BF16 */
   float scale;             /* applied to q.k */
   float *s;                /* scratch [G, TPD_ATT_CHUNK]: scores, then exp(score - m) */
+  float *qd;               /* scratch [G, Dh]: q in the order a kernel reads K (avx512, bf16 KV) */
   float *part;             /* out: G partials, `stride` floats apart: acc[Dh], m, l */
   int stride;
 } tpd_att_item;
@@ -55,7 +56,7 @@ static inline int tpd_att_part_stride(int Dh) { return Dh + 2; }
 
 void tpd_att_item_scalar(const tpd_att_item *it);
 #ifdef TPD_HAVE_X86_SIMD
-/* Dh a multiple of 8 (avx2) or 16 (avx512); others take the scalar kernel. */
+/* Dh a multiple of 8 (avx2) or 32 (avx512); others take the scalar kernel. */
 void tpd_att_item_avx2(const tpd_att_item *it);
 void tpd_att_item_avx512(const tpd_att_item *it);
 #endif

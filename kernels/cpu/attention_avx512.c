@@ -1,18 +1,29 @@
 /* AVX-512F attention chunk kernel (kernels/cpu/attention.h): Dh a multiple
- * of 16; K and V f32 or bf16 (widened as read), f32 FMA throughout.
- * Scores: four positions against one head at a time, the four dot products
- * reduced together; softmax numerator with a vector exp; then the V rows
- * once per group of up to 4 heads, accumulators in registers. */
+ * of 32; K and V f32 or bf16 (widened as read), f32 FMA throughout.
+ * Rows are read 32 elements at a time as two vectors: for bf16 one 64-byte
+ * load gives the even elements (a shift) and the odd ones (a mask), one
+ * instruction per vector of 16; q is reordered to match once per item, and
+ * the V accumulators are put back in order once per item.
+ * Scores: four positions at a time, each K row widened once for up to 4
+ * heads, the four dot products of a head reduced together; softmax
+ * numerator with a vector exp; then the V rows once per group of up to 4
+ * heads, accumulators in registers. */
 #include <immintrin.h>
 #include <math.h>
 
 #include "kernels/cpu/attention.h"
 
-TPD_ATT_INLINE __m512 load_row(const void *row, int d, const int bf16) {
-  if (bf16)
-    return _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d))), 16));
-  return _mm512_loadu_ps((const float *)row + d);
+/* Elements [32 b, 32 b + 32) of a row as two f32 vectors: bf16, the even and
+ * the odd ones; f32, the first and the second 16. */
+TPD_ATT_INLINE void load_pair(const void *row, int b, const int bf16, __m512 *lo, __m512 *hi) {
+  if (bf16) {
+    const __m512i v = _mm512_loadu_si512((const uint16_t *)row + 32 * b);
+    *lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    *hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+  } else {
+    *lo = _mm512_loadu_ps((const float *)row + 32 * b);
+    *hi = _mm512_loadu_ps((const float *)row + 32 * b + 16);
+  }
 }
 
 /* the four lane sums of a, b, c, d */
@@ -50,32 +61,40 @@ TPD_ATT_INLINE __m512 exp_neg(__m512 x) {
   return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), under, _mm512_setzero_ps());
 }
 
-/* scores of rows j .. j+3 against each head: the four rows' dot products
- * with one head reduced together, stored as 4 consecutive scores */
-TPD_ATT_INLINE void scores(const tpd_att_item *it, const int bf16) {
-  const int G = it->G, Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
+/* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
+ * once for the NH heads (qd: q in load_pair's order), each head's four dot
+ * products reduced together and stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int h0, const int NH, const int bf16) {
+  const int n = it->n, Dh = it->Dh, NB = Dh / 32, row_bytes = Dh * (bf16 ? 2 : 4);
   for (int j = 0; j < n; j += 4) {
     const void *k[4];
     for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
     /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
      * pass after this one, which then reads the chunk from cache) */
-    for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-      for (int b = 0; b < row_bytes; b += 64) {
-        _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
-        _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+    if (h0 == 0)
+      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
+        for (int b = 0; b < row_bytes; b += 64) {
+          _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
+          _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+        }
+    __m512 acc[4][4];
+    for (int h = 0; h < NH; h++)
+      for (int u = 0; u < 4; u++) acc[h][u] = _mm512_setzero_ps();
+    for (int b = 0; b < NB; b++) {
+      __m512 lo[4], hi[4];
+      for (int u = 0; u < 4; u++) load_pair(k[u], b, bf16, &lo[u], &hi[u]);
+      for (int h = 0; h < NH; h++) {
+        const __m512 ql = _mm512_loadu_ps(qd + (size_t)(h0 + h) * Dh + 32 * b);
+        const __m512 qh = _mm512_loadu_ps(qd + (size_t)(h0 + h) * Dh + 32 * b + 16);
+        for (int u = 0; u < 4; u++) {
+          acc[h][u] = _mm512_fmadd_ps(ql, lo[u], acc[h][u]);
+          acc[h][u] = _mm512_fmadd_ps(qh, hi[u], acc[h][u]);
+        }
       }
-    for (int h = 0; h < G; h++) {
-      const float *q = it->q + (size_t)h * Dh;
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int d = 0; d < Dh; d += 16) {
-        const __m512 qv = _mm512_loadu_ps(q + d);
-        a0 = _mm512_fmadd_ps(qv, load_row(k[0], d, bf16), a0);
-        a1 = _mm512_fmadd_ps(qv, load_row(k[1], d, bf16), a1);
-        a2 = _mm512_fmadd_ps(qv, load_row(k[2], d, bf16), a2);
-        a3 = _mm512_fmadd_ps(qv, load_row(k[3], d, bf16), a3);
-      }
-      const __m128 r = _mm_mul_ps(reduce4(a0, a1, a2, a3), _mm_set1_ps(it->scale));
-      float *dst = it->s + h * TPD_ATT_CHUNK + j;
+    }
+    for (int h = 0; h < NH; h++) {
+      const __m128 r = _mm_mul_ps(reduce4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(it->scale));
+      float *dst = it->s + (h0 + h) * TPD_ATT_CHUNK + j;
       if (n - j >= 4) {
         _mm_storeu_ps(dst, r);
       } else {
@@ -111,38 +130,45 @@ static void softmax_rows(const tpd_att_item *it) {
   }
 }
 
-/* acc[h][d0 .. d0 + 16 NS) = sum_j w[h][j] v[j][...] for NH heads from h0 */
-TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int d0, const int NH, const int NS, const int bf16) {
+/* acc[h][32 b0 .. 32 (b0 + NS)) = sum_j w[h][j] v[j][...] for NH heads from
+ * h0; bf16 rows: each pair of accumulators (even, odd elements) is put back
+ * in order as it is stored */
+TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int b0, const int NH, const int NS, const int bf16) {
   __m512 acc[4][4];
   for (int h = 0; h < NH; h++)
-    for (int s = 0; s < NS; s++) acc[h][s] = _mm512_setzero_ps();
+    for (int s = 0; s < 2 * NS; s++) acc[h][s] = _mm512_setzero_ps();
   const float *w = it->s + h0 * TPD_ATT_CHUNK;
   for (int j = 0; j < it->n; j++) {
     __m512 x[4];
-    for (int s = 0; s < NS; s++) x[s] = load_row(it->v[j], d0 + 16 * s, bf16);
+    for (int s = 0; s < NS; s++) load_pair(it->v[j], b0 + s, bf16, &x[2 * s], &x[2 * s + 1]);
     for (int h = 0; h < NH; h++) {
       const __m512 wh = _mm512_set1_ps(w[h * TPD_ATT_CHUNK + j]);
-      for (int s = 0; s < NS; s++) acc[h][s] = _mm512_fmadd_ps(wh, x[s], acc[h][s]);
+      for (int s = 0; s < 2 * NS; s++) acc[h][s] = _mm512_fmadd_ps(wh, x[s], acc[h][s]);
     }
   }
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   for (int h = 0; h < NH; h++)
-    for (int s = 0; s < NS; s++) _mm512_storeu_ps(it->part + (size_t)(h0 + h) * it->stride + d0 + 16 * s, acc[h][s]);
+    for (int s = 0; s < NS; s++) {
+      float *dst = it->part + (size_t)(h0 + h) * it->stride + 32 * (b0 + s);
+      const __m512 lo = acc[h][2 * s], hi = acc[h][2 * s + 1];
+      _mm512_storeu_ps(dst, bf16 ? _mm512_permutex2var_ps(lo, first, hi) : lo);
+      _mm512_storeu_ps(dst + 16, bf16 ? _mm512_permutex2var_ps(lo, second, hi) : hi);
+    }
 }
 
 #define VACC_NS(NH, BF)                                                  \
   switch (ns) {                                                          \
-    case 1: vacc(it, h0, d0, NH, 1, BF); break;                          \
-    case 2: vacc(it, h0, d0, NH, 2, BF); break;                          \
-    case 3: vacc(it, h0, d0, NH, 3, BF); break;                          \
-    default: vacc(it, h0, d0, NH, 4, BF); break;                         \
+    case 1: vacc(it, h0, b0, NH, 1, BF); break;                          \
+    default: vacc(it, h0, b0, NH, 2, BF); break;                         \
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
-  const int strips = it->Dh / 16;
+  const int blocks = it->Dh / 32;
   for (int h0 = 0; h0 < it->G; h0 += 4) {
     const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
-    for (int s0 = 0; s0 < strips; s0 += 4) {
-      const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 16 * s0;
+    for (int b0 = 0; b0 < blocks; b0 += 2) {
+      const int ns = blocks - b0 < 2 ? blocks - b0 : 2;
       switch (nh) {
         case 1: VACC_NS(1, bf16) break;
         case 2: VACC_NS(2, bf16) break;
@@ -153,10 +179,31 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
   }
 }
 
+#define SCORES_NH(BF)                                                    \
+  for (int h0 = 0; h0 < it->G; h0 += 4) switch (it->G - h0) {            \
+      case 1: scores(it, qd, h0, 1, BF); break;                          \
+      case 2: scores(it, qd, h0, 2, BF); break;                          \
+      case 3: scores(it, qd, h0, 3, BF); break;                          \
+      default: scores(it, qd, h0, 4, BF); break;                         \
+    }
+
 void tpd_att_item_avx512(const tpd_att_item *it) {
-  if (it->kv == TPD_BF16) scores(it, 1);
-  else scores(it, 0);
-  softmax_rows(it);
-  if (it->kv == TPD_BF16) values(it, 1);
-  else values(it, 0);
+  if (it->kv == TPD_BF16) {
+    /* q in load_pair's bf16 order: per 32 elements the even ones, then the odd ones */
+    float *qd = it->qd;
+    for (int h = 0; h < it->G; h++)
+      for (int b = 0; b < it->Dh; b += 32)
+        for (int i = 0; i < 16; i++) {
+          qd[(size_t)h * it->Dh + b + i] = it->q[(size_t)h * it->Dh + b + 2 * i];
+          qd[(size_t)h * it->Dh + b + 16 + i] = it->q[(size_t)h * it->Dh + b + 2 * i + 1];
+        }
+    SCORES_NH(1)
+    softmax_rows(it);
+    values(it, 1);
+  } else {
+    const float *qd = it->q;
+    SCORES_NH(0)
+    softmax_rows(it);
+    values(it, 0);
+  }
 }

@@ -130,8 +130,24 @@ static const tpd_backend_ops cpu_ops = {
     .reserve = cpu_reserve,
 };
 
+/* The environment's CPU settings, checked before anything starts: a value
+ * the kernels do not implement is an error naming it, never a default.  The
+ * kernels read each later through the same reader (kernels/cpu/cpu_isa.h,
+ * pool.h), so they run with what was accepted here. */
+static tpd_status check_env(void) {
+  tpd_isa cap;
+  int on, n_bytes;
+  long spin_us;
+  TPD_TRY(tpd_isa_env(&cap));
+  TPD_TRY(tpd_cpu_bf16_dot_env(&on));
+  TPD_TRY(tpd_cpu_prefetch_env(&n_bytes));
+  TPD_TRY(tpd_pool_env(&spin_us, &on));
+  return TPD_OK;
+}
+
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
+  TPD_TRY(check_env());
   tpd_dtype kv;
   TPD_TRY(tpd_backend_kv_cache("cpu", opts, TPD_F32, &kv));
   int n = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

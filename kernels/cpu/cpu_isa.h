@@ -4,6 +4,8 @@
 #ifndef TPD_CPU_ISA_H
 #define TPD_CPU_ISA_H
 
+#include "runtime/base/error.h"
+
 typedef enum {
   TPD_ISA_SCALAR = 0,
   TPD_ISA_AVX2,       /* AVX2 + FMA + F16C */
@@ -21,12 +23,24 @@ const char *tpd_isa_name(tpd_isa isa);
  * precision; not faster than the f32 kernel on the Xeon measured, see
  * docs/performance.md).  TPD_CPU_BF16_DOT=1 sets it. */
 int tpd_cpu_bf16_dot(void);
-void tpd_cpu_set_bf16_dot(int on);
+void tpd_cpu_set_bf16_dot(int on); /* -1: back to TPD_CPU_BF16_DOT, read on next use */
 
 /* Software prefetch distance of the matmul, in bytes ahead of each weight
  * stream; 0 turns it off.  TPD_CPU_PREFETCH=N sets it
  * (docs/performance.md, "CPU decode at the floor", has the measurements). */
 #define TPD_CPU_PREFETCH_DEFAULT 1024
+#define TPD_CPU_PREFETCH_MAX 65536
 int tpd_cpu_prefetch(void);
+void tpd_cpu_set_prefetch(int bytes); /* a negative value: back to TPD_CPU_PREFETCH, read on next use */
+
+/* The environment's settings, checked (tpd_backend_cpu_create runs these
+ * before it starts anything): TPD_CPU_ISA names one of the levels above;
+ * TPD_CPU_BF16_DOT is 0 or 1; TPD_CPU_PREFETCH an integer in
+ * [0, TPD_CPU_PREFETCH_MAX].  Unset or empty: the default.  Anything else
+ * is TPD_ERR_ARG naming the variable, its value and what it accepts.
+ * *cap: the level TPD_CPU_ISA names (the highest when unset). */
+tpd_status tpd_isa_env(tpd_isa *cap);
+tpd_status tpd_cpu_bf16_dot_env(int *on);
+tpd_status tpd_cpu_prefetch_env(int *n_bytes);
 
 #endif

@@ -33,24 +33,54 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
   }
 }
 
+/* The knobs below are read once, on first use, through the same checked
+ * readers that tpd_backend_cpu_create runs before it starts anything: with
+ * a backend they hold what its create accepted.  A program that runs the
+ * kernels without creating a backend gets a bad value as a warning and the
+ * default. */
+tpd_status tpd_cpu_bf16_dot_env(int *on) {
+  long v = 0;
+  TPD_TRY(tpd_param_range("CPU_BF16_DOT", 0, 0, 1, "0: f32 FMA, 1: bf16 dot products", &v));
+  *on = (int)v;
+  return TPD_OK;
+}
+
+tpd_status tpd_cpu_prefetch_env(int *n_bytes) {
+  long v = 0;
+  TPD_TRY(tpd_param_range("CPU_PREFETCH", TPD_CPU_PREFETCH_DEFAULT, 0, TPD_CPU_PREFETCH_MAX, "bytes", &v));
+  *n_bytes = (int)v;
+  return TPD_OK;
+}
+
 static int g_bf16_dot = -1;
 
 int tpd_cpu_bf16_dot(void) {
-  if (g_bf16_dot < 0) g_bf16_dot = tpd_param_int("CPU_BF16_DOT", 0) != 0;
+  if (g_bf16_dot < 0) {
+    tpd_error_state saved;
+    tpd_error_save(&saved);
+    int on = 0;
+    if (tpd_cpu_bf16_dot_env(&on) != TPD_OK) tpd_param_fallback(&saved, "the default, 0 (f32 FMA)");
+    g_bf16_dot = on;
+  }
   return g_bf16_dot;
 }
 
-void tpd_cpu_set_bf16_dot(int on) { g_bf16_dot = on != 0; }
+void tpd_cpu_set_bf16_dot(int on) { g_bf16_dot = on < 0 ? -1 : on != 0; }
 
 static int g_prefetch = -1;
 
 int tpd_cpu_prefetch(void) {
   if (g_prefetch < 0) {
-    const long v = tpd_param_int("CPU_PREFETCH", TPD_CPU_PREFETCH_DEFAULT);
-    g_prefetch = v < 0 ? 0 : v > 65536 ? 65536 : (int)v;
+    tpd_error_state saved;
+    tpd_error_save(&saved);
+    int n_bytes = TPD_CPU_PREFETCH_DEFAULT;
+    if (tpd_cpu_prefetch_env(&n_bytes) != TPD_OK) tpd_param_fallback(&saved, "the default, 1024 bytes");
+    g_prefetch = n_bytes;
   }
   return g_prefetch;
 }
+
+void tpd_cpu_set_prefetch(int bytes) { g_prefetch = bytes; }
 
 typedef void (*mm_kernel)(const tpd_mm *, int, int, int, int);
 

@@ -26,26 +26,19 @@ TPD_INLINE void load_pair(const char *c, tpd_dtype wt, __m512 *e, __m512 *o) {
 
 TPD_INLINE __mmask16 lanes(int n_left) { return n_left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_left) - 1); }
 
-/* y[m .. m+MR, n .. n+16 NR) from the NR panels at w (ps bytes apart), k
- * pairs [kp0, kp1) of them (w points at chunk kp0): the sums start from 0
- * when first, else from y (a k block before this one left them there), and
- * take the odd last k and the bias when last.  Storing and reloading an f32
- * sum is exact, so k blocks would not change a bit of the result (run()
- * passes all of K at once: blocks of 256 k, to keep x and W in L1, measured
- * no faster on the Xeon at hand). */
+/* y[m .. m+MR, n .. n+16 NR) from the NR panels at w (ps bytes apart):
+ * every k pair in ascending order, the odd last k, then the bias.  (Blocks
+ * of k, to keep x and W in L1, were measured no faster on the Xeon at
+ * hand.) */
 TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, const int MR, const int NR,
-                      const tpd_dtype wt, int kp0, int kp1, int first, int last) {
+                      const tpd_dtype wt) {
   const size_t cb = tpd_chunk_bytes(wt);
   const float *x = p->x + (size_t)m * p->ldx;
   __m512 acc[12][4];
-  for (int r = 0; r < NR; r++) {
-    const int col = n + TPD_PANEL * r;
-    const __mmask16 k = col < p->N ? lanes(p->N - col) : 0;
-    for (int j = 0; j < MR; j++)
-      acc[j][r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, p->y + (size_t)(m + j) * p->ldy + col);
-  }
-  const int K2 = kp1;
-  for (int kp = kp0; kp < K2; kp++, w += cb) {
+  for (int r = 0; r < NR; r++)
+    for (int j = 0; j < MR; j++) acc[j][r] = _mm512_setzero_ps();
+  const int K2 = p->K / 2;
+  for (int kp = 0; kp < K2; kp++, w += cb) {
     __m512 we[4], wo[4];
     if (p->pf > 0) /* each stream's chunk pf bytes ahead (f32 chunks are two lines) */
       for (int r = 0; r < NR; r++) {
@@ -62,7 +55,7 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
       }
     }
   }
-  if (last && (p->K & 1)) { /* the last k alone (its pair partner is padding) */
+  if (p->K & 1) { /* the last k alone (its pair partner is padding) */
     __m512 we[4], wo[4];
     for (int r = 0; r < NR; r++) load_pair(w + r * ps, wt, &we[r], &wo[r]);
     for (int j = 0; j < MR; j++) {
@@ -75,7 +68,7 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
     const int col = n + TPD_PANEL * r;
     if (col >= p->N) break;
     const __mmask16 k = lanes(p->N - col);
-    const int add = last && p->bias;
+    const int add = p->bias != NULL;
     const __m512 b = add ? _mm512_maskz_loadu_ps(k, p->bias + col) : _mm512_setzero_ps();
     for (int j = 0; j < MR; j++) {
       const __m512 v = add ? _mm512_add_ps(acc[j][r], b) : acc[j][r];
@@ -85,26 +78,26 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
 }
 
 #define MR_CASES4(NR, WT)                                  \
-  case 1: block(p, wk, ps, n, m, 1, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 2: block(p, wk, ps, n, m, 2, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 3: block(p, wk, ps, n, m, 3, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 4: block(p, wk, ps, n, m, 4, NR, WT, kb, ke, kb == 0, ke == K2); break;
+  case 1: block(p, wk, ps, n, m, 1, NR, WT); break;         \
+  case 2: block(p, wk, ps, n, m, 2, NR, WT); break;         \
+  case 3: block(p, wk, ps, n, m, 3, NR, WT); break;         \
+  case 4: block(p, wk, ps, n, m, 4, NR, WT); break;
 #define MR_CASES12(NR, WT)                                 \
   MR_CASES4(NR, WT)                                        \
-  case 5: block(p, wk, ps, n, m, 5, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 6: block(p, wk, ps, n, m, 6, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 7: block(p, wk, ps, n, m, 7, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 8: block(p, wk, ps, n, m, 8, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 9: block(p, wk, ps, n, m, 9, NR, WT, kb, ke, kb == 0, ke == K2); break;         \
-  case 10: block(p, wk, ps, n, m, 10, NR, WT, kb, ke, kb == 0, ke == K2); break;       \
-  case 11: block(p, wk, ps, n, m, 11, NR, WT, kb, ke, kb == 0, ke == K2); break;       \
-  default: block(p, wk, ps, n, m, 12, NR, WT, kb, ke, kb == 0, ke == K2); break;
+  case 5: block(p, wk, ps, n, m, 5, NR, WT); break;         \
+  case 6: block(p, wk, ps, n, m, 6, NR, WT); break;         \
+  case 7: block(p, wk, ps, n, m, 7, NR, WT); break;         \
+  case 8: block(p, wk, ps, n, m, 8, NR, WT); break;         \
+  case 9: block(p, wk, ps, n, m, 9, NR, WT); break;         \
+  case 10: block(p, wk, ps, n, m, 10, NR, WT); break;       \
+  case 11: block(p, wk, ps, n, m, 11, NR, WT); break;       \
+  default: block(p, wk, ps, n, m, 12, NR, WT); break;
 
-/* k pairs per block of the compute-bound shape: 12 rows of x and 2 panels'
- * chunks of one block (12 KB + 16 KB of f32 / bf16) stay in L1 */
+/* y[m0:m1, n0:n1]: 4 panels at a time for up to 4 rows, else 2 panels for
+ * blocks of up to 12 rows */
 TPD_INLINE void run(const tpd_mm *p, int m0, int m1, int n0, int n1, const tpd_dtype wt) {
   const size_t ps = (size_t)(p->Kp / 2) * tpd_chunk_bytes(wt);
-  const int small = m1 - m0 <= 4, K2 = p->K / 2, kb = 0, ke = K2;
+  const int small = m1 - m0 <= 4;
   for (int n = n0; n < n1;) {
     const int left = (n1 - n + TPD_PANEL - 1) / TPD_PANEL; /* panels left */
     const char *wk = tpd_panel_ptr(p, n);

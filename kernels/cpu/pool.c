@@ -90,13 +90,31 @@ static void *worker_main(void *vp) {
   }
 }
 
+tpd_status tpd_pool_env(long *spin_us, int *pin) {
+  long us = 0, on = 0;
+  TPD_TRY(tpd_param_range("POOL_SPIN_US", TPD_POOL_SPIN_US_DEFAULT, 0, TPD_POOL_SPIN_US_MAX, "microseconds", &us));
+  TPD_TRY(tpd_param_range("CPU_PIN", 0, 0, 1, "0: off, 1: pin each thread to one CPU", &on));
+  *spin_us = us;
+  *pin = (int)on;
+  return TPD_OK;
+}
+
 tpd_pool *tpd_pool_create(int n_threads) {
   if (n_threads < 1) n_threads = 1;
+  long spin_us = TPD_POOL_SPIN_US_DEFAULT;
+  int pin = 0;
+  tpd_error_state saved;
+  tpd_error_save(&saved);
+  if (tpd_pool_env(&spin_us, &pin) != TPD_OK) {
+    spin_us = TPD_POOL_SPIN_US_DEFAULT;
+    pin = 0;
+    tpd_param_fallback(&saved, "the defaults (50 us spin, no pinning)");
+  }
   tpd_pool *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->n = n_threads;
-  p->spin_ns = tpd_param_int("POOL_SPIN_US", 50) * 1000L;
-  p->pin = tpd_param_int("CPU_PIN", 0) != 0 && sched_getaffinity(0, sizeof p->allowed, &p->allowed) == 0;
+  p->spin_ns = spin_us * 1000L;
+  p->pin = pin && sched_getaffinity(0, sizeof p->allowed, &p->allowed) == 0;
   if (p->pin) pin_self(&p->allowed, 0);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);

@@ -8,8 +8,20 @@
 #ifndef TPD_CPU_POOL_H
 #define TPD_CPU_POOL_H
 
+#include "runtime/base/error.h"
+
 typedef struct tpd_pool tpd_pool;
 typedef void (*tpd_pool_fn)(void *arg, int ith, int nth);
+
+/* The pool's settings from the environment, checked (tpd_backend_cpu_create
+ * runs this before it starts anything): TPD_POOL_SPIN_US an integer in
+ * [0, TPD_POOL_SPIN_US_MAX] (default 50), TPD_CPU_PIN 0 or 1 (default 0).
+ * Anything else is TPD_ERR_ARG naming the variable, its value and the range.
+ * tpd_pool_create reads them the same way; where a program creates a pool
+ * with no such check first, a bad value is a warning and the default. */
+#define TPD_POOL_SPIN_US_DEFAULT 50
+#define TPD_POOL_SPIN_US_MAX 1000000
+tpd_status tpd_pool_env(long *spin_us, int *pin);
 
 tpd_pool *tpd_pool_create(int n_threads);
 void tpd_pool_destroy(tpd_pool *p);

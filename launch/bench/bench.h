@@ -83,12 +83,13 @@ double bench_peak_flops(int n_threads, int bf16, const char **what);
 
 typedef struct {
   const char *model, *preset, *cache, *out_dir, *hw;
+  const char *kv_cache; /* --kv-cache: every engine's tpd_engine_opts.kv_cache (NULL: TPD_KV_CACHE, else auto) */
   const char *backends[4];
   int n_backends;
   tpd_dtype dtype;
   long seed, steps, warmup, threads, membw_mb;
   int batches[BENCH_MAX_LIST], n_batches, ctxs[BENCH_MAX_LIST], n_ctxs;
-  int json, csv, sweep, comm, serve, help, version;
+  int json, csv, sweep, comm, serve, kernels, help, version;
   int sched_batches[BENCH_MAX_LIST], n_sched_batches; /* --serve: the scheduler's batch sizes */
   int steps_set, warmup_set, batch_set, ctx_set;
   /* --comm */
@@ -112,6 +113,7 @@ typedef struct {
   int tp, batch, ctx, steps, threads;
   double ctx_attended;               /* mean positions read per sequence per timed step */
   double ms_med, ms_p90;             /* per step = per output token of each user */
+  double ms_best;                    /* the fastest timed step (beside the probe's best pass: like for like) */
   double tok_s_user, tok_s_sys, tok_s_rank;
   /* host time inside the communicator's calls per step (median) and the
    * message bytes per step; not available (reason) when the step's
@@ -133,6 +135,7 @@ typedef struct {
   char floor_reason[160];
   tpd_sol_result sol;                /* floor on this machine (or --hw) */
   double ratio;                      /* ms_med / floor ms */
+  double ratio_best;                 /* ms_best / floor ms */
   char fault[200];                   /* "" or why the row is a measurement fault (ratio below 1) */
   int have_energy;
   double j_per_tok, tok_s_w, watts;
@@ -257,6 +260,9 @@ void bench_print_serve(const bopts *o, const bserve *s);
  * o->threads (0: the online CPUs); prints the best MB/s of o->tok_repeat
  * passes with the token count and a hash of the ids (JSON lines with --json). */
 tpd_status bench_run_tokenize(const bopts *o);
+/* --kernels: the cpu backend's matmul and attention alone against the read
+ * probe (launch/bench/bench_kernels.c); rows on stdout */
+tpd_status bench_run_kernels(const bopts *o, const char *dir);
 
 /* ---- --plot-serving (bench_servepts.c), one process ----
  * Reads the serve_bench.json files (comma-separated; launch/tools/serve_bench.py)

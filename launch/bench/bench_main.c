@@ -24,6 +24,7 @@ static void usage(FILE *f) {
           "       [mpirun -np N] tpdecode-bench --comm [options]\n"
           "       tpdecode-bench --predict h100|h200 [options]\n"
           "       [mpirun -np N] tpdecode-bench --serve (-m DIR | --preset NAME) [--batch ...] [--sched-batch ...]\n"
+          "       tpdecode-bench --kernels (-m DIR | --preset NAME) [--batch ...] [--ctx ...] [--json]\n"
           "       tpdecode-bench --tokenize DIR [--text FILE | --tok-mb N] [--threads N] [--json]\n"
           "       tpdecode-bench --plot-serving FILE[,FILE...] [--out-dir DIR]\n"
           "model and sweep\n"
@@ -40,7 +41,8 @@ static void usage(FILE *f) {
           "                         more than that share is capped to it, with a warning)\n"
           "  --membw-mb N           MB the bandwidth probe reads per pass (default 1024)\n"
           "  --backend LIST         cpu and/or cuda (default cpu); TP comes from the launch\n"
-          "  --kv-cache auto|f32|bf16  KV cache dtype of the engines (default auto: bf16 for a bf16 model on cpu)\n"
+          "  --kv-cache auto|f32|bf16  KV cache dtype of the engines (default $TPD_KV_CACHE, else auto: bf16\n"
+          "                         for a bf16 model on cpu, else f32)\n"
           "  --hw h100|h200         floor hardware for a GPU backend (default: none; CPU rows use this\n"
           "                         machine, measured)\n"
           "outputs (rank 0)\n"
@@ -67,6 +69,11 @@ static void usage(FILE *f) {
           "                         and its floor (an 8-byte broadcast); (b) the scheduler's host time per\n"
           "                         step at each --sched-batch (default: off)\n"
           "  --sched-batch LIST     requests decoding at once in (b) (default 1,16,64)\n"
+          "CPU kernels alone against the read probe (one process, cpu backend)\n"
+          "  --kernels              the model's matmuls (all layers and the LM head) at each --batch rows,\n"
+          "                         and attention over --batch sequences at each --ctx (every layer), a\n"
+          "                         probe pass before each timed pass; --steps passes, best and median\n"
+          "                         (default: off)\n"
           "tokenizer encode speed (one process)\n"
           "  --tokenize DIR         DIR/tokenizer.json (+ tokenizer_config.json): encode the corpus one line\n"
           "                         at a time, MB/s on 1 thread and on --threads (default: the online CPUs)\n"
@@ -91,7 +98,7 @@ static const struct {
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
                {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
                {"--serve", 0}, {"--sched-batch", 1}, {"--tokenize", 1}, {"--text", 1}, {"--tok-mb", 1},
-               {"--tok-repeat", 1}, {"--plot-serving", 1}, {"--kv-cache", 1}};
+               {"--tok-repeat", 1}, {"--plot-serving", 1}, {"--kv-cache", 1}, {"--kernels", 0}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -180,6 +187,7 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
       else if (!strcmp(a, "--csv")) o->csv = 1;
       else if (!strcmp(a, "--sweep")) o->sweep = 1;
       else if (!strcmp(a, "--serve")) o->serve = 1;
+      else if (!strcmp(a, "--kernels")) o->kernels = 1;
       else o->comm = 1;
       continue;
     }
@@ -196,10 +204,10 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "--tok-mb")) field = &o->tok_mb, hi = 4096, tok_set = 1;
     else if (!strcmp(a, "--tok-repeat")) field = &o->tok_repeat, hi = 1000, tok_set = 1;
     else if (!strcmp(a, "--out-dir")) o->out_dir = v;
-    else if (!strcmp(a, "--kv-cache")) { /* to every engine this process makes, through the engine's TPD_KV_CACHE */
+    else if (!strcmp(a, "--kv-cache")) { /* tpd_engine_opts.kv_cache of every engine this process makes */
       if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
         return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
-      setenv("TPD_KV_CACHE", v, 1);
+      o->kv_cache = v;
     }
     else if (!strcmp(a, "--hw")) o->hw = v;
     else if (!strcmp(a, "--backend")) {
@@ -268,6 +276,13 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     return TPD_OK;
   }
   if (o->n_sched_batches && !o->serve) return TPD_FAIL(TPD_ERR_ARG, "--sched-batch needs --serve");
+  if (o->kernels) {
+    const char *other = o->serve ? "--serve" : o->sweep ? "--sweep" : o->comm ? "--comm" : o->predict ? "--predict"
+                        : o->out_dir ? "--out-dir" : o->csv ? "--csv" : o->hw ? "--hw"
+                        : o->n_backends != 1 || strcmp(o->backends[0], "cpu") ? "--backend other than cpu" : NULL;
+    if (other) return TPD_FAIL(TPD_ERR_ARG, "--kernels does not take %s", other);
+    if (!o->model && !o->preset) return TPD_FAIL(TPD_ERR_ARG, "--kernels needs a model: -m DIR or --preset NAME");
+  }
   if (o->serve) {
     const char *other = o->sweep ? "--sweep" : o->comm ? "--comm" : o->predict ? "--predict" : o->out_dir ? "--out-dir"
                         : o->csv ? "--csv" : o->hw ? "--hw" : NULL;
@@ -354,6 +369,16 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (o.model || o.preset) o.threads = tpd_cli_threads(BENCH_PROG, comm, o.threads);
+  if (o.kernels) { /* one process: rank 0 times the kernels, the others have nothing to do */
+    char dir[4096];
+    st = o.preset ? bench_ensure_preset(&o, comm, dir, sizeof dir) : TPD_OK;
+    if (st == TPD_OK && !o.preset) snprintf(dir, sizeof dir, "%s", o.model);
+    if (st == TPD_OK && comm->rank == 0) st = bench_run_kernels(&o, dir);
+    if (st != TPD_OK) tpd_cli_die(BENCH_PROG, comm, st, 0);
+    fflush(stdout);
+    tpd_comm_destroy(comm);
+    return 0;
+  }
   bresults *res = calloc(1, sizeof *res);
   bcomm *cb = calloc(2, sizeof *cb);
   bpredict *pr = o.predict ? calloc(1, sizeof *pr) : NULL;

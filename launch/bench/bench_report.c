@@ -46,26 +46,27 @@ static void print_table(const bopts *o, const bresults *res) {
   for (int m = 0; m < res->n_mach; m++) {
     const bmachine *mc = &res->mach[m];
     print_machine(o, mc);
-    printf("%3s %6s %6s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %8s %7s %9s %4s %9s %8s %8s %9s\n", "tp",
-           "batch", "ctx", "ms/tok", "p90", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm", "exposed", "MB/tok",
-           "GB/s", "read GB/s", "of read", "GFLOP/s", "of peak", "floor ms", "by", "meas/flr", "J/tok", "tok/s/W",
-           "peak MiB");
+    printf("%3s %6s %6s %9s %9s %9s %10s %10s %10s %9s %8s %8s %8s %9s %7s %8s %7s %9s %4s %9s %8s %8s %8s %9s\n",
+           "tp", "batch", "ctx", "ms/tok", "p90", "best", "tok/s/user", "tok/s sys", "tok/s/rank", "host comm",
+           "exposed", "MB/tok", "GB/s", "read GB/s", "of read", "GFLOP/s", "of peak", "floor ms", "by", "meas/flr",
+           "best/flr", "J/tok", "tok/s/W", "peak MiB");
     if (o->sweep) printf("(* on the Pareto frontier of its context)\n");
     int faults = 0, graph = 0;
     for (int i = 0; i < res->n_rows; i++) {
       const brow *r = &res->rows[i];
       if (r->backend != mc->backend) continue;
-      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32], b9[32], b10[32];
-      printf("%3d %6d %6d %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %8s %7s %9s %4s %9s %8s %8s "
-             "%9.1f%s%s%s\n",
-             r->tp, r->batch, r->ctx, r->ms_med, r->ms_p90, r->tok_s_user, r->tok_s_sys, r->tok_s_rank,
+      char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32], b9[32], b10[32], b11[32];
+      printf("%3d %6d %6d %9.3f %9.3f %9.3f %10.2f %10.2f %10.2f %9s %8s %8.2f %8.2f %9s %7s %8s %7s %9s %4s %9s "
+             "%8s %8s %8s %9.1f%s%s%s\n",
+             r->tp, r->batch, r->ctx, r->ms_med, r->ms_p90, r->ms_best, r->tok_s_user, r->tok_s_sys, r->tok_s_rank,
              null_if(r->have_host_comm, b7, 32, "%.3f", r->host_comm_ms),
              null_if(r->have_exposed, b8, 32, "%.3f", r->exposed_ms), r->bytes_step / r->batch / 1e6, r->gbs,
              null_if(r->read_gbs > 0, b1, 32, "%.2f", r->read_gbs), null_if(r->read_gbs > 0, b2, 32, "%.3f", r->frac),
              null_if(r->have_floor, b9, 32, "%.1f", r->gflops), null_if(r->have_floor, b10, 32, "%.3f", r->frac_peak),
              null_if(r->have_floor, b3, 32, "%.3f", r->sol.t_step * 1e3),
              r->have_floor ? (r->sol.compute_bound ? "flop" : "mem") : "n/a",
-             null_if(r->have_floor, b4, 32, "%.2f", r->ratio), null_if(r->have_energy, b5, 32, "%.4f", r->j_per_tok),
+             null_if(r->have_floor, b4, 32, "%.2f", r->ratio), null_if(r->have_floor, b11, 32, "%.2f", r->ratio_best),
+             null_if(r->have_energy, b5, 32, "%.4f", r->j_per_tok),
              null_if(r->have_energy, b6, 32, "%.2f", r->tok_s_w), r->rss_max_mib, r->on_frontier ? " *" : "",
              r->fault[0] ? "  FAULT: " : "", r->fault);
       faults += r->fault[0] != 0;
@@ -128,6 +129,7 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   cJSON_AddNumberToObject(j, "ms_per_token_p90", r->ms_p90);
   cJSON_AddNumberToObject(j, "ms_per_step_median", r->ms_med);
   cJSON_AddNumberToObject(j, "ms_per_step_p90", r->ms_p90);
+  cJSON_AddNumberToObject(j, "ms_per_step_best", r->ms_best);
   cJSON_AddNumberToObject(j, "tokens_per_s_user", r->tok_s_user);
   cJSON_AddNumberToObject(j, "tokens_per_s_system", r->tok_s_sys);
   cJSON_AddNumberToObject(j, "tokens_per_s_rank", r->tok_s_rank);
@@ -154,6 +156,7 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   json_num_or_null(j, "fraction_of_peak_flops", r->have_floor, r->frac_peak);
   json_num_or_null(j, "floor_ms_per_token", r->have_floor, r->sol.t_step * 1e3);
   json_num_or_null(j, "measured_over_floor", r->have_floor, r->ratio);
+  json_num_or_null(j, "measured_best_over_floor", r->have_floor, r->ratio_best);
   if (r->fault[0]) cJSON_AddStringToObject(j, "fault", r->fault);
   else cJSON_AddNullToObject(j, "fault");
   if (r->have_floor) {
@@ -260,7 +263,8 @@ static const char CSV_HEADER[] =
     "host_comm_ms,host_comm_fraction,comm_bytes_per_step,bytes_per_token,floor_ms_per_token,floor_bound,"
     "measured_over_floor,floor_t_mem_ms,floor_t_compute_ms,floor_t_comm_ms,energy_j_per_token,tokens_per_s_per_w,"
     "on_frontier,ms_per_token_without_comm,exposed_comm_ms,exposed_comm_ms_overlap_on,exposed_comm_ms_overlap_off,"
-    "fault,peak_rss_mib,peak_rss_mib_per_rank,achieved_gflops,fraction_of_peak_flops\n";
+    "fault,peak_rss_mib,peak_rss_mib_per_rank,achieved_gflops,fraction_of_peak_flops,ms_per_step_best,"
+    "measured_best_over_floor\n";
 
 /* One CSV line; empty fields where JSON has null (the fault text has no commas). */
 static void csv_row(FILE *f, const brow *r, int sweep) {
@@ -286,6 +290,8 @@ static void csv_row(FILE *f, const brow *r, int sweep) {
   for (int k = 0; k < r->n_rss; k++) fprintf(f, "%s%.1f", k ? ";" : "", r->rss_mib[k]);
   if (r->have_floor) fprintf(f, ",%.3f,%.4f", r->gflops, r->frac_peak);
   else fprintf(f, ",,");
+  fprintf(f, ",%.4f,", r->ms_best);
+  if (r->have_floor) fprintf(f, "%.4f", r->ratio_best);
   fputc('\n', f);
 }
 

@@ -328,6 +328,7 @@ tpd_status bench_run_serve(const bopts *o, tpd_comm *comm, const char *dir, bser
   eo.max_ctx = max_ctx;
   eo.max_step_tokens = STEP_TOKENS;
   eo.device = -1;
+  eo.kv_cache = o->kv_cache;
 
   /* every mode's samples of every batch, the floor's; the prompts */
   const int cap = ROUNDS * (int)o->steps;

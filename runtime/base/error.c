@@ -1,5 +1,7 @@
 #include "runtime/base/error.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +146,31 @@ long tpd_param_int(const char *name, long dflt) {
     return dflt;
   }
   return v;
+}
+
+tpd_status tpd_param_range(const char *name, long dflt, long lo, long hi, const char *unit, long *out) {
+  char key[128];
+  snprintf(key, sizeof key, "TPD_%s", name);
+  const char *s = getenv(key);
+  if (!s || !*s) {
+    *out = dflt;
+    return TPD_OK;
+  }
+  /* strtol alone would take leading blanks, and a value past LONG_MAX as LONG_MAX */
+  const char *digits = (s[0] == '-' || s[0] == '+') ? s + 1 : s;
+  char *end = NULL;
+  errno = 0;
+  const long v = strtol(s, &end, 10);
+  if (!isdigit((unsigned char)digits[0]) || *end || errno == ERANGE || v < lo || v > hi)
+    return TPD_FAIL(TPD_ERR_ARG, "%s=%.64s: need an integer in [%ld, %ld]%s%s%s", key, s, lo, hi, unit ? " (" : "",
+                    unit ? unit : "", unit ? ")" : "");
+  *out = v;
+  return TPD_OK;
+}
+
+void tpd_param_fallback_at(const tpd_error_state *saved, const char *instead, const char *file, int line) {
+  tpd_log_at(TPD_LOG_WARN, file, line, "%s; using %s", tpd_last_error(), instead);
+  tpd_error_restore(saved);
 }
 
 const char *tpd_param_str(const char *name, const char *dflt) {

@@ -117,6 +117,20 @@ int tpd_log_rank(void);
 /* ---- tunables: every one is read through this helper, named TPD_<name> ---- */
 long tpd_param_int(const char *name, long dflt);
 const char *tpd_param_str(const char *name, const char *dflt);
+/* The checked reader: TPD_<name> must be a whole decimal integer in
+ * [lo, hi]; *out = it, or dflt when the variable is unset or empty.
+ * Anything else is TPD_ERR_ARG with one line naming the variable, its value
+ * and the range, e.g. "TPD_CPU_PREFETCH=70000: need an integer in
+ * [0, 65536] (bytes)"; `unit` (NULL: none) is the parenthesis.  *out is
+ * left alone on a failure. */
+tpd_status tpd_param_range(const char *name, long dflt, long lo, long hi, const char *unit, long *out);
+/* Where a tunable is read by code that cannot return a status (a kernel's
+ * knob, read on first use by a program that ran no create to check it):
+ * call after its checked reader failed, with the message saved before the
+ * read.  The failure becomes a warning, "<message>; using <instead>", and
+ * the saved message is put back. */
+void tpd_param_fallback_at(const tpd_error_state *saved, const char *instead, const char *file, int line);
+#define tpd_param_fallback(saved, instead) tpd_param_fallback_at((saved), (instead), __FILE__, __LINE__)
 
 #ifdef __cplusplus
 }

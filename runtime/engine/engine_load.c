@@ -39,15 +39,21 @@ static void copy_part(const tpd_st *st, const part *p, void *dst, tpd_dtype dt) 
   }
 }
 
+/* The dtype load_stacked hands the backend for these parts: theirs when
+ * they agree, else f32 (mixed dtypes widen). */
+static tpd_dtype stacked_dtype(const part *parts, int n_parts) {
+  tpd_dtype dt = (tpd_dtype)parts[0].t->dtype;
+  for (int i = 1; i < n_parts; i++)
+    if ((tpd_dtype)parts[i].t->dtype != dt) dt = TPD_F32;
+  return dt;
+}
+
 /* Stacks parts vertically into one weight [sum rows, cols]. */
 static tpd_status load_stacked(tpd_engine *e, const part *parts, int n_parts, tpd_weight *out) {
-  tpd_dtype dt = (tpd_dtype)parts[0].t->dtype;
+  const tpd_dtype dt = stacked_dtype(parts, n_parts);
   int rows = 0;
   const int cols = parts[0].c1 - parts[0].c0;
-  for (int i = 0; i < n_parts; i++) {
-    if ((tpd_dtype)parts[i].t->dtype != dt) dt = TPD_F32; /* mixed dtypes: widen */
-    rows += parts[i].r1 - parts[i].r0;
-  }
+  for (int i = 0; i < n_parts; i++) rows += parts[i].r1 - parts[i].r0;
   if (e->counting) { /* the memory plan: what load_weight will store */
     const tpd_dtype stored = e->be->ops->weight_dtype ? e->be->ops->weight_dtype(e->be, dt) : dt;
     e->weight_bytes += (double)rows * cols * tpd_dtype_size(stored);
@@ -149,6 +155,16 @@ static tpd_status validate_tensors(tpd_engine *e) {
   return TPD_OK;
 }
 
+/* This rank's rows of layer l's q, k and v projections, stacked as L->qkv. */
+static void qkv_parts(const tpd_engine *e, int l, part qkv[3]) {
+  const int D = e->cfg.dim, Dh = e->cfg.head_dim;
+  const int q0 = e->plan.q_head0 * Dh, q1 = q0 + e->plan.n_q_heads * Dh;
+  const int k0 = e->plan.kv_head0 * Dh, k1 = k0 + e->plan.n_kv_heads * Dh;
+  qkv[0] = (part){find(e, "model.layers.%d.self_attn.q_proj.weight", l), q0, q1, 0, D};
+  qkv[1] = (part){find(e, "model.layers.%d.self_attn.k_proj.weight", l), k0, k1, 0, D};
+  qkv[2] = (part){find(e, "model.layers.%d.self_attn.v_proj.weight", l), k0, k1, 0, D};
+}
+
 static tpd_status load_layer(tpd_engine *e, int l) {
   const tpd_model_config *c = &e->cfg;
   const tpd_shard_plan *p = &e->plan;
@@ -158,9 +174,8 @@ static tpd_status load_layer(tpd_engine *e, int l) {
   const int k0 = p->kv_head0 * Dh, k1 = k0 + p->n_kv_heads * Dh;
   const int f0 = p->ffn.begin, f1 = p->ffn.end;
 #define T_(name) find(e, "model.layers.%d." name, l)
-  part qkv[3] = {{T_("self_attn.q_proj.weight"), q0, q1, 0, D},
-                 {T_("self_attn.k_proj.weight"), k0, k1, 0, D},
-                 {T_("self_attn.v_proj.weight"), k0, k1, 0, D}};
+  part qkv[3];
+  qkv_parts(e, l, qkv);
   TPD_TRY(load_stacked(e, qkv, 3, &L->qkv));
   part o = {T_("self_attn.o_proj.weight"), 0, D, q0, q1};
   TPD_TRY(load_stacked(e, &o, 1, &L->o));
@@ -223,21 +238,30 @@ void tpd_engine_inject_fault(tpd_engine *e, long after, tpd_status status) {
   e->fault.status = status;
 }
 
+/* The engine's weight dtype, as tpd_engine_info.weight_dtype reports it: the
+ * dtype layer 0's stacked q/k/v projections are stored in, i.e. the one
+ * load_stacked hands the backend for them (mixed dtypes widen to f32).
+ * Known before the backend exists; create() checks it against the loaded
+ * weight once they are in (a backend that converts weights as it stores
+ * them, the weight_dtype hook, would make them differ). */
+static tpd_dtype engine_weight_dtype(const tpd_engine *e) {
+  part qkv[3];
+  qkv_parts(e, 0, qkv);
+  return stacked_dtype(qkv, 3);
+}
+
 /* opts.kv_cache (NULL: the environment's TPD_KV_CACHE, else auto) for the
- * backend: "auto" on the cpu backend is bf16 when the checkpoint's q/k/v
- * projections are bf16, f32 otherwise; the backend resolves every other
- * value (and rejects unknown ones, naming them). */
-static const char *kv_cache_for(const tpd_engine *e, const tpd_engine_opts *o) {
+ * backend: "auto" on the cpu backend is bf16 when the engine's weight dtype
+ * (engine_weight_dtype) is bf16, f32 otherwise, and *from_weights says so;
+ * the backend resolves every other value (and rejects unknown ones, naming
+ * them). */
+static const char *kv_cache_for(const tpd_engine_opts *o, tpd_dtype weight_dtype, int *from_weights) {
   const char *kv = o->kv_cache ? o->kv_cache : tpd_param_str("KV_CACHE", NULL);
+  *from_weights = 0;
   if (kv && strcmp(kv, "auto")) return kv;
   if (o->backend && strcmp(o->backend, "cpu")) return kv;
-  static const char *const names[] = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-                                      "model.layers.0.self_attn.v_proj.weight"};
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    const tpd_st_tensor *t = tpd_st_find(e->st, names[i]);
-    if (!t || (tpd_dtype)t->dtype != TPD_BF16) return "f32";
-  }
-  return "bf16";
+  *from_weights = 1;
+  return weight_dtype == TPD_BF16 ? "bf16" : "f32";
 }
 
 static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
@@ -274,8 +298,10 @@ static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **
   TPD_TRY_GOTO(validate_tensors(e), s, fail);
 
   e->n_threads = o->n_threads > 0 ? o->n_threads : default_threads(comm);
+  int kv_from_weights = 0;
+  const tpd_dtype weight_dtype = engine_weight_dtype(e);
   tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank,
-                         .activations = o->activations, .kv_cache = kv_cache_for(e, o)};
+                         .activations = o->activations, .kv_cache = kv_cache_for(o, weight_dtype, &kv_from_weights)};
   TPD_TRY_GOTO(tpd_backend_create(o->backend ? o->backend : "cpu", &bo, &e->be), s, fail);
 
   const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
@@ -305,6 +331,11 @@ static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **
   TPD_TRY_GOTO(tpd_mem_plan_make(e), s, fail);
   TPD_TRY_GOTO(tpd_mem_alloc(e), s, fail);
   TPD_TRY_GOTO(load_weights(e), s, fail);
+  if (kv_from_weights && e->layers[0].qkv.dtype != weight_dtype) {
+    s = TPD_FAIL(TPD_ERR_INTERNAL, "kv cache auto: chosen for %s weights, the %s backend stored them as %s",
+                 tpd_dtype_name(weight_dtype), e->be->ops->name, tpd_dtype_name(e->layers[0].qkv.dtype));
+    goto fail;
+  }
   if ((size_t)e->weight_bytes != e->mem.weight_bytes) {
     s = TPD_FAIL(TPD_ERR_INTERNAL, "memory plan: the loaded weights hold %.0f bytes, the plan counted %zu",
                  e->weight_bytes, e->mem.weight_bytes);

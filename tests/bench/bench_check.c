@@ -25,9 +25,11 @@
 #include "tests/bench/svg_check.h"
 #include "tests/bench/xml_check.h"
 
+/* dir/name ("." and a path: the path itself), or NULL counted as a failure */
 static char *slurp(const char *dir, const char *name) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (!strcmp(dir, ".")) snprintf(path, sizeof path, "%s", name);
   char *t = NULL;
   size_t n = 0;
   if (tpd_read_text_file(path, &t, &n) != TPD_OK) {
@@ -123,15 +125,24 @@ static void check_config(const cJSON *c, int i) {
   const cJSON *fault = cJSON_GetObjectItemCaseSensitive(c, "fault");
   CHECK(cJSON_IsNull(fault) || cJSON_IsString(fault), "config %d: fault is neither null nor a string", i);
   const cJSON *ratio_j = cJSON_GetObjectItemCaseSensitive(c, "measured_over_floor");
+  const cJSON *best_j = cJSON_GetObjectItemCaseSensitive(c, "measured_best_over_floor");
   if (cJSON_IsNumber(ratio_j)) {
-    if (ratio_j->valuedouble < 1)
+    CHECK(cJSON_IsNumber(best_j), "config %d: measured_over_floor without measured_best_over_floor", i);
+    const double lo = cJSON_IsNumber(best_j) && best_j->valuedouble < ratio_j->valuedouble ? best_j->valuedouble
+                                                                                            : ratio_j->valuedouble;
+    if (lo < 1)
       CHECK(cJSON_IsString(fault) && !strncmp(fault->valuestring, "measured faster than floor", 26),
-            "config %d: measured / floor %g < 1 without a fault", i, ratio_j->valuedouble);
+            "config %d: measured / floor %g (best step %g) < 1 without a fault", i, ratio_j->valuedouble, lo);
     else
-      CHECK(cJSON_IsNull(fault), "config %d: fault must be null at measured / floor %g", i, ratio_j->valuedouble);
+      CHECK(cJSON_IsNull(fault), "config %d: fault must be null at measured / floor %g (best step %g)", i,
+            ratio_j->valuedouble, lo);
   }
+  /* the fastest step: above zero, at most the median; over the floor as the median is */
+  const double best = num(c, "ms_per_step_best", &ok);
+  CHECK(ok && best > 0 && best <= med, "config %d: best step %g ms, median %g", i, best, med);
   num_or_null(c, "floor_ms_per_token", "floor_reason", i);
   num_or_null(c, "measured_over_floor", "floor_reason", i);
+  num_or_null(c, "measured_best_over_floor", "floor_reason", i);
   num_or_null(c, "achieved_gflops", "floor_reason", i);
   num_or_null(c, "fraction_of_peak_flops", "floor_reason", i);
   /* the compute fraction is the floor's flops per measured second over the
@@ -150,6 +161,9 @@ static void check_config(const cJSON *c, int i) {
     int ok2 = 1;
     const double ratio = num(c, "measured_over_floor", &ok2);
     CHECK(ok2 && fl->valuedouble > 0 && near(ratio, med / fl->valuedouble, 1e-9), "config %d: measured/floor", i);
+    const double rbest = num(c, "measured_best_over_floor", &ok2);
+    CHECK(ok2 && near(rbest, best / fl->valuedouble, 1e-9), "config %d: measured_best_over_floor %g != %g / %g", i,
+          rbest, best, fl->valuedouble);
     const cJSON *bound = cJSON_GetObjectItemCaseSensitive(c, "floor_bound");
     CHECK(cJSON_IsString(bound) && (!strcmp(bound->valuestring, "memory") || !strcmp(bound->valuestring, "compute")),
           "config %d: floor_bound", i);
@@ -234,8 +248,9 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
       if (fields0 < 0) {
         fields0 = f;
         static const char *cols[] = {"host_comm_ms", "exposed_comm_ms", "measured_over_floor", "fault",
-                                     "peak_rss_mib_per_rank", "fraction_of_peak_flops"};
-        for (int c = 0; c < 6; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
+                                     "peak_rss_mib_per_rank", "fraction_of_peak_flops", "ms_per_step_best",
+                                     "measured_best_over_floor"};
+        for (int c = 0; c < 8; c++) CHECK(strstr(line, cols[c]) != NULL, "bench.csv: no %s column", cols[c]);
       }
       CHECK(f == fields0, "bench.csv line %d: %d fields, header has %d", lines + 1, f, fields0);
       lines++;
@@ -284,13 +299,8 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
 }
 
 static void check_jsonl(const char *path, int want_configs) {
-  char *t = NULL;
-  size_t nb = 0;
-  if (tpd_read_text_file(path, &t, &nb) != TPD_OK) {
-    fprintf(stderr, "bench_check: cannot read %s\n", path);
-    tu_failures++;
-    return;
-  }
+  char *t = slurp(".", path);
+  if (!t) return;
   int decode = 0, lines = 0;
   for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
     cJSON *o = cJSON_Parse(line);
@@ -309,9 +319,69 @@ static void check_jsonl(const char *path, int want_configs) {
   CHECK(want_configs < 0 ? decode > 0 : decode == want_configs, "%d decode rows, expected %d", decode, want_configs);
 }
 
+/* tpdecode-bench --kernels --json: want rows (matmul and attention), each
+ * self-consistent; one model, so every matmul row reads the same bytes and
+ * an attention row's bytes grow as batch x (ctx + 1) */
+static void check_kernels(const char *path, int want) {
+  char *t = slurp(".", path);
+  if (!t) return;
+  int rows = 0, n_mm = 0, n_att = 0;
+  double mm_bytes = 0, att_per = 0;
+  for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+    cJSON *o = cJSON_Parse(line);
+    CHECK(cJSON_IsObject(o), "line %d is not a JSON object: %.60s", rows + 1, line);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind"), *k = cJSON_GetObjectItemCaseSensitive(o, "kernel");
+    CHECK(cJSON_IsString(kind) && !strcmp(kind->valuestring, "kernel") && cJSON_IsString(k), "line %d: kind/kernel",
+          rows + 1);
+    if (!cJSON_IsString(k)) {
+      cJSON_Delete(o);
+      continue;
+    }
+    const int mm = !strcmp(k->valuestring, "matmul"), att = !strcmp(k->valuestring, "attention");
+    CHECK(mm || att, "line %d: kernel '%s'", rows + 1, k->valuestring);
+    int ok = 1;
+    const double batch = num(o, "batch", &ok), bytes = num(o, "bytes_per_pass", &ok);
+    const double flops = num(o, "flops_per_pass", &ok), best = num(o, "ms_best", &ok), med = num(o, "ms_median", &ok);
+    const double rd = num(o, "read_bw_gbs", &ok), rdm = num(o, "read_bw_median_gbs", &ok);
+    const double gbs = num(o, "achieved_gbs", &ok), fr = num(o, "fraction_of_read_bw", &ok);
+    const double frm = num(o, "fraction_of_read_bw_median", &ok), gfl = num(o, "achieved_gflops", &ok);
+    CHECK(ok, "line %d: a required number is missing", rows + 1);
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "ctx");
+    CHECK(mm ? cJSON_IsNull(ctx) : cJSON_IsNumber(ctx) && ctx->valuedouble >= 0, "line %d: ctx", rows + 1);
+    CHECK(batch >= 1 && bytes > 0 && flops > 0 && best > 0 && med >= best && rd >= rdm && rdm > 0,
+          "line %d: batch %g, bytes %g, flops %g, best %g ms, median %g ms, probe %g / %g GB/s", rows + 1, batch, bytes,
+          flops, best, med, rd, rdm);
+    CHECK(near(gbs, bytes / best / 1e6, 1e-6) && near(fr, gbs / rd, 1e-6) && near(frm, bytes / med / 1e6 / rdm, 1e-6),
+          "line %d: GB/s %g, of read %g, median of read %g do not follow from the bytes and times", rows + 1, gbs, fr,
+          frm);
+    CHECK(near(gfl, flops / best / 1e6, 1e-6), "line %d: GFLOP/s %g != flops / best time", rows + 1, gfl);
+    const cJSON *peak = cJSON_GetObjectItemCaseSensitive(o, "peak_gflops");
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "fraction_of_peak_flops");
+    if (cJSON_IsNumber(peak))
+      CHECK(cJSON_IsNumber(fp) && near(fp->valuedouble, gfl / peak->valuedouble, 1e-6), "line %d: of peak", rows + 1);
+    else CHECK(cJSON_IsNull(peak) && cJSON_IsNull(fp), "line %d: peak / of peak", rows + 1);
+    const cJSON *fault = cJSON_GetObjectItemCaseSensitive(o, "fault");
+    CHECK(fr > 1 ? cJSON_IsString(fault) : cJSON_IsNull(fault), "line %d: of read %g with fault %s", rows + 1, fr,
+          cJSON_IsString(fault) ? fault->valuestring : "null");
+    if (mm) {
+      if (n_mm++) CHECK(bytes == mm_bytes, "line %d: matmul bytes %g, an earlier row %g", rows + 1, bytes, mm_bytes);
+      mm_bytes = bytes;
+    } else if (cJSON_IsNumber(ctx)) {
+      const double per = bytes / (batch * (ctx->valuedouble + 1));
+      if (n_att++) CHECK(near(per, att_per, 1e-12), "line %d: attention bytes per position %g, earlier %g", rows + 1, per, att_per);
+      att_per = per;
+    }
+    cJSON_Delete(o);
+  }
+  free(t);
+  CHECK(n_mm > 0 && n_att > 0, "%d matmul and %d attention rows", n_mm, n_att);
+  CHECK(want < 0 || rows == want, "%d kernel rows, expected %d", rows, want);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: bench_check dir DIR [--configs N] [--predicted] [--comm] | jsonl FILE [--configs N]\n");
+    fprintf(stderr, "usage: bench_check dir DIR [--configs N] [--predicted] [--comm] | jsonl FILE [--configs N] | kernels FILE "
+            "[--configs N]\n");
     return 2;
   }
   int want = -1, predicted = 0, comm = 0;
@@ -326,6 +396,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "dir")) check_dir(argv[2], want, predicted, comm);
   else if (!strcmp(argv[1], "jsonl")) check_jsonl(argv[2], want);
+  else if (!strcmp(argv[1], "kernels")) check_kernels(argv[2], want);
   else return 2;
   if (tu_failures) {
     fprintf(stderr, "bench_check: %d problem(s)\n", tu_failures);

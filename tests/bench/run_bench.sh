@@ -6,6 +6,7 @@
 #   run_bench.sh table BENCH CHECK WORKDIR          one process, the human table on the tiny preset
 #   run_bench.sh sweep1 BENCH CHECK WORKDIR         one process, --sweep --predict: bench.json, bench.csv, pareto.svg
 #   run_bench.sh args  BENCH CHECK WORKDIR VERSION  argument errors: one line each, exit 1; --version, --help
+#   run_bench.sh kernels BENCH CHECK WORKDIR        --kernels on the tiny preset: the table, --json rows checked
 set -u
 mode=$1 bench=$2 check=$3 work=$4 mpirun=${5:-}
 rm -rf "$work"
@@ -59,11 +60,25 @@ case $mode in
     grep -q "MB/tok" "$work/stdout.txt" || fail "no bytes-per-token column"
     grep -q "host comm  *exposed" "$work/stdout.txt" || fail "no host comm / exposed columns"
     # TP 1: exposed communication is n/a; one rank: no bus bandwidth
-    awk '$1 == 1 && $2 ~ /^[0-9]+$/ && NF >= 19 { if ($10 != "n/a") exit 1 }' "$work/stdout.txt" ||
+    awk '$1 == 1 && $2 ~ /^[0-9]+$/ && NF >= 21 { if ($11 != "n/a") exit 1 }' "$work/stdout.txt" ||
       fail "exposed communication is not n/a at TP 1"
     grep -q "^# average bus bandwidth: n/a (one rank" "$work/stdout.txt" || fail "a bus bandwidth at one rank"
     awk '$3 == "float" { n++; if ($5 != "n/a" || $6 != "n/a") exit 1 } END { if (!n) exit 1 }' "$work/stdout.txt" ||
       fail "an algbw/busbw number at one rank (or no all-reduce rows)"
+    ;;
+  kernels)
+    # shellcheck disable=SC2086
+    "$bench" --kernels --preset tiny --batch 1,3 --ctx 8,40 $common --json > "$work/out.jsonl" \
+      2> "$work/stderr.txt" || fail "the benchmark failed"
+    "$check" kernels "$work/out.jsonl" --configs 6 || fail "--kernels --json rows do not check"
+    # shellcheck disable=SC2086
+    "$bench" --kernels --preset tiny --batch 2 --ctx 16 $common > "$work/stdout.txt" 2> "$work/stderr.txt" ||
+      fail "the table run failed"
+    cat "$work/stdout.txt"
+    grep -q "^kernel  *batch  *ctx  *MB/pass  *best ms  *median ms  *GB/s  *of read" "$work/stdout.txt" ||
+      fail "no kernel table header"
+    [ "$(grep -c '^matmul  *2  *- ' "$work/stdout.txt")" = 1 ] && [ "$(grep -c '^attention  *2  *16 ' "$work/stdout.txt")" = 1 ] ||
+      fail "not one matmul and one attention row"
     ;;
   sweep1)
     # shellcheck disable=SC2086
@@ -101,6 +116,9 @@ case $mode in
     one_error "unknown preset 'huge'" --preset huge
     one_error "unexpected argument 'tiny'" --preset tiny tiny
     one_error "nothing to do" --steps 2
+    one_error "--kernels needs a model" --kernels --steps 2
+    one_error "--kernels does not take --serve" --kernels --preset tiny --serve
+    one_error "--kernels does not take --sweep" --kernels --preset tiny --sweep
     "$bench" --version > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--version failed"
     grep -q "^tpdecode-bench $version" "$work/stdout.txt" || fail "--version does not print 'tpdecode-bench $version'"
     "$bench" --help > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--help failed"

@@ -1,6 +1,8 @@
 /* Every CPU kernel against a float64 reference on fresh random inputs, at
  * every instruction-set level this CPU supports, with shapes that have
  * tails, and with 1 and 3 threads. */
+#include <sched.h>
+
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_isa.h"
@@ -625,12 +627,16 @@ static void fa_case_run(fa_case *c, const char *what) {
 
 static void test_attention_flash(void) {
   static const int lens[] = {1, 255, 256, 257, 3000}, one[] = {1, 1, 1, 1, 1};
-  static const int dhs[] = {64, 128, 40, 18}; /* 40: the avx2 kernel only; 18: the scalar kernel */
+  /* 96: two pair blocks then one (avx512); 48: a multiple of 16, not 32 (avx2 under avx512); 40: the avx2 kernel
+   * only; 18: the scalar kernel */
+  static const int dhs[] = {64, 128, 96, 48, 40, 18};
   for (int k = 0; k < 2; k++) {
     const tpd_dtype kv = k ? TPD_BF16 : TPD_F32;
     fa_case c;
-    for (int G = 1; G <= 4; G *= 2)
+    static const int gs[] = {1, 2, 4, 6}; /* 6: the avx512 kernel's head groups of 4 then 2 */
+    for (size_t gi = 0; gi < sizeof gs / sizeof gs[0]; gi++)
       for (size_t d = 0; d < sizeof dhs / sizeof dhs[0]; d++) {
+        const int G = gs[gi];
         fa_make(&c, kv, 5, lens, one, 2, G, dhs[d], 0); /* a decode batch of 5 lengths */
         fa_case_run(&c, "decode batch");
         fa_free(&c);
@@ -754,6 +760,89 @@ static void test_kv_cache_option(void) {
   CHECK(be == NULL && be_kv[1][0]->kv_dtype == TPD_BF16 && be_kv[0][0]->kv_dtype == TPD_F32, "kv_dtype per instance");
 }
 
+/* ---- the environment's CPU settings: checked at create, one line naming the bad one ---- */
+
+/* Sets `var` to `value` (NULL: unset) and returns its old value (malloc'd, NULL when unset). */
+static char *env_swap(const char *var, const char *value) {
+  const char *old = getenv(var);
+  char *saved = old ? strdup(old) : NULL;
+  if (value) setenv(var, value, 1);
+  else unsetenv(var);
+  return saved;
+}
+
+static void env_restore(const char *var, char *saved) {
+  if (saved) setenv(var, saved, 1);
+  else unsetenv(var);
+  free(saved);
+}
+
+static void test_env_settings(void) {
+  const struct { const char *var, *value; int ok; } cases[] = {
+      {"TPD_CPU_PREFETCH", "70000", 0},   {"TPD_CPU_PREFETCH", "65537", 0}, {"TPD_CPU_PREFETCH", "-1", 0},
+      {"TPD_CPU_PREFETCH", "12abc", 0},   {"TPD_CPU_PREFETCH", " 64", 0},   {"TPD_CPU_PREFETCH", "0x40", 0},
+      {"TPD_CPU_PREFETCH", "99999999999999999999999", 0}, {"TPD_CPU_PREFETCH", "-", 0},
+      {"TPD_CPU_PREFETCH", "0", 1},       {"TPD_CPU_PREFETCH", "65536", 1}, {"TPD_CPU_PREFETCH", "", 1},
+      {"TPD_CPU_PIN", "2", 0},            {"TPD_CPU_PIN", "-1", 0},         {"TPD_CPU_PIN", "1abc", 0},
+      {"TPD_CPU_PIN", "yes", 0},          {"TPD_CPU_PIN", "0", 1},          {"TPD_CPU_PIN", "1", 1},
+      {"TPD_CPU_BF16_DOT", "2", 0},       {"TPD_CPU_BF16_DOT", "-1", 0},    {"TPD_CPU_BF16_DOT", "12abc", 0},
+      {"TPD_CPU_BF16_DOT", "on", 0},      {"TPD_CPU_BF16_DOT", "0", 1},     {"TPD_CPU_BF16_DOT", "1", 1},
+      {"TPD_POOL_SPIN_US", "1000001", 0}, {"TPD_POOL_SPIN_US", "-5", 0},    {"TPD_POOL_SPIN_US", "50us", 0},
+      {"TPD_POOL_SPIN_US", "0", 1},       {"TPD_POOL_SPIN_US", "1000000", 1},
+      {"TPD_CPU_ISA", "avx3", 0},         {"TPD_CPU_ISA", "AVX2", 0},       {"TPD_CPU_ISA", "scalar ", 0},
+      {"TPD_CPU_ISA", "scalar", 1},       {"TPD_CPU_ISA", "avx512bf16", 1}, {"TPD_CPU_ISA", "", 1},
+  };
+  const int old_prefetch = tpd_cpu_prefetch(), old_dot = tpd_cpu_bf16_dot(); /* put back at the end */
+  /* TPD_CPU_PIN=1 pins the creating thread: put its CPUs back after each case */
+  cpu_set_t affinity;
+  const int have_affinity = sched_getaffinity(0, sizeof affinity, &affinity) == 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *saved = env_swap(cases[i].var, cases[i].value);
+    tpd_backend_opts o = {.n_threads = 2};
+    tpd_backend *be = NULL;
+    tpd_clear_error();
+    const tpd_status st = tpd_backend_create("cpu", &o, &be);
+    const char *msg = tpd_last_error();
+    if (cases[i].ok)
+      CHECK(st == TPD_OK && be, "%s=\"%s\" is accepted: %s (%s)", cases[i].var, cases[i].value, tpd_status_name(st),
+            msg);
+    else
+      CHECK(st == TPD_ERR_ARG && !be && strstr(msg, cases[i].var) && strstr(msg, cases[i].value) &&
+                strstr(msg, "need") && !strchr(msg, '\n'),
+            "%s=\"%s\" must be a one-line TPD_ERR_ARG naming it: %s (%s)", cases[i].var, cases[i].value,
+            tpd_status_name(st), msg);
+    tpd_backend_destroy(be);
+    env_restore(cases[i].var, saved);
+    if (have_affinity) sched_setaffinity(0, sizeof affinity, &affinity);
+  }
+  /* the message gives the range */
+  char *saved = env_swap("TPD_CPU_PREFETCH", "70000");
+  tpd_backend_opts o = {.n_threads = 1};
+  tpd_backend *be = NULL;
+  EXPECT_FAIL(tpd_backend_create("cpu", &o, &be), TPD_ERR_ARG,
+              "TPD_CPU_PREFETCH=70000: need an integer in [0, 65536] (bytes)");
+  /* the kernels read the value create accepted; read without a create, a bad value is the
+   * default (with a warning) and the caller's error message stays */
+  tpd_cpu_set_prefetch(-1);
+  CHECK(tpd_cpu_prefetch() == TPD_CPU_PREFETCH_DEFAULT, "TPD_CPU_PREFETCH=70000 read by the kernels: %d",
+        tpd_cpu_prefetch());
+  CHECK(strstr(tpd_last_error(), "TPD_CPU_PREFETCH=70000") != NULL, "the caller's message was lost: '%s'",
+        tpd_last_error());
+  setenv("TPD_CPU_PREFETCH", "4096", 1);
+  tpd_cpu_set_prefetch(-1);
+  CHECK_OK(tpd_backend_create("cpu", &o, &be));
+  CHECK(tpd_cpu_prefetch() == 4096, "TPD_CPU_PREFETCH=4096 accepted, the kernels read %d", tpd_cpu_prefetch());
+  tpd_backend_destroy(be);
+  env_restore("TPD_CPU_PREFETCH", saved);
+  saved = env_swap("TPD_CPU_BF16_DOT", "7");
+  tpd_cpu_set_bf16_dot(-1);
+  CHECK(tpd_cpu_bf16_dot() == 0, "TPD_CPU_BF16_DOT=7 read by the kernels: %d", tpd_cpu_bf16_dot());
+  env_restore("TPD_CPU_BF16_DOT", saved);
+  tpd_cpu_set_prefetch(old_prefetch);
+  tpd_cpu_set_bf16_dot(old_dot);
+  tpd_clear_error();
+}
+
 int main(void) {
   tu_seed("test_kernels");
   tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
@@ -768,6 +857,7 @@ int main(void) {
     }
   test_dtypes();
   test_kv_cache_option();
+  test_env_settings();
   const tpd_isa best = tpd_isa_detect();
   for (int isa = TPD_ISA_SCALAR; isa <= (int)best; isa++) {
     tpd_isa_force((tpd_isa)isa);
