@@ -8,16 +8,31 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/mm_tile.h"
 
+/* Panel by panel, each source row read once in order: a row's k pair
+ * (k, k + 1) is one 32-bit lane of a bf16 chunk ([16 rows][2 k]), or one
+ * element in each half of an f16 / f32 chunk ([2 k][16 rows]). */
 void tpd_tile_weight(void *dst, const void *src, tpd_dtype dt, int N, int K) {
-  const int Kp = tpd_tile_kp(K);
-  memset(dst, 0, tpd_tiled_elems(N, K) * tpd_dtype_size(dt));
-  if (dt == TPD_F32) {
-    for (int n = 0; n < N; n++)
-      for (int k = 0; k < K; k++) ((float *)dst)[tpd_tiled_index(n, k, Kp, dt)] = ((const float *)src)[(size_t)n * K + k];
-  } else {
-    for (int n = 0; n < N; n++)
-      for (int k = 0; k < K; k++)
-        ((uint16_t *)dst)[tpd_tiled_index(n, k, Kp, dt)] = ((const uint16_t *)src)[(size_t)n * K + k];
+  const int Kp = tpd_tile_kp(K), P = (N + TPD_PANEL - 1) / TPD_PANEL;
+  const size_t es = tpd_dtype_size(dt), panel = (size_t)Kp * TPD_PANEL; /* elements */
+  for (int p = 0; p < P; p++) {
+    const int rows = N - p * TPD_PANEL < TPD_PANEL ? N - p * TPD_PANEL : TPD_PANEL;
+    unsigned char *d = (unsigned char *)dst + (size_t)p * panel * es;
+    if (rows < TPD_PANEL || K & 1) memset(d, 0, panel * es); /* the padding rows and the odd k's partner */
+    const unsigned char *row0 = (const unsigned char *)src + (size_t)p * TPD_PANEL * K * es;
+    const size_t ld = (size_t)K * es;
+    if (dt == TPD_BF16) { /* a chunk (64 bytes) at a time: 16 rows' k pairs */
+      for (int k = 0; k + 1 < K; k += 2) {
+        unsigned char *c = d + (size_t)k * TPD_PANEL * 2;
+        for (int r = 0; r < rows; r++) memcpy(c + 4 * r, row0 + r * ld + (size_t)k * 2, 4);
+      }
+      if (K & 1)
+        for (int r = 0; r < rows; r++) memcpy(d + (size_t)(K - 1) * TPD_PANEL * 2 + 4 * r, row0 + r * ld + (size_t)(K - 1) * 2, 2);
+    } else {
+      for (int k = 0; k < K; k++) {
+        unsigned char *c = d + ((size_t)(k / 2) * 2 * TPD_PANEL + (size_t)(k & 1) * TPD_PANEL) * es;
+        for (int r = 0; r < rows; r++) memcpy(c + r * es, row0 + r * ld + (size_t)k * es, es);
+      }
+    }
   }
 }
 
