@@ -1,5 +1,7 @@
 /* AVX2 + FMA attention chunk kernel (kernels/cpu/attention.h): Dh a
- * multiple of 8; the same steps as the AVX-512 kernel with 8 lanes. */
+ * multiple of 8; the steps of the AVX-512 kernel with 8 lanes, K rows
+ * widened once for 2 heads (16 registers), 8 consecutive elements at a
+ * time. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -40,32 +42,36 @@ TPD_ATT_INLINE __m256 exp_neg(__m256 x) {
   return _mm256_blendv_ps(_mm256_mul_ps(p, two_n), _mm256_setzero_ps(), under);
 }
 
-/* scores of rows j .. j+3 against each head: the four rows' dot products
- * with one head reduced together, stored as 4 consecutive scores */
-TPD_ATT_INLINE void scores(const tpd_att_item *it, const int bf16) {
-  const int G = it->G, Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
+/* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
+ * once for the NH heads (2 at most: 16 registers), each head's four dot
+ * products reduced together and stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, int h0, const int NH, const int bf16) {
+  const int Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
   for (int j = 0; j < n; j += 4) {
     const void *k[4];
     for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
     /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
      * pass after this one, which then reads the chunk from cache) */
-    for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-      for (int b = 0; b < row_bytes; b += 64) {
-        _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
-        _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+    if (h0 == 0)
+      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
+        for (int b = 0; b < row_bytes; b += 64) {
+          _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
+          _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+        }
+    __m256 acc[2][4];
+    for (int h = 0; h < NH; h++)
+      for (int u = 0; u < 4; u++) acc[h][u] = _mm256_setzero_ps();
+    for (int d = 0; d < Dh; d += 8) {
+      __m256 kr[4];
+      for (int u = 0; u < 4; u++) kr[u] = load_row(k[u], d, bf16);
+      for (int h = 0; h < NH; h++) {
+        const __m256 qv = _mm256_loadu_ps(it->q + (size_t)(h0 + h) * Dh + d);
+        for (int u = 0; u < 4; u++) acc[h][u] = _mm256_fmadd_ps(qv, kr[u], acc[h][u]);
       }
-    for (int h = 0; h < G; h++) {
-      const float *q = it->q + (size_t)h * Dh;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int d = 0; d < Dh; d += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + d);
-        a0 = _mm256_fmadd_ps(qv, load_row(k[0], d, bf16), a0);
-        a1 = _mm256_fmadd_ps(qv, load_row(k[1], d, bf16), a1);
-        a2 = _mm256_fmadd_ps(qv, load_row(k[2], d, bf16), a2);
-        a3 = _mm256_fmadd_ps(qv, load_row(k[3], d, bf16), a3);
-      }
-      const __m128 r = _mm_mul_ps(reduce4(a0, a1, a2, a3), _mm_set1_ps(it->scale));
-      float *dst = it->s + h * TPD_ATT_CHUNK + j;
+    }
+    for (int h = 0; h < NH; h++) {
+      const __m128 r = _mm_mul_ps(reduce4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(it->scale));
+      float *dst = it->s + (h0 + h) * TPD_ATT_CHUNK + j;
       if (n - j >= 4) {
         _mm_storeu_ps(dst, r);
       } else {
@@ -158,8 +164,11 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
 }
 
 void tpd_att_item_avx2(const tpd_att_item *it) {
-  if (it->kv == TPD_BF16) scores(it, 1);
-  else scores(it, 0);
+  for (int h0 = 0; h0 < it->G; h0 += 2) {
+    const int two = it->G - h0 >= 2;
+    if (it->kv == TPD_BF16) two ? scores(it, h0, 2, 1) : scores(it, h0, 1, 1);
+    else two ? scores(it, h0, 2, 0) : scores(it, h0, 1, 0);
+  }
   softmax_rows(it);
   if (it->kv == TPD_BF16) values(it, 1);
   else values(it, 0);
