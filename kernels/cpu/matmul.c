@@ -1,7 +1,8 @@
 /* CPU matmul driver: the panel weight layout, the scalar reference kernel,
- * ISA dispatch, threading.  Threads split the N outputs into contiguous
- * ranges of whole panel pairs, so each thread streams its own part of W
- * once per step (kernels/cpu/mm_tile.h). */
+ * ISA dispatch, threading.  Threads take the N outputs in shares of whole
+ * panel pairs (about 8 shares per thread), each share a contiguous run of W
+ * read once per step (kernels/cpu/mm_tile.h). */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,6 +105,8 @@ typedef struct {
   mm_kernel kernel;
   const float *x_src; /* the caller's x, rounded to bf16 into mm.xb */
   int x_ld;
+  int chunk;          /* outputs per share (whole panel pairs) */
+  atomic_int next;    /* the next share to take */
 } mm_job;
 
 /* Rounds rows of x to bf16 (the opt-in bf16 dot path). */
@@ -124,12 +127,21 @@ static void prep_task(void *arg, int ith, int nth) {
   }
 }
 
+/* Threads take shares of whole panel pairs (each a contiguous stream of W)
+ * from a counter until none is left, so a thread slowed by its core's
+ * neighbours (a shared VM, a hybrid CPU's slower cores) does less of the
+ * work instead of holding the others at the end of the matmul (measured
+ * the same as equal halves on the Xeon at hand, within its spread).  Which
+ * thread computes an output does not change its sum. */
 static void mm_task(void *arg, int ith, int nth) {
-  const mm_job *j = arg;
-  long n0, n1;
-  /* shares of whole panel pairs keep each thread's stream contiguous */
-  tpd_split(j->mm.N, ith, nth, 2 * TPD_PANEL, &n0, &n1);
-  if (n0 < n1) j->kernel(&j->mm, 0, j->mm.M, (int)n0, (int)n1);
+  mm_job *j = arg;
+  (void)ith, (void)nth;
+  for (;;) {
+    const long n0 = (long)atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
+    if (n0 >= j->mm.N) return;
+    const long n1 = n0 + j->chunk < j->mm.N ? n0 + j->chunk : j->mm.N;
+    j->kernel(&j->mm, 0, j->mm.M, (int)n0, (int)n1);
+  }
 }
 
 tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
@@ -167,6 +179,11 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
     if (a->M > 1) tpd_pool_run(cpu->pool, prep_task, &j);
     else prep_task(&j, 0, 1);
   }
+  /* about 8 shares per thread, each at least a panel pair */
+  const int nth = tpd_pool_size(cpu->pool), pairs = (j.mm.N + 2 * TPD_PANEL - 1) / (2 * TPD_PANEL);
+  const int per = (pairs + 8 * nth - 1) / (8 * nth);
+  j.chunk = (per > 0 ? per : 1) * 2 * TPD_PANEL;
+  atomic_init(&j.next, 0);
   tpd_pool_run(cpu->pool, mm_task, &j);
   return TPD_OK;
 }
