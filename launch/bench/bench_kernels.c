@@ -58,15 +58,15 @@ static void fill_random(void *p, tpd_dtype dt, size_t n, uint64_t *x) {
 typedef struct {
   tpd_backend *be;
   tpd_membw_probe *probe;
-  int steps;
+  int steps, warmup;
   double *ms, *gbs;
 } kctx;
 
 typedef tpd_status (*pass_fn)(void *arg);
 
-/* steps timed passes (after one untimed), each after a probe pass */
+/* warmup untimed passes, then steps timed ones, each after a probe pass */
 static tpd_status time_passes(kctx *k, pass_fn fn, void *arg, krow *r) {
-  TPD_TRY(fn(arg));
+  for (int w = 0; w < k->warmup; w++) TPD_TRY(fn(arg));
   for (int s = 0; s < k->steps; s++) {
     k->gbs[s] = tpd_membw_pass(k->probe);
     const double t0 = tpd_now_ms();
@@ -243,7 +243,7 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
   tpd_backend_opts bo = {.n_threads = threads, .kv_cache = kv};
   tpd_backend *be = NULL;
   TPD_TRY(tpd_backend_create("cpu", &bo, &be));
-  kctx k = {.be = be, .steps = (int)o->steps};
+  kctx k = {.be = be, .steps = (int)o->steps, .warmup = (int)o->warmup};
   k.ms = malloc(sizeof(double) * (size_t)o->steps), k.gbs = malloc(sizeof(double) * (size_t)o->steps);
   k.probe = tpd_membw_open(threads, (size_t)o->membw_mb << 20, 0);
   krow *rows = calloc((size_t)o->n_batches * (size_t)(1 + o->n_ctxs), sizeof *rows);

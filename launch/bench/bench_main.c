@@ -72,7 +72,8 @@ static void usage(FILE *f) {
           "CPU kernels alone against the read probe (one process, cpu backend)\n"
           "  --kernels              the model's matmuls (all layers and the LM head) at each --batch rows,\n"
           "                         and attention over --batch sequences at each --ctx (every layer), a\n"
-          "                         probe pass before each timed pass; --steps passes, best and median\n"
+          "                         probe pass before each timed pass; --warmup untimed and --steps timed\n"
+          "                         passes, best and median\n"
           "                         (default: off)\n"
           "tokenizer encode speed (one process)\n"
           "  --tokenize DIR         DIR/tokenizer.json (+ tokenizer_config.json): encode the corpus one line\n"
@@ -261,7 +262,7 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
                         : o->sweep ? "--sweep" : o->predict ? "--predict" : o->csv ? "--csv" : o->json ? "--json"
                         : o->hw ? "--hw" : o->batch_set ? "--batch" : o->ctx_set ? "--ctx" : o->steps_set ? "--steps"
                         : o->warmup_set ? "--warmup" : o->n_sched_batches ? "--sched-batch" : o->tokenize ? "--tokenize"
-                        : tok_set ? "--text, --tok-mb or --tok-repeat" : NULL;
+                        : tok_set ? "--text, --tok-mb or --tok-repeat" : o->kernels ? "--kernels" : NULL;
     if (other) return TPD_FAIL(TPD_ERR_ARG, "--plot-serving does not take %s", other);
     if (!o->out_dir) o->out_dir = ".";
     return TPD_OK;
@@ -271,7 +272,7 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     const char *other = o->model ? "-m" : o->preset ? "--preset" : o->serve ? "--serve" : o->comm ? "--comm"
                         : o->sweep ? "--sweep" : o->predict ? "--predict" : o->out_dir ? "--out-dir" : o->csv ? "--csv"
                         : o->hw ? "--hw" : o->batch_set ? "--batch" : o->ctx_set ? "--ctx" : o->steps_set ? "--steps"
-                        : o->warmup_set ? "--warmup" : o->n_sched_batches ? "--sched-batch" : NULL;
+                        : o->warmup_set ? "--warmup" : o->n_sched_batches ? "--sched-batch" : o->kernels ? "--kernels" : NULL;
     if (other) return TPD_FAIL(TPD_ERR_ARG, "--tokenize does not take %s", other);
     return TPD_OK;
   }

@@ -137,7 +137,7 @@ static void check_config(const cJSON *c, int i) {
       CHECK(cJSON_IsNull(fault), "config %d: fault must be null at measured / floor %g (best step %g)", i,
             ratio_j->valuedouble, lo);
   }
-  /* the fastest step: above zero, at most the median; over the floor as the median is */
+  /* the fastest step: above zero, at most the median */
   const double best = num(c, "ms_per_step_best", &ok);
   CHECK(ok && best > 0 && best <= med, "config %d: best step %g ms, median %g", i, best, med);
   num_or_null(c, "floor_ms_per_token", "floor_reason", i);

@@ -119,6 +119,7 @@ case $mode in
     one_error "--kernels needs a model" --kernels --steps 2
     one_error "--kernels does not take --serve" --kernels --preset tiny --serve
     one_error "--kernels does not take --sweep" --kernels --preset tiny --sweep
+    one_error "--plot-serving does not take --kernels" --kernels --plot-serving x.json
     "$bench" --version > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--version failed"
     grep -q "^tpdecode-bench $version" "$work/stdout.txt" || fail "--version does not print 'tpdecode-bench $version'"
     "$bench" --help > "$work/stdout.txt" 2> "$work/stderr.txt" || fail "--help failed"
