@@ -81,8 +81,8 @@ static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0
 static void plan_sizes(const tpd_backend_plan *p, int n_threads, size_t *scratch, tpd_att_sizes *att) {
   const tpd_isa isa = tpd_isa_active();
   size_t need = 0;
-  for (int i = 0; i < p->n_k && isa == TPD_ISA_AVX512BF16; i++) {
-    const size_t Mp = (size_t)p->max_rows * (size_t)tpd_tile_kp(p->k[i]);
+  for (int i = 0; i < p->n_k && isa >= TPD_ISA_AVX512BF16; i++) { /* at AMX's padding, which covers the other's */
+    const size_t Mp = (size_t)tpd_amx_rows(p->max_rows) * (size_t)tpd_amx_ld(tpd_tile_kp(p->k[i]));
     if (Mp * sizeof(uint16_t) > need) need = Mp * sizeof(uint16_t);
   }
   *scratch = need;
@@ -145,6 +145,16 @@ static tpd_status check_env(void) {
   return TPD_OK;
 }
 
+/* What the kernels run: the level's name, except that AMX runs only for
+ * bf16 weights with bf16 activations ("amx-bf16"; without them the amx
+ * level runs the avx512bf16 kernels), and the vdpbf16ps path is
+ * "avx512bf16-dot". */
+static const char *kernels_name(void) {
+  const tpd_isa isa = tpd_isa_active();
+  if (isa >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot()) return isa >= TPD_ISA_AMX ? "amx-bf16" : "avx512bf16-dot";
+  return tpd_isa_name(isa >= TPD_ISA_AMX ? TPD_ISA_AVX512BF16 : isa);
+}
+
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
   TPD_TRY(check_env());
@@ -162,13 +172,13 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
   be->ops = &cpu_ops;
   be->impl = cpu;
   be->kv_dtype = kv;
-  be->kernels = tpd_isa_name(tpd_isa_active());
+  be->kernels = kernels_name();
   cpu->pool = tpd_pool_create(n);
   if (!cpu->pool) {
     cpu_destroy(be);
     return TPD_FAIL(TPD_ERR_OOM, "cannot start %d CPU threads", n);
   }
-  TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, tpd_isa_name(tpd_isa_active()),
+  TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, be->kernels,
            tpd_dtype_name(kv));
   *out = be;
   return TPD_OK;

@@ -1,6 +1,6 @@
 /* Instruction-set levels of the CPU kernels, chosen at run time.
- * TPD_CPU_ISA=scalar|avx2|avx512|avx512bf16 caps the choice (tests use it to
- * exercise every path the machine supports). */
+ * TPD_CPU_ISA=scalar|avx2|avx512|avx512bf16|amx caps the choice (tests use it
+ * to exercise every path the machine supports). */
 #ifndef TPD_CPU_ISA_H
 #define TPD_CPU_ISA_H
 
@@ -10,8 +10,10 @@ typedef enum {
   TPD_ISA_SCALAR = 0,
   TPD_ISA_AVX2,       /* AVX2 + FMA + F16C */
   TPD_ISA_AVX512,     /* AVX-512 F/BW/VL */
-  TPD_ISA_AVX512BF16  /* ... plus AVX512_BF16 dot products */
+  TPD_ISA_AVX512BF16, /* ... plus AVX512_BF16 dot products */
+  TPD_ISA_AMX         /* ... plus AMX-BF16 tiles, granted by the OS (Linux: arch_prctl ARCH_REQ_XCOMP_PERM) */
 } tpd_isa;
+#define TPD_ISA_BEST TPD_ISA_AMX
 
 tpd_isa tpd_isa_detect(void);   /* the best the CPU supports */
 tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
@@ -19,8 +21,9 @@ void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
 const char *tpd_isa_name(tpd_isa isa);
 
 /* bf16 weights on AVX512-BF16: 0 (default) fp32 activations and FMA, the
- * reference precision; 1 activations rounded to bf16 and vdpbf16ps (GPU-like
- * precision; not faster than the f32 kernel on the Xeon measured, see
+ * reference precision; 1 activations rounded to bf16 (GPU-like precision)
+ * and AMX-BF16 tiles where the level is amx, vdpbf16ps otherwise (not faster
+ * than the f32 kernel on the Xeons measured; AMX is, from batch 8, see
  * docs/performance.md).  TPD_CPU_BF16_DOT=1 sets it. */
 int tpd_cpu_bf16_dot(void);
 void tpd_cpu_set_bf16_dot(int on); /* -1: back to TPD_CPU_BF16_DOT, read on next use */

@@ -105,25 +105,25 @@ typedef struct {
   mm_kernel kernel;
   const float *x_src; /* the caller's x, rounded to bf16 into mm.xb */
   int x_ld;
+  int xb_rows;        /* rows of mm.xb (M, or M padded to whole AMX tiles) */
   int chunk;          /* outputs per share (whole panel pairs) */
   atomic_int next;    /* the next share to take */
 } mm_job;
 
-/* Rounds rows of x to bf16 (the opt-in bf16 dot path). */
+/* Rounds rows of x to bf16 (the opt-in bf16 paths) into mm.xb, rows
+ * [0, xb_rows) at stride ldxb, zeros beyond K and beyond M. */
 static void prep_task(void *arg, int ith, int nth) {
   mm_job *j = arg;
   long b, e;
-  tpd_split(j->mm.M, ith, nth, 1, &b, &e);
-  const int K = j->mm.K, Kp = j->mm.Kp;
+  tpd_split(j->xb_rows, ith, nth, 1, &b, &e);
+  const int ld = j->mm.ldxb;
   for (long m = b; m < e; m++) {
+    uint16_t *xb = (uint16_t *)j->mm.xb + (size_t)m * ld;
+    int k = 0;
 #ifdef TPD_HAVE_X86_SIMD
-    const float *src = j->x_src + (size_t)m * j->x_ld;
-    uint16_t *xb = (uint16_t *)j->mm.xb + (size_t)m * Kp;
-    tpd_bf16_round_avx512bf16(src, K, xb);
-    for (int k = K; k < Kp; k++) xb[k] = 0;
-#else
-    (void)m, (void)K, (void)Kp;
+    if (m < j->mm.M) tpd_bf16_round_avx512bf16(j->x_src + (size_t)m * j->x_ld, j->mm.K, xb), k = j->mm.K;
 #endif
+    for (; k < ld; k++) xb[k] = 0;
   }
 }
 
@@ -167,14 +167,21 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   const tpd_isa isa = tpd_isa_active();
   switch (isa) {
 #ifdef TPD_HAVE_X86_SIMD
+    case TPD_ISA_AMX: /* the f32 kernel unless the bf16 path is on (below) */
     case TPD_ISA_AVX512BF16: j.kernel = tpd_mm_avx512bf16; break;
     case TPD_ISA_AVX512: j.kernel = tpd_mm_avx512; break;
     case TPD_ISA_AVX2: j.kernel = tpd_mm_avx2; break;
 #endif
     default: j.kernel = tpd_mm_scalar; break;
   }
-  if (isa == TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot()) {
-    TPD_TRY(tpd_cpu_scratch(cpu, (size_t)a->M * j.mm.Kp * sizeof(uint16_t)));
+  if (isa >= TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot()) {
+    const int amx = isa >= TPD_ISA_AMX;
+#ifdef TPD_HAVE_AMX
+    if (amx) j.kernel = tpd_mm_amx;
+#endif
+    j.xb_rows = amx ? tpd_amx_rows(a->M) : a->M;
+    j.mm.ldxb = amx ? tpd_amx_ld(j.mm.Kp) : j.mm.Kp;
+    TPD_TRY(tpd_cpu_scratch(cpu, (size_t)j.xb_rows * j.mm.ldxb * sizeof(uint16_t)));
     j.mm.xb = cpu->scratch;
     if (a->M > 1) tpd_pool_run(cpu->pool, prep_task, &j);
     else prep_task(&j, 0, 1);

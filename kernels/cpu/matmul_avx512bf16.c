@@ -20,7 +20,7 @@ void tpd_bf16_round_avx512bf16(const float *x, int n, uint16_t *out) {
 TPD_INLINE __mmask16 lanes(int n_left) { return n_left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_left) - 1); }
 
 TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, const int MR, const int NR) {
-  const uint16_t *xb = p->xb + (size_t)m * p->Kp;
+  const uint16_t *xb = p->xb + (size_t)m * p->ldxb;
   __m512 acc[12][4];
   for (int j = 0; j < MR; j++)
     for (int r = 0; r < NR; r++) acc[j][r] = _mm512_setzero_ps();
@@ -32,7 +32,7 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
     for (int r = 0; r < NR; r++) wv[r] = _mm512_loadu_si512(w + r * ps);
     for (int j = 0; j < MR; j++) {
       int32_t pair;
-      memcpy(&pair, xb + (size_t)j * p->Kp + 2 * kp, sizeof pair);
+      memcpy(&pair, xb + (size_t)j * p->ldxb + 2 * kp, sizeof pair);
       const __m512i xv = _mm512_set1_epi32(pair);
       for (int r = 0; r < NR; r++) acc[j][r] = _mm512_dpbf16_ps(acc[j][r], (__m512bh)wv[r], (__m512bh)xv);
     }

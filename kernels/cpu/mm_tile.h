@@ -50,7 +50,8 @@ typedef struct {
   int M, N, K, Kp;
   const float *x; /* [M, ldx] */
   int ldx;
-  const uint16_t *xb; /* [M, Kp] x rounded to bf16, zero padded (opt-in bf16 dot path), else NULL */
+  const uint16_t *xb; /* [M, ldxb] x rounded to bf16, zero padded (the opt-in bf16 paths), else NULL */
+  int ldxb;           /* Kp, or for AMX tpd_amx_ld(Kp) with rows to tpd_amx_rows(M) */
   const void *w;      /* panels */
   tpd_dtype wt;
   const float *bias; /* [N] or NULL */
@@ -64,6 +65,16 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx2(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx512(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx512bf16(const tpd_mm *p, int m0, int m1, int n0, int n1);
+/* bf16 weights and p->xb only; m0 a multiple of 16 (matmul_amx.c) */
+void tpd_mm_amx(const tpd_mm *p, int m0, int m1, int n0, int n1);
+/* The AMX kernel's x: k padded to whole 32-k tiles, rows to whole 16-row
+ * tiles, with zeros; a row stride that is a multiple of 1 KB gets 64 bytes
+ * more, so that a tile's 16 rows do not all fall in one L1 set. */
+static inline int tpd_amx_ld(int Kp) {
+  const int ld = (Kp + 31) / 32 * 32;
+  return ld % 512 ? ld : ld + 32;
+}
+static inline int tpd_amx_rows(int M) { return (M + 15) / 16 * 16; }
 /* out[i] = bf16(x[i]), round to nearest even */
 void tpd_bf16_round_avx512bf16(const float *x, int n, uint16_t *out);
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "launch/bench/bench.h"
 #include "launch/tools/membw.h"
 #include "launch/tools/stats.h"
@@ -250,7 +251,7 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
   tpd_status s = k.ms && k.gbs && k.probe && rows ? TPD_OK : TPD_FAIL(TPD_ERR_OOM, "out of memory for the probes");
   int n = 0;
   const char *what = NULL;
-  const double peak = s == TPD_OK ? bench_peak_flops(threads, 0, &what) : 0;
+  const double peak = s == TPD_OK ? bench_peak_flops(threads, wt == TPD_BF16 && tpd_cpu_bf16_dot(), &what) : 0;
   if (s == TPD_OK && !o->json)
     printf("tpdecode-bench --kernels: %s (dim %d, %d layers, %d/%d heads, ffn %d, vocab %d), %s weights, %s KV "
            "cache, cpu/%s, %d threads\nfloor: a %ld MB read-probe pass before every timed pass; of read = best "

@@ -71,6 +71,16 @@ case $mode in
     "$bench" --kernels --preset tiny --batch 1,3 --ctx 8,40 $common --json > "$work/out.jsonl" \
       2> "$work/stderr.txt" || fail "the benchmark failed"
     "$check" kernels "$work/out.jsonl" --configs 6 || fail "--kernels --json rows do not check"
+    # bf16 activations: AMX tiles or vdpbf16ps where the CPU has them (the tiny preset is bf16), and the
+    # compute probe of the same instructions
+    # shellcheck disable=SC2086
+    TPD_CPU_BF16_DOT=1 "$bench" --kernels --preset tiny --batch 1,17 --ctx 8 $common > "$work/bf16.txt" \
+      2> "$work/stderr.txt" || fail "the TPD_CPU_BF16_DOT=1 run failed"
+    if grep -q "amx_bf16" /proc/cpuinfo 2>/dev/null && grep -q "amx_tile" /proc/cpuinfo; then
+      grep -q "cpu/amx-bf16, " "$work/bf16.txt" && grep -q "peak .* (AMX-BF16 tiles)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "AMX not used"; }
+    elif grep -q "avx512_bf16" /proc/cpuinfo 2>/dev/null; then
+      grep -q "cpu/avx512bf16-dot, " "$work/bf16.txt" && grep -q "(AVX512_BF16 dot products)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "vdpbf16ps not used"; }
+    fi
     # shellcheck disable=SC2086
     "$bench" --kernels --preset tiny --batch 2 --ctx 16 $common > "$work/stdout.txt" 2> "$work/stderr.txt" ||
       fail "the table run failed"

@@ -16,12 +16,20 @@ struct ref_model {
   double *emb, *norm, *lm;
   ref_layer *L;
   double *inv_freq;
-  int kv_bf16; /* ref_set_kv_bf16 */
+  int kv_bf16;  /* ref_set_kv_bf16 */
+  int act_bf16; /* ref_set_act_bf16 */
 };
 
 void ref_set_kv_bf16(ref_model *m, int on) { m->kv_bf16 = on != 0; }
 
 static double bf16_round(double x) { return tpd_bf16_to_f32(tpd_f32_to_bf16((float)x)); }
+
+void ref_set_act_bf16(ref_model *m, int on) { m->act_bf16 = on != 0; }
+
+/* a matmul's input, as the bf16-activation matmuls see it */
+static void act_round(const ref_model *m, double *x, int n) {
+  for (int i = 0; m->act_bf16 && i < n; i++) x[i] = bf16_round(x[i]);
+}
 
 static double *read_tensor(tpd_st *st, const char *name, size_t n_expect) {
   const tpd_st_tensor *t = tpd_st_find(st, name);
@@ -171,6 +179,7 @@ void ref_forward(const ref_model *m, const int *tok, int n, double *logits) {
     const ref_layer *L = &m->L[l];
     for (int t = 0; t < n; t++) {
       rmsnorm(x + (size_t)t * D, L->ln1, D, c->norm_eps, h);
+      act_round(m, h, D);
       linear(L->wq, L->bq, h, Q, D, q + (size_t)t * Q);
       linear(L->wk, L->bk, h, KV, D, k + (size_t)t * KV);
       linear(L->wv, L->bv, h, KV, D, v + (size_t)t * KV);
@@ -200,18 +209,22 @@ void ref_forward(const ref_model *m, const int *tok, int n, double *logits) {
           att[hh * Dh + i] = a / z;
         }
       }
+      act_round(m, att, Q);
       linear(L->wo, L->bo, att, D, Q, o);
       double *xt = x + (size_t)t * D;
       for (int i = 0; i < D; i++) xt[i] += o[i];
       rmsnorm(xt, L->ln2, D, c->norm_eps, h);
+      act_round(m, h, D);
       linear(L->wg, L->bg, h, F, D, g);
       linear(L->wu, L->bu, h, F, D, u);
       for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+      act_round(m, g, F);
       linear(L->wd, L->bd, g, D, F, o);
       for (int i = 0; i < D; i++) xt[i] += o[i];
     }
   }
   rmsnorm(x + (size_t)(n - 1) * D, m->norm, D, c->norm_eps, h);
+  act_round(m, h, D);
   linear(m->lm, NULL, h, c->vocab, D, logits);
   free(x), free(h), free(q), free(k), free(v), free(att), free(o), free(g), free(u), free(sc);
 }

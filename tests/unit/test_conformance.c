@@ -7,6 +7,7 @@
  * bounds of its roundings (below), teacher-forced along the pack's ids. */
 #include <cjson/cJSON.h>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "launch/generate.h"
 #include "runtime/base/fileio.h"
 #include "runtime/engine/tpdecode.h"
@@ -32,12 +33,29 @@
  * is <= 2e-5), so this is 20x below the rounding's own effect (~0.1), not
  * at the f32 level. */
 static double kv_bf16_rho_max(int n_layers) { return 8.0 * 0x1p-8 / sqrt(3.0) * sqrt(2.0 * n_layers); }
+
+/* bf16 activations in the CPU matmuls (TPD_CPU_BF16_DOT=1: AMX tiles or
+ * vdpbf16ps, bf16 weights), with an f32 KV cache: the matmul inputs are
+ * rounded to bf16, R = 4 L + 1 sites (per layer the q/k/v input, the
+ * attention output, the MLP input and the SwiGLU output; the final norm's
+ * output), a subset of the GPU's bf16 mode's sites, so its policy applies
+ * (docs/cuda.md, "Numerics policy": rho <= 5 sigma sqrt(R), eta <= 5 rho). */
+static double act_bf16_rho_max(int n_layers) { return 5.0 * 0x1p-8 / sqrt(3.0) * sqrt(4.0 * n_layers + 1); }
 #define KV_SIM_TOL 5e-3
+/* The bf16-activation pass against the float64 reference with its matmul
+ * inputs rounded the same way (ref_set_act_bf16): where no element straddles
+ * a rounding boundary the two agree to <= 5e-7; one that does (f32 and
+ * float64 round to neighbouring bf16 values) moved this pack's logits by up
+ * to 2.2e-2 (vdpbf16ps) and 1.3e-2 (AMX), against 4e-2..0.14 for the
+ * roundings' own effect.  The tolerance allows about two such elements; a
+ * wrong tile, panel or k block moves logits by O(1). */
+#define ACT_SIM_TOL 5e-2
 
 typedef struct {
   double rho, eta;            /* worst over the steps */
   int ids_checked, ids_equal; /* steps whose margin is above the id bound */
-  double sim;                 /* worst max |l - l_sim|: against the float64 reference with bf16 K and V */
+  double sim;                 /* worst max |l - l_sim|: against the float64 reference with the same bf16 roundings */
+  double dev;                 /* worst max |l - l_pack|: the roundings' own effect */
 } forced_result;
 
 /* The case teacher-forced along the pack's ids: the prompt, then ids[0 ..
@@ -56,14 +74,17 @@ static void forced_run(tpd_engine *e, const ref_model *sim, const int32_t *promp
     tpd_step_item it = {.slot = slot, .n_tokens = s ? 1 : np, .tokens = s ? &tok : prompt};
     CHECK_OK(tpd_engine_step(e, &it, 1, &next, l));
     if (s) toks[np + s - 1] = tok;
-    ref_forward(sim, toks, np + s, ls);
-    fr->sim = tu_worst(fr->sim, tu_max_abs_diff(l, ls, V));
+    if (sim) {
+      ref_forward(sim, toks, np + s, ls);
+      fr->sim = tu_worst(fr->sim, tu_max_abs_diff(l, ls, V));
+    }
     const float *r = ref + (size_t)s * V;
     double num = 0, den = 0, worst = 0, top = -INFINITY, second = -INFINITY;
     for (int i = 0; i < V; i++) {
       const double d = (double)l[i] - r[i];
       num += d * d, den += (double)r[i] * r[i];
       worst = tu_worst(worst, tu_abs_diff(l[i], r[i]));
+      fr->dev = tu_worst(fr->dev, tu_abs_diff(l[i], r[i]));
       if (r[i] > top) second = top, top = r[i];
       else if (r[i] > second) second = r[i];
     }
@@ -92,9 +113,15 @@ int main(int argc, char **argv) {
   const cJSON *cases = cJSON_GetObjectItem(root, "cases");
   CHECK(cJSON_GetArraySize(cases) >= 6, "expected.json has its cases");
   const cJSON *c;
-  for (int kvi = 0; kvi < 2; kvi++) /* f32 KV, then the default (auto) */
+  const int bf16_isa = tpd_isa_active() >= TPD_ISA_AVX512BF16;
+  if (!bf16_isa && comm->rank == 0)
+    printf("bf16 activations (TPD_CPU_BF16_DOT=1) not checked: the CPU has no AVX512-BF16\n");
+  for (int kvi = 0; kvi < 2 + bf16_isa; kvi++) /* f32 KV, then the default (auto), then bf16 activations */
   cJSON_ArrayForEach(c, cases) {
     const char *model = cJSON_GetObjectItem(c, "model")->valuestring;
+    const int act_bf16 = kvi == 2; /* only the bf16 checkpoint has a bf16 matmul path */
+    if (act_bf16 && !strstr(model, "bf16")) continue;
+    tpd_cpu_set_bf16_dot(act_bf16);
     const cJSON *pj = cJSON_GetObjectItem(c, "prompt_ids"), *oj = cJSON_GetObjectItem(c, "output_ids");
     const cJSON *shape = cJSON_GetObjectItem(c, "logits_shape");
     const int n = cJSON_GetObjectItem(c, "n")->valueint, np = cJSON_GetArraySize(pj);
@@ -107,14 +134,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < np; i++) prompt[i] = cJSON_GetArrayItem(pj, i)->valueint;
     snprintf(path, sizeof path, "%s/%s", dir, model);
     tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = path, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n,
-                         .kv_cache = kvi ? "auto" : "f32"};
+                         .kv_cache = kvi == 1 ? "auto" : "f32"};
     tpd_engine *e = NULL;
     CHECK_OK(tpd_engine_create(&o, comm, &e));
     if (!e) break;
     CHECK(tpd_engine_config(e)->vocab == V, "vocab");
     tpd_engine_info info;
     tpd_engine_get_info(e, &info);
-    const int bf16_kv = kvi && strstr(model, "bf16") != NULL; /* auto: bf16 for the bf16 checkpoint */
+    const int bf16_kv = kvi == 1 && strstr(model, "bf16") != NULL; /* auto: bf16 for the bf16 checkpoint */
     CHECK(info.kv_dtype == (bf16_kv ? TPD_BF16 : TPD_F32), "%s kv_cache %s: a %s KV cache", model, o.kv_cache,
           tpd_dtype_name(info.kv_dtype));
     const int32_t *pp[1] = {prompt};
@@ -122,10 +149,11 @@ int main(int argc, char **argv) {
     tpd_gen_result r;
     int mism = n;
     CHECK_OK(tpd_generate(e, &q, &r));
-    if (r.tokens && bf16_kv) { /* it decodes; the bounds, teacher-forced */
+    if (r.tokens && (bf16_kv || act_bf16)) { /* it decodes; the bounds, teacher-forced */
+      const char *what = act_bf16 ? info.kernels : "bf16 KV";
       int valid = r.n_tokens[0] == n;
       for (int i = 0; i < r.n_tokens[0]; i++) valid &= r.tokens[0][i] >= 0 && r.tokens[0][i] < V;
-      CHECK(valid, "%s prompt of %d, bf16 KV: %d tokens generated, %d wanted, all in the vocabulary", model, np,
+      CHECK(valid, "%s prompt of %d, %s: %d tokens generated, %d wanted, all in the vocabulary", model, np, what,
             r.n_tokens[0], n);
       int same = 0;
       for (int i = 0; valid && i < n; i++) same += r.tokens[0][i] == cJSON_GetArrayItem(oj, i)->valueint;
@@ -134,23 +162,34 @@ int main(int argc, char **argv) {
       char *raw = NULL;
       size_t nb = 0;
       CHECK_OK(tpd_read_text_file(path, &raw, &nb));
-      forced_result fr = {INFINITY, INFINITY, 0, 0, INFINITY};
-      const double rho_max = kv_bf16_rho_max(tpd_engine_config(e)->n_layers), eta_max = 5 * rho_max;
+      forced_result fr = {INFINITY, INFINITY, 0, 0, INFINITY, 0};
+      const int L = tpd_engine_config(e)->n_layers;
+      const double rho_max = act_bf16 ? act_bf16_rho_max(L) : kv_bf16_rho_max(L), eta_max = 5 * rho_max;
       snprintf(path, sizeof path, "%s/%s", dir, model);
-      ref_model *sim = NULL;
+      ref_model *sim = NULL; /* the float64 simulation of the roundings */
       CHECK(ref_load(path, &sim) == 0, "%s: the float64 reference loads", model);
-      if (sim) ref_set_kv_bf16(sim, 1);
+      if (sim && act_bf16) ref_set_act_bf16(sim, 1);
+      else if (sim) ref_set_kv_bf16(sim, 1);
       if (sim && raw && nb == sizeof(float) * (size_t)steps * V)
         forced_run(e, sim, prompt, np, oj, steps, V, (const float *)raw, eta_max, &fr);
       ref_free(sim);
-      CHECK(tu_within(fr.sim, KV_SIM_TOL), "%s prompt of %d, bf16 KV: logits differ from the float64 reference with "
-            "bf16 K and V by %.3g (tolerance %.0e)", model, np, fr.sim, KV_SIM_TOL);
+      const double sim_tol = act_bf16 ? ACT_SIM_TOL : KV_SIM_TOL;
+      CHECK(tu_within(fr.sim, sim_tol), "%s prompt of %d, %s: logits differ from the float64 reference with the same "
+            "bf16 roundings by %.3g (tolerance %.0e)", model, np, what, fr.sim, sim_tol);
       CHECK(tu_within(fr.rho, rho_max) && tu_within(fr.eta, eta_max),
-            "%s prompt of %d, bf16 KV: normwise %.3g (bound %.3g), elementwise %.3g (bound %.3g)", model, np, fr.rho,
+            "%s prompt of %d, %s: normwise %.3g (bound %.3g), elementwise %.3g (bound %.3g)", model, np, what, fr.rho,
             rho_max, fr.eta, eta_max);
-      CHECK(fr.ids_equal == fr.ids_checked, "%s prompt of %d, bf16 KV: %d of %d ids above the margin bound differ",
-            model, np, fr.ids_checked - fr.ids_equal, fr.ids_checked);
-      if (comm->rank == 0)
+      CHECK(fr.ids_equal == fr.ids_checked, "%s prompt of %d, %s: %d of %d ids above the margin bound differ", model,
+            np, what, fr.ids_checked - fr.ids_equal, fr.ids_checked);
+      CHECK(!act_bf16 || fr.rho > 1e-4, "%s prompt of %d, %s: logits within f32 rounding of the pack (the bf16 path did not run?)",
+            model, np, what);
+      if (comm->rank == 0 && act_bf16)
+        printf("%-18s TP=%d prompt of %2d, F32 KV, matmuls %s (bf16 activations; teacher-forced, %d steps): normwise "
+               "%.2e (bound %.2e), elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs "
+               "float64 with bf16 matmul inputs %.2e (vs pack %.2e); free-running %d of %d ids as the pack\n",
+               model, comm->size, np, what, steps, fr.rho, rho_max, fr.eta, eta_max, fr.ids_equal, fr.ids_checked,
+               fr.sim, fr.dev, same, n);
+      else if (comm->rank == 0)
         printf("%-18s TP=%d prompt of %2d, BF16 KV (teacher-forced, %d steps): normwise %.2e (bound %.2e), "
                "elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs float64 with bf16 K/V "
                "%.2e; free-running %d of %d ids as the pack\n",
@@ -182,6 +221,7 @@ int main(int argc, char **argv) {
     tpd_engine_destroy(e);
     free(prompt);
   }
+  tpd_cpu_set_bf16_dot(-1);
   cJSON_Delete(root);
   free(text);
   int bad = -1;

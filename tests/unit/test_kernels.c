@@ -92,7 +92,7 @@ static void test_matmul_case(tpd_dtype dt, int M, int N, int K, int with_bias) {
   CHECK(unwritten == 0, "%s %dx%dx%d: %d outputs unwritten", tpd_dtype_name(dt), M, N, K, unwritten);
   /* bound: fp32 accumulation; with the opt-in bf16 dot path, x itself is
    * rounded to bf16 (half an ulp: up to 2^-8 of each product) */
-  const int dot = dt == TPD_BF16 && tpd_isa_active() == TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
+  const int dot = dt == TPD_BF16 && tpd_isa_active() >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
   const double tol = (dot ? 0x1p-8 : 0.0) + 1e-6 * sqrt((double)K);
   CHECK(tu_within(worst, tol), "%s M=%d N=%d K=%d: error %.3g of sum |w x| (isa %s%s)", tpd_dtype_name(dt), M, N, K, worst,
         tpd_isa_name(tpd_isa_active()), dot ? ", bf16 dot" : "");
@@ -110,6 +110,12 @@ static void test_matmul(void) {
       for (size_t j = 0; j < 5; j++)
         for (size_t k = 0; k < 6; k++)
           if ((i + j + k) % 2 == 0 || Ms[i] == 1) test_matmul_case((tpd_dtype)d, Ms[i], Ns[j], Ks[k], (int)((i + k) % 2));
+  /* N large enough for shares of several panel pairs (the kernels' wide blocks: 4 panels per step) */
+  for (int d = 0; d < 3; d++) {
+    test_matmul_case((tpd_dtype)d, 1, 1100, 100, 1);
+    test_matmul_case((tpd_dtype)d, 13, 1030, 257, 0);
+    test_matmul_case((tpd_dtype)d, 40, 700, 64, 1);
+  }
 }
 
 /* ---- rmsnorm with fused residual add ---- */
@@ -790,7 +796,7 @@ static void test_env_settings(void) {
       {"TPD_POOL_SPIN_US", "1000001", 0}, {"TPD_POOL_SPIN_US", "-5", 0},    {"TPD_POOL_SPIN_US", "50us", 0},
       {"TPD_POOL_SPIN_US", "0", 1},       {"TPD_POOL_SPIN_US", "1000000", 1},
       {"TPD_CPU_ISA", "avx3", 0},         {"TPD_CPU_ISA", "AVX2", 0},       {"TPD_CPU_ISA", "scalar ", 0},
-      {"TPD_CPU_ISA", "scalar", 1},       {"TPD_CPU_ISA", "avx512bf16", 1}, {"TPD_CPU_ISA", "", 1},
+      {"TPD_CPU_ISA", "scalar", 1},       {"TPD_CPU_ISA", "avx512bf16", 1}, {"TPD_CPU_ISA", "amx", 1}, {"TPD_CPU_ISA", "", 1},
   };
   const int old_prefetch = tpd_cpu_prefetch(), old_dot = tpd_cpu_bf16_dot(); /* put back at the end */
   /* TPD_CPU_PIN=1 pins the creating thread: put its CPUs back after each case */
@@ -863,8 +869,8 @@ int main(void) {
     tpd_isa_force((tpd_isa)isa);
     printf("kernels at %s\n", tpd_isa_name(tpd_isa_active()));
     test_matmul();
-    if (isa == TPD_ISA_AVX512BF16) {
-      printf("kernels at %s, bf16 dot products\n", tpd_isa_name(tpd_isa_active()));
+    if (isa >= TPD_ISA_AVX512BF16) { /* vdpbf16ps, or AMX tiles */
+      printf("kernels at %s, bf16 activations\n", tpd_isa_name(tpd_isa_active()));
       tpd_cpu_set_bf16_dot(1);
       test_matmul();
       tpd_cpu_set_bf16_dot(0);
