@@ -91,6 +91,7 @@ typedef struct {
   wd_note note;                 /* what it sent (the sends are never waited for) */
   unsigned long long *host;     /* [size] each rank's host key (host_key) */
   int *pid;                     /* [size] each rank's process id */
+  unsigned char *answered;      /* [size] once it fired: the peers whose note reached it (reachable ones) */
 } mpi_impl;
 
 /* MPI's lifetime in this process.  Every communicator made by
@@ -177,6 +178,7 @@ static int count_ok(size_t n) { return n <= (size_t)0x7fffffff; }
  * at once with the same line, so whichever failure a caller reports last,
  * it is that line. */
 #define WD_TAG 7
+#define WD_DONE_TAG 8 /* "my line is out": a broken rank to rank 0 before the job ends (end_broken_job) */
 
 static double wd_now(void) {
   struct timespec t;
@@ -294,6 +296,9 @@ static tpd_status wd_fire(tpd_comm *c, mpi_impl *m, const wd_call *call, double 
     if (!open || wd_now() >= end) break;
     wd_sleep(0.002);
   }
+  free(m->answered);
+  m->answered = calloc((size_t)p, 1);
+  for (int r = 0; m->answered && r < p; r++) m->answered[r] = r != me && seen[r] >= 0;
   /* one line: where, what, why, who */
   char where[64], what[160], why[400], who_s[320];
   if (call->step < 0) snprintf(where, sizeof where, "while loading");
@@ -699,15 +704,41 @@ static void mpi_abort(tpd_comm *c, int code) {
 /* Ends the job from a communicator whose watchdog fired: MPI cannot be
  * finalised with a peer missing (its closing barrier would wait for ever).
  * Rank 0 speaks for the job (a server's leader may still be telling its
- * clients that their requests failed), so another rank first gives rank 0
- * up to 5 s to end the job itself, unless rank 0 is gone or stopped. */
+ * clients that their requests failed), so another rank first tells rank 0
+ * that its own line is out, then gives rank 0 up to 5 s to end the job
+ * itself, unless rank 0 is gone or stopped.  Rank 0 ends it once every peer
+ * that answered its watchdog (so can still reach it) has said so, or after
+ * the watchdog's grace plus half a second: a peer alerted at the same time
+ * is still collecting its own answers, and MPI_Abort would end it before
+ * its line is printed. */
 static void end_broken_job(tpd_comm *c, mpi_impl *m) {
-  if (c->rank != 0)
+  if (c->rank != 0) {
+    static const char done = 1;
+    MPI_Request rq = MPI_REQUEST_NULL;
+    if (MPI_Isend(&done, 1, MPI_BYTE, 0, WD_DONE_TAG, m->side, &rq) != MPI_SUCCESS) rq = MPI_REQUEST_NULL;
     for (int i = 0; i < 50; i++) {
+      int sent = 0;
+      if (rq != MPI_REQUEST_NULL) MPI_Test(&rq, &sent, MPI_STATUS_IGNORE); /* progress for the note */
       const int s0 = peer_state(c, m, 0);
       if (s0 == PEER_GONE || s0 == PEER_STOPPED) break;
       wd_sleep(0.1);
     }
+  } else if (m->answered) {
+    const double t = m->timeout_s / 4, grace = t < 0.25 ? 0.25 : t > 2 ? 2 : t, end = wd_now() + grace + 0.5;
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      while (MPI_Iprobe(MPI_ANY_SOURCE, WD_DONE_TAG, m->side, &flag, &st) == MPI_SUCCESS && flag) {
+        char b;
+        if (MPI_Recv(&b, 1, MPI_BYTE, st.MPI_SOURCE, WD_DONE_TAG, m->side, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+        if (st.MPI_SOURCE > 0 && st.MPI_SOURCE < c->size) m->answered[st.MPI_SOURCE] = 0;
+      }
+      int waiting = 0;
+      for (int r = 1; r < c->size; r++) waiting += m->answered[r] && peer_state(c, m, r) != PEER_GONE;
+      if (!waiting || wd_now() >= end) break;
+      wd_sleep(0.01);
+    }
+  }
   MPI_Abort(m->dup, 1);
 }
 
@@ -723,6 +754,7 @@ static void mpi_destroy(tpd_comm *c) {
     }
     free(m->host); /* pid shares its allocation */
     free(m->broken);
+    free(m->answered);
     for (int k = 0; k < TPD_MPI_MAX_REQS; k++) free(m->slots[k].scratch.p);
     free(m->reqs); /* the slots' requests share its allocation */
     free(m->scratch.p);

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/vexp.h"
 
 TPD_ATT_INLINE __m256 load_row(const void *row, int d, const int bf16) {
   if (bf16)
@@ -18,28 +19,6 @@ TPD_ATT_INLINE __m256 load_row(const void *row, int d, const int bf16) {
 TPD_ATT_INLINE __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
-
-/* e^x for x <= 0, as the AVX-512 kernel's; NaN stays NaN */
-TPD_ATT_INLINE __m256 exp_neg(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.0f);
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(lo, x); /* the second operand is returned for a NaN */
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  /* 2^n for n in [-126, 0] (the clamp keeps it a normal number) */
-  const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-  return _mm256_blendv_ps(_mm256_mul_ps(p, two_n), _mm256_setzero_ps(), under);
 }
 
 /* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
@@ -109,7 +88,7 @@ static void softmax_rows(const tpd_att_item *it) {
     const __m256 mv = _mm256_set1_ps(m);
     __m256 l = _mm256_setzero_ps();
     for (int j = 0; j < n8; j += 8) {
-      const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(sc + j), mv));
+      const __m256 e = tpd_exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(sc + j), mv));
       _mm256_storeu_ps(sc + j, e);
       l = _mm256_add_ps(l, e);
     }

@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/vexp.h"
 
 /* Elements [32 b, 32 b + 32) of a row as two f32 vectors: bf16, the even and
  * the odd ones; f32, the first and the second 16. */
@@ -37,28 +38,6 @@ TPD_ATT_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(2, 3, 0, 1)));
   u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
-}
-
-/* e^x for x <= 0 (x - max): Cody-Waite reduction, degree-7 Taylor
- * polynomial (relative error < 1e-7 on [-ln2/2, ln2/2]), 0 below -87; NaN
- * stays NaN. */
-TPD_ATT_INLINE __m512 exp_neg(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.0f);
-  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_max_ps(lo, x); /* the second operand is returned for a NaN */
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), under, _mm512_setzero_ps());
 }
 
 /* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
@@ -121,7 +100,7 @@ static void softmax_rows(const tpd_att_item *it) {
     __m512 l = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
       const __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
-      const __m512 e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sc + j), mv));
+      const __m512 e = tpd_exp_neg512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sc + j), mv));
       _mm512_mask_storeu_ps(sc + j, k, e);
       l = _mm512_add_ps(l, _mm512_maskz_mov_ps(k, e));
     }

@@ -28,6 +28,9 @@ tpd_status tpd_cpu_rmsnorm(tpd_backend *be, const tpd_rmsnorm_args *a);
 tpd_status tpd_cpu_rope_kv(tpd_backend *be, const tpd_rope_kv_args *a);
 tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a);
 tpd_status tpd_cpu_swiglu(tpd_backend *be, const tpd_swiglu_args *a);
+/* o[i] = g[i] / (1 + e^-g[i]) * u[i], one row, with a vector sigmoid (ops_avx512.c, ops_avx2.c) */
+void tpd_swiglu_row_avx512(const float *g, const float *u, float *o, int n);
+void tpd_swiglu_row_avx2(const float *g, const float *u, float *o, int n);
 tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, const int32_t *rows, int n, int D);
 tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a);
 tpd_status tpd_cpu_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a);

@@ -108,9 +108,21 @@ static void swiglu_task(void *arg, int ith, int nth) {
   const tpd_swiglu_args *a = arg;
   long t0, t1;
   tpd_split(a->T, ith, nth, 1, &t0, &t1);
+  const tpd_isa isa = tpd_isa_active();
+  (void)isa;
   for (long t = t0; t < t1; t++) {
     const float *g = (const float *)a->gu + (size_t)t * 2 * a->F, *u = g + a->F;
     float *o = (float *)a->out + (size_t)t * a->F;
+#ifdef TPD_HAVE_X86_SIMD
+    if (isa >= TPD_ISA_AVX512) {
+      tpd_swiglu_row_avx512(g, u, o, a->F);
+      continue;
+    }
+    if (isa >= TPD_ISA_AVX2) {
+      tpd_swiglu_row_avx2(g, u, o, a->F);
+      continue;
+    }
+#endif
     for (int i = 0; i < a->F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
   }
 }
@@ -130,9 +142,11 @@ tpd_status tpd_cpu_gather_rows(tpd_backend *be, void *dst, const void *src, cons
   return TPD_OK;
 }
 
-tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a) {
-  (void)be;
-  for (int m = 0; m < a->M; m++) {
+static void argmax_task(void *arg, int ith, int nth) {
+  const tpd_argmax_args *a = arg;
+  long m0, m1;
+  tpd_split(a->M, ith, nth, 1, &m0, &m1);
+  for (long m = m0; m < m1; m++) {
     const float *l = a->logits + (size_t)m * a->N;
     int best = 0;
     float bv = -INFINITY;
@@ -144,6 +158,12 @@ tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a) {
     a->val[m] = bv;
     a->idx[m] = best + a->idx_offset;
   }
+}
+
+tpd_status tpd_cpu_argmax(tpd_backend *be, const tpd_argmax_args *a) {
+  tpd_cpu *cpu = be->impl;
+  if (a->M > 1 && worth_threads(cpu, (size_t)a->M * a->N)) tpd_pool_run(cpu->pool, argmax_task, (void *)a);
+  else argmax_task((void *)a, 0, 1);
   return TPD_OK;
 }
 
