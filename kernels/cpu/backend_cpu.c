@@ -145,13 +145,15 @@ static tpd_status check_env(void) {
   return TPD_OK;
 }
 
-/* What the kernels run: the level's name, except that AMX runs only for
- * bf16 weights with bf16 activations ("amx-bf16"; without them the amx
- * level runs the avx512bf16 kernels), and the vdpbf16ps path is
- * "avx512bf16-dot". */
+/* What the kernels run for bf16 weights: the level's name, except that
+ * AMX runs only with bf16 activations ("amx-bf16", the OS's grant asked
+ * here; without them the amx level runs the avx512bf16 kernels), and the
+ * vdpbf16ps path is "avx512bf16-dot".  F32 and F16 weights always take the
+ * f32 kernels of the level. */
 static const char *kernels_name(void) {
   const tpd_isa isa = tpd_isa_active();
-  if (isa >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot()) return isa >= TPD_ISA_AMX ? "amx-bf16" : "avx512bf16-dot";
+  if (isa >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot())
+    return isa >= TPD_ISA_AMX && tpd_amx_grant() ? "amx-bf16" : "avx512bf16-dot";
   return tpd_isa_name(isa >= TPD_ISA_AMX ? TPD_ISA_AVX512BF16 : isa);
 }
 

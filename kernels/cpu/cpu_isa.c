@@ -13,12 +13,13 @@
 
 static int g_forced = -1;
 
-/* AMX-BF16: the CPU has it (CPUID 7.0 EDX bits 22 AMX-BF16 and 24
- * AMX-TILE), the OS manages its state (XCR0 bits 17-18), and Linux grants
- * this process the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, feature 18),
- * asked once; the kernel is built only where the compiler has the
- * intrinsics (TPD_HAVE_AMX). */
-__attribute__((unused)) static int amx_usable(void) {
+/* AMX-BF16 in hardware and OS: the CPU has it (CPUID 7.0 EDX bits 22
+ * AMX-BF16 and 24 AMX-TILE) and the OS manages its state (XCR0 bits 17-18);
+ * the kernel is built only where the compiler has the intrinsics
+ * (TPD_HAVE_AMX).  Linux must still grant the process the tile data
+ * (tpd_amx_grant), asked only when the AMX kernel is about to be used: the
+ * grant enlarges every signal frame of the process. */
+__attribute__((unused)) static int amx_hw(void) {
 #if defined(__x86_64__) && defined(TPD_HAVE_X86_SIMD) && defined(__linux__) && defined(TPD_HAVE_AMX)
   static atomic_int state = 0; /* 0 unknown, 1 yes, 2 no */
   int s = atomic_load(&state);
@@ -33,7 +34,19 @@ __attribute__((unused)) static int amx_usable(void) {
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     ok = (lo >> 17 & 3) == 3;
   }
-  if (ok) ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+  atomic_store(&state, ok ? 1 : 2);
+  return ok;
+#else
+  return 0;
+#endif
+}
+
+int tpd_amx_grant(void) {
+#if defined(__x86_64__) && defined(TPD_HAVE_X86_SIMD) && defined(__linux__) && defined(TPD_HAVE_AMX)
+  static atomic_int state = 0; /* 0 not asked, 1 granted, 2 refused */
+  int s = atomic_load(&state);
+  if (s) return s == 1;
+  const int ok = amx_hw() && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
   atomic_store(&state, ok ? 1 : 2);
   return ok;
 #else
@@ -46,7 +59,7 @@ tpd_isa tpd_isa_detect(void) {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
-    if (__builtin_cpu_supports("avx512bf16")) return amx_usable() ? TPD_ISA_AMX : TPD_ISA_AVX512BF16;
+    if (__builtin_cpu_supports("avx512bf16")) return amx_hw() ? TPD_ISA_AMX : TPD_ISA_AVX512BF16;
     return TPD_ISA_AVX512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return TPD_ISA_AVX2;

@@ -11,11 +11,15 @@ typedef enum {
   TPD_ISA_AVX2,       /* AVX2 + FMA + F16C */
   TPD_ISA_AVX512,     /* AVX-512 F/BW/VL */
   TPD_ISA_AVX512BF16, /* ... plus AVX512_BF16 dot products */
-  TPD_ISA_AMX         /* ... plus AMX-BF16 tiles, granted by the OS (Linux: arch_prctl ARCH_REQ_XCOMP_PERM) */
+  TPD_ISA_AMX         /* ... plus AMX-BF16 tiles (CPU and OS support them; see tpd_amx_grant) */
 } tpd_isa;
 #define TPD_ISA_BEST TPD_ISA_AMX
 
 tpd_isa tpd_isa_detect(void);   /* the best the CPU supports */
+/* Linux's grant of the AMX tile state to this process (arch_prctl
+ * ARCH_REQ_XCOMP_PERM), asked once, when the AMX kernel is first chosen;
+ * 1 granted.  Not granted: the bf16 path runs vdpbf16ps instead. */
+int tpd_amx_grant(void);
 tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
 void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
 const char *tpd_isa_name(tpd_isa isa);

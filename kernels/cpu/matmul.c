@@ -175,7 +175,7 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
     default: j.kernel = tpd_mm_scalar; break;
   }
   if (isa >= TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot()) {
-    const int amx = isa >= TPD_ISA_AMX;
+    const int amx = isa >= TPD_ISA_AMX && tpd_amx_grant();
 #ifdef TPD_HAVE_AMX
     if (amx) j.kernel = tpd_mm_amx;
 #endif

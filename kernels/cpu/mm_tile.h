@@ -21,8 +21,10 @@
  * Every kernel computes each output y[m, n] as one fp32 sum in ascending k
  * (acc = fma(w[n,k], x[m,k], acc), k = 0, 1, ..., then + bias), the same
  * whatever the block it sits in, so results do not depend on the batch
- * size, the batch composition or the thread count.  The opt-in bf16 path
- * (vdpbf16ps) adds one k pair per step, also in ascending order. */
+ * size, the batch composition or the thread count.  The opt-in bf16 paths
+ * round x to bf16: vdpbf16ps adds one k pair per step, also in ascending
+ * order; AMX (matmul_amx.c) adds 32-k blocks in ascending order, within a
+ * block in the hardware's order, the same for every row. */
 #ifndef TPD_CPU_MM_TILE_H
 #define TPD_CPU_MM_TILE_H
 

@@ -37,8 +37,8 @@ __attribute__((target("avx512f,avx512bf16"))) static float run_bf16(long iters) 
 
 #ifdef TPD_HAVE_AMX
 /* 4 independent 16 x 16 accumulator tiles, as the AMX matmul keeps
- * (kernels/cpu/matmul_amx.c); the OS granted the tiles when the level was
- * detected (cpu_isa.c). */
+ * (kernels/cpu/matmul_amx.c); run only once the OS granted the tiles
+ * (tpd_amx_grant). */
 __attribute__((target("amx-tile,amx-bf16"))) static float run_amx(long iters) {
   struct {
     uint8_t palette, start_row, reserved[14];
@@ -141,7 +141,7 @@ double bench_peak_flops(int n_threads, int bf16, const char **what) {
   probe p = {.kind = KIND_SCALAR, .iters = 1 << 14};
   const tpd_isa isa = tpd_isa_active();
 #ifdef TPD_HAVE_AMX
-  if (bf16 && isa >= TPD_ISA_AMX) p.kind = KIND_AMX, *what = "AMX-BF16 tiles";
+  if (bf16 && isa >= TPD_ISA_AMX && tpd_amx_grant()) p.kind = KIND_AMX, *what = "AMX-BF16 tiles";
   else
 #endif
   if (bf16 && isa >= TPD_ISA_AVX512BF16) p.kind = KIND_BF16, *what = "AVX512_BF16 dot products";

@@ -137,7 +137,7 @@ typedef struct {
   tpd_dtype kv_dtype;        /* the KV cache's elements */
   int tp;
   const char *backend;
-  const char *kernels;       /* e.g. "avx512bf16"; "amx-bf16" with TPD_CPU_BF16_DOT=1 on AMX */
+  const char *kernels;       /* e.g. "avx512bf16"; "amx-bf16" with TPD_CPU_BF16_DOT=1 on AMX (bf16 weights) */
   int n_threads;
   /* the rest of this rank's memory plan, fixed at create (docs/architecture.md, "Memory plan") */
   double kv_bytes;           /* KV cache (backend memory) */

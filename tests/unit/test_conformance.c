@@ -113,9 +113,11 @@ int main(int argc, char **argv) {
   const cJSON *cases = cJSON_GetObjectItem(root, "cases");
   CHECK(cJSON_GetArraySize(cases) >= 6, "expected.json has its cases");
   const cJSON *c;
-  const int bf16_isa = tpd_isa_active() >= TPD_ISA_AVX512BF16;
+  int first_without = -1; /* every rank runs the same passes: all have AVX512-BF16, or none checks bf16 activations */
+  CHECK_OK(tpd_comm_agree(comm, tpd_isa_active() >= TPD_ISA_AVX512BF16, &first_without));
+  const int bf16_isa = first_without < 0;
   if (!bf16_isa && comm->rank == 0)
-    printf("bf16 activations (TPD_CPU_BF16_DOT=1) not checked: the CPU has no AVX512-BF16\n");
+    printf("bf16 activations (TPD_CPU_BF16_DOT=1) not checked: rank %d's CPU has no AVX512-BF16\n", first_without);
   for (int kvi = 0; kvi < 2 + bf16_isa; kvi++) /* f32 KV, then the default (auto), then bf16 activations */
   cJSON_ArrayForEach(c, cases) {
     const char *model = cJSON_GetObjectItem(c, "model")->valuestring;

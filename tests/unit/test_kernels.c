@@ -2,6 +2,10 @@
  * every instruction-set level this CPU supports, with shapes that have
  * tails, and with 1 and 3 threads. */
 #include <sched.h>
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
@@ -115,6 +119,8 @@ static void test_matmul(void) {
     test_matmul_case((tpd_dtype)d, 1, 1100, 100, 1);
     test_matmul_case((tpd_dtype)d, 13, 1030, 257, 0);
     test_matmul_case((tpd_dtype)d, 40, 700, 64, 1);
+    test_matmul_case((tpd_dtype)d, 20, 300, 512, 0); /* a part row tile second; Kp a multiple of 512 (AMX's padded x stride) */
+    test_matmul_case((tpd_dtype)d, 50, 140, 96, 1);
   }
 }
 
@@ -869,6 +875,18 @@ static void test_env_settings(void) {
   tpd_clear_error();
 }
 
+/* Whether Linux has granted this process the AMX tile data (arch_prctl
+ * ARCH_GET_XCOMP_PERM, feature 18); -1 where that cannot be asked. */
+static int amx_granted(void) {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned long features = 0;
+  if (syscall(SYS_arch_prctl, 0x1022 /* ARCH_GET_XCOMP_PERM */, &features) != 0) return -1;
+  return (int)(features >> 18 & 1);
+#else
+  return -1;
+#endif
+}
+
 int main(void) {
   tu_seed("test_kernels");
   tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
@@ -881,6 +899,8 @@ int main(void) {
       CHECK_OK(tpd_backend_create("cpu", &o, &be_kv[k][i]));
       if (!be_kv[k][i]) return 1;
     }
+  /* the tile grant is asked only when the AMX path is chosen: not by detection or by backends without it */
+  CHECK(amx_granted() <= 0, "AMX tile data granted before any AMX kernel ran (%s)", tpd_isa_name(tpd_isa_detect()));
   test_dtypes();
   test_kv_cache_option();
   test_env_settings();
@@ -894,6 +914,8 @@ int main(void) {
       tpd_cpu_set_bf16_dot(1);
       test_matmul();
       tpd_cpu_set_bf16_dot(0);
+      if (isa == TPD_ISA_AMX)
+        CHECK(amx_granted() != 0, "the AMX path ran without the tile grant (arch_prctl reports %d)", amx_granted());
     }
     for (int rep = 0; rep < 20; rep++) {
       test_rmsnorm();
