@@ -3,7 +3,7 @@
 
   test_ranks.py BUILD_DIR MPIEXEC
 
-Writes a small synthetic model (8.5 MB) into a folder whose unique name marks
+Writes a small synthetic model (8.5 MB; the load cases a larger one, 6x the bytes) into folders whose unique names mark
 every rank's command line, runs `mpirun -np N tpdecode -m DIR --prompt TEXT
 -n 400`, and at a chosen moment freezes one rank (SIGSTOP: the moment is then
 exact) and checks the phase it is in, then
@@ -36,10 +36,14 @@ PROMPT = " ".join(["the cat sat on a mat"] * 60)
 TIMES = []
 
 
-def make_model(root):
-    d = os.path.join(root, "model-rel-%d-%d" % (os.getpid(), time.monotonic_ns()))
-    subprocess.run([os.path.join(BUILD, "tpdecode-synth"), "--out", d, "--preset", "tiny", "--dim", "256", "--layers",
-                    "4", "--ffn", "768", "--heads", "4", "--kv-heads", "2", "--vocab", "2048", "--ctx", "2048"],
+def make_model(root, big=False):
+    """The small model; big: about 6x its bytes, for the load cases, whose window (from the model file's
+    mapping to the end of the load) is a few ms on the small one: a poll delayed by a busy machine missed it."""
+    d = os.path.join(root, "model-rel-%s%d-%d" % ("big-" if big else "", os.getpid(), time.monotonic_ns()))
+    shape = ["--dim", "512", "--layers", "8", "--ffn", "1024"] if big else ["--dim", "256", "--layers", "4", "--ffn",
+                                                                              "768"]
+    subprocess.run([os.path.join(BUILD, "tpdecode-synth"), "--out", d, "--preset", "tiny"] + shape +
+                   ["--heads", "4", "--kv-heads", "2", "--vocab", "2048", "--ctx", "2048"],
                    check=True, stdout=subprocess.DEVNULL)
     return d
 
@@ -129,13 +133,13 @@ def main():
     t0 = time.monotonic()
     root = tempfile.mkdtemp(prefix="tpd-rel-")
     try:
-        model = make_model(root)
-        case(model, 2, 1, "load", "kill")
+        model, model_big = make_model(root), make_model(root, big=True)
+        case(model_big, 2, 1, "load", "kill")
         case(model, 2, 1, "prefill", "kill")
         case(model, 2, 0, "decode", "kill")
         case(model, 2, 1, "decode", "stop", recovery=False)
         case(model, 2, 1, "decode", "kill", recovery=False)
-        case(model, 4, 2, "load", "kill")
+        case(model_big, 4, 2, "load", "kill")
         case(model, 4, 3, "prefill", "kill")
         case(model, 4, 1, "decode", "kill")
         case(model, 4, 0, "decode", "stop", recovery=False)
