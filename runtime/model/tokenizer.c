@@ -326,6 +326,9 @@ static tpd_status load_template(tpd_tokenizer *t, const cJSON *j, const char *pa
     cJSON_ArrayForEach(x, ids) {
       int32_t id = 0;
       TPD_TRY(get_id(x, path, "special_tokens ids", &id));
+      if (id >= tpd_tokenizer_n_tokens(t))
+        return TPD_FAIL(TPD_ERR_FORMAT, "%s.special_tokens: \"%s\" has id %d, outside the vocabulary (%d tokens)", path,
+                        name->valuestring, (int)id, tpd_tokenizer_n_tokens(t));
       if (seen_a) TPD_TRY(push_id(&t->post_ids, &t->n_post_ids, id));
       else TPD_TRY(push_id(&t->pre_ids, &t->n_pre_ids, id));
     }
