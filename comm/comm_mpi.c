@@ -695,11 +695,6 @@ static tpd_status mpi_barrier(tpd_comm *c) {
   return wd_wait(c, m, k, m->reqs, &call);
 }
 
-static void mpi_abort(tpd_comm *c, int code) {
-  mpi_impl *m = c->impl;
-  MPI_Abort(m->dup, code);
-  exit(code); /* not reached */
-}
 
 /* Ends the job from a communicator whose watchdog fired: MPI cannot be
  * finalised with a peer missing (its closing barrier would wait for ever).
@@ -740,6 +735,17 @@ static void end_broken_job(tpd_comm *c, mpi_impl *m) {
     }
   }
   MPI_Abort(m->dup, 1);
+}
+
+/* A program that stops on an error (launch/cli.c) ends the job here: after a
+ * watchdog fired, through end_broken_job, so that a rank whose line is out
+ * does not end the others before theirs is (multihost.link_down_tp4 once
+ * lost rank 0's line to rank 1's abort this way). */
+static void mpi_abort(tpd_comm *c, int code) {
+  mpi_impl *m = c->impl;
+  if (m->broken) end_broken_job(c, m);
+  MPI_Abort(m->dup, code);
+  exit(code); /* not reached */
 }
 
 static void mpi_destroy(tpd_comm *c) {
