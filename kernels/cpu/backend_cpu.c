@@ -135,11 +135,18 @@ static const tpd_backend_ops cpu_ops = {
  * kernels read each later through the same reader (kernels/cpu/cpu_isa.h,
  * pool.h), so they run with what was accepted here. */
 static tpd_status check_env(void) {
-  tpd_isa cap;
+  const tpd_isa best = tpd_isa_detect();
+  tpd_isa cap = best;
   int on, n_bytes;
   long spin_us;
   TPD_TRY(tpd_isa_env(&cap));
   TPD_TRY(tpd_cpu_bf16_dot_env(&on));
+  const tpd_isa level = cap < best ? cap : best;
+  if (on && level < TPD_ISA_AVX512BF16) /* asked for, and nothing here would do it */
+    return TPD_FAIL(TPD_ERR_UNSUPPORTED,
+                    "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16, and the CPU kernels run at "
+                    "level %s (%s); unset it or set 0 for f32 FMA",
+                    tpd_isa_name(level), level < best ? "capped by TPD_CPU_ISA" : "this CPU's best");
   TPD_TRY(tpd_cpu_prefetch_env(&n_bytes));
   TPD_TRY(tpd_pool_env(&spin_us, &on));
   return TPD_OK;

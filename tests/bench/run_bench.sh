@@ -72,21 +72,29 @@ case $mode in
       2> "$work/stderr.txt" || fail "the benchmark failed"
     "$check" kernels "$work/out.jsonl" --configs 6 || fail "--kernels --json rows do not check"
     # bf16 activations: AMX tiles or vdpbf16ps where the CPU has them (the tiny preset is bf16), and the
-    # compute probe of the same instructions
+    # compute probe of the same instructions; where the level has neither, a one-line refusal naming it
     # shellcheck disable=SC2086
-    TPD_CPU_BF16_DOT=1 "$bench" --kernels --preset tiny --batch 1,17 --ctx 8 $common > "$work/bf16.txt" \
-      2> "$work/stderr.txt" || fail "the TPD_CPU_BF16_DOT=1 run failed"
-    # the kernels the backend reports and the compute probe's instructions agree; a CPU with AVX512-BF16 runs
-    # one of the two bf16 paths (AMX where the build has it and the OS grants it)
-    if grep -q "cpu/amx-bf16, " "$work/bf16.txt"; then
-      grep -q "peak .* (AMX-BF16 tiles)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "amx-bf16 without the AMX probe"; }
-    elif grep -q "cpu/avx512bf16-dot, " "$work/bf16.txt"; then
-      grep -q "(AVX512_BF16 dot products)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "vdpbf16ps without its probe"; }
-    elif grep -q "avx512_bf16" /proc/cpuinfo 2>/dev/null; then
-      cat "$work/bf16.txt"; fail "TPD_CPU_BF16_DOT=1 on a CPU with AVX512-BF16 runs neither bf16 path"
-    fi
-    if grep -q "amx_bf16" /proc/cpuinfo 2>/dev/null && grep -q "amx_tile" /proc/cpuinfo && [ -z "${TPD_CPU_ISA:-}" ]; then
-      grep -q "cpu/amx-bf16, " "$work/bf16.txt" || echo "note: the CPU has AMX, the run did not use it (not built, or not granted)"
+    if TPD_CPU_BF16_DOT=1 "$bench" --kernels --preset tiny --batch 1,17 --ctx 8 $common > "$work/bf16.txt" \
+      2> "$work/stderr.txt"; then
+      # the kernels the backend reports and the compute probe's instructions agree; a CPU with AVX512-BF16
+      # runs one of the two bf16 paths (AMX where the build has it and the OS grants it)
+      if grep -q "cpu/amx-bf16, " "$work/bf16.txt"; then
+        grep -q "peak .* (AMX-BF16 tiles)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "amx-bf16 without the AMX probe"; }
+      elif grep -q "cpu/avx512bf16-dot, " "$work/bf16.txt"; then
+        grep -q "(AVX512_BF16 dot products)" "$work/bf16.txt" || { cat "$work/bf16.txt"; fail "vdpbf16ps without its probe"; }
+      else
+        cat "$work/bf16.txt"; fail "TPD_CPU_BF16_DOT=1 was accepted and runs neither bf16 path"
+      fi
+      if grep -q "amx_bf16" /proc/cpuinfo 2>/dev/null && grep -q "amx_tile" /proc/cpuinfo && [ -z "${TPD_CPU_ISA:-}" ]; then
+        grep -q "cpu/amx-bf16, " "$work/bf16.txt" || echo "note: the CPU has AMX, the run did not use it (not built, or not granted)"
+      fi
+    else
+      grep -q "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16" "$work/stderr.txt" ||
+        { cat "$work/stderr.txt"; fail "the TPD_CPU_BF16_DOT=1 run failed without the refusal"; }
+      if grep -q "avx512_bf16" /proc/cpuinfo 2>/dev/null && [ -z "${TPD_CPU_ISA:-}" ]; then
+        cat "$work/stderr.txt"; fail "TPD_CPU_BF16_DOT=1 refused on a CPU with AVX512-BF16"
+      fi
+      echo "TPD_CPU_BF16_DOT=1 refused here, as it should be: $(head -1 "$work/stderr.txt")"
     fi
     # shellcheck disable=SC2086
     "$bench" --kernels --preset tiny --batch 2 --ctx 16 $common > "$work/stdout.txt" 2> "$work/stderr.txt" ||

@@ -818,7 +818,7 @@ static void test_env_settings(void) {
       {"TPD_CPU_PIN", "2", 0},            {"TPD_CPU_PIN", "-1", 0},         {"TPD_CPU_PIN", "1abc", 0},
       {"TPD_CPU_PIN", "yes", 0},          {"TPD_CPU_PIN", "0", 1},          {"TPD_CPU_PIN", "1", 1},
       {"TPD_CPU_BF16_DOT", "2", 0},       {"TPD_CPU_BF16_DOT", "-1", 0},    {"TPD_CPU_BF16_DOT", "12abc", 0},
-      {"TPD_CPU_BF16_DOT", "on", 0},      {"TPD_CPU_BF16_DOT", "0", 1},     {"TPD_CPU_BF16_DOT", "1", 1},
+      {"TPD_CPU_BF16_DOT", "on", 0},      {"TPD_CPU_BF16_DOT", "0", 1},
       {"TPD_POOL_SPIN_US", "1000001", 0}, {"TPD_POOL_SPIN_US", "-5", 0},    {"TPD_POOL_SPIN_US", "50us", 0},
       {"TPD_POOL_SPIN_US", "0", 1},       {"TPD_POOL_SPIN_US", "1000000", 1},
       {"TPD_CPU_ISA", "avx3", 0},         {"TPD_CPU_ISA", "AVX2", 0},       {"TPD_CPU_ISA", "scalar ", 0},
@@ -847,10 +847,32 @@ static void test_env_settings(void) {
     env_restore(cases[i].var, saved);
     if (have_affinity) sched_setaffinity(0, sizeof affinity, &affinity);
   }
-  /* the message gives the range */
-  char *saved = env_swap("TPD_CPU_PREFETCH", "70000");
+  /* TPD_CPU_BF16_DOT=1 is taken where the kernels' level has AVX512-BF16 and refused, naming it and the
+   * level, where nothing would do it: on this CPU as it is, and capped at avx2 */
   tpd_backend_opts o = {.n_threads = 1};
   tpd_backend *be = NULL;
+  char *saved = env_swap("TPD_CPU_BF16_DOT", "1");
+  for (int capped = 0; capped < 2; capped++) {
+    char *saved_isa = env_swap("TPD_CPU_ISA", capped ? "avx2" : "");
+    const tpd_isa best = tpd_isa_detect(), level = capped && TPD_ISA_AVX2 < best ? TPD_ISA_AVX2 : best;
+    tpd_clear_error();
+    const tpd_status st = tpd_backend_create("cpu", &o, &be);
+    const char *msg = tpd_last_error();
+    if (level >= TPD_ISA_AVX512BF16)
+      CHECK(st == TPD_OK && be, "TPD_CPU_BF16_DOT=1 at level %s is accepted: %s (%s)", tpd_isa_name(level),
+            tpd_status_name(st), msg);
+    else
+      CHECK(st == TPD_ERR_UNSUPPORTED && !be && strstr(msg, "TPD_CPU_BF16_DOT=1") && strstr(msg, tpd_isa_name(level)) &&
+                strstr(msg, level < best ? "capped by TPD_CPU_ISA" : "this CPU's best") && !strchr(msg, '\n'),
+            "TPD_CPU_BF16_DOT=1 at level %s must be refused in one line naming both: %s (%s)", tpd_isa_name(level),
+            tpd_status_name(st), msg);
+    tpd_backend_destroy(be);
+    be = NULL;
+    env_restore("TPD_CPU_ISA", saved_isa);
+  }
+  env_restore("TPD_CPU_BF16_DOT", saved);
+  /* the message gives the range */
+  saved = env_swap("TPD_CPU_PREFETCH", "70000");
   EXPECT_FAIL(tpd_backend_create("cpu", &o, &be), TPD_ERR_ARG,
               "TPD_CPU_PREFETCH=70000: need an integer in [0, 65536] (bytes)");
   /* the kernels read the value create accepted; read without a create, a bad value is the
