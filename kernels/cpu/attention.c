@@ -97,6 +97,45 @@ static int att_chunks(const tpd_attention_args *a, int t) {
   return a->meta->pos[t] / TPD_ATT_CHUNK - att_start(a, t) / TPD_ATT_CHUNK + 1;
 }
 
+/* Positions [*p0, *p1] of chunk ci of wave token t. */
+static void item_span(const att_job *j, int t, int ci, int *p0, int *p1) {
+  const int tt = j->t0 + t, pos = j->a->meta->pos[tt], start = att_start(j->a, tt), c = start / TPD_ATT_CHUNK + ci;
+  *p0 = c * TPD_ATT_CHUNK > start ? c * TPD_ATT_CHUNK : start;
+  *p1 = c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 < pos ? c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 : pos;
+}
+
+/* This thread's (token, chunk) pairs [*i0, *i1): contiguous runs with about
+ * equal positions (a pair goes to the thread whose share holds its middle
+ * position), so a short last chunk or short sequences do not leave a thread
+ * idle.  Which pairs make an output never depends on the split. */
+static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1) {
+  const long n = j->cb[j->nt];
+  if (nth <= 1) {
+    *i0 = 0, *i1 = n;
+    return;
+  }
+  long total = 0;
+  for (int t = 0; t < j->nt; t++) {
+    const int start = att_start(j->a, j->t0 + t);
+    total += j->a->meta->pos[j->t0 + t] - start + 1;
+  }
+  long before = 0, first = n, last = n;
+  int t = 0;
+  for (long i = 0; i < n; i++) {
+    while ((long)j->cb[t + 1] <= i) t++;
+    int p0, p1;
+    item_span(j, t, (int)(i - (long)j->cb[t]), &p0, &p1);
+    const long rows = p1 - p0 + 1, owner = (2 * before + rows) * nth / (2 * total);
+    if (owner >= ith && first == n) first = i;
+    if (owner > ith) {
+      last = i;
+      break;
+    }
+    before += rows;
+  }
+  *i0 = first, *i1 = last > first ? last : first;
+}
+
 static void item_task(void *arg, int ith, int nth) {
   const att_job *j = arg;
   const tpd_attention_args *a = j->a;
@@ -108,7 +147,7 @@ static void item_task(void *arg, int ith, int nth) {
    * turn: the heads of one KV block lie side by side ([block][head][row]),
    * so one thread reads a chunk's blocks whole instead of one head's slice of
    * each */
-  tpd_split((long)j->cb[j->nt], ith, nth, 1, &i0, &i1);
+  split_by_rows(j, ith, nth, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
   const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
   float *qd = (float *)((unsigned char *)s + round64((size_t)G * TPD_ATT_CHUNK * sizeof(float) +
@@ -119,9 +158,8 @@ static void item_task(void *arg, int ith, int nth) {
   for (long i = i0; i < i1; i++) {
     while ((long)j->cb[t + 1] <= i) t++;
     const int ci = (int)(i - (long)j->cb[t]), tt = j->t0 + t;
-    const int pos = mt->pos[tt], start = att_start(a, tt), c = start / TPD_ATT_CHUNK + ci;
-    const int p0 = c * TPD_ATT_CHUNK > start ? c * TPD_ATT_CHUNK : start;
-    const int p1 = c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 < pos ? c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 : pos;
+    int p0, p1;
+    item_span(j, t, ci, &p0, &p1);
     const int32_t *table = mt->block_table + (size_t)mt->slot[tt] * mt->max_blocks;
     for (int g = 0; g < Hkv; g++) {
       for (int p = p0, bi = p0 / bs, off = p0 % bs; p <= p1; bi++, off = 0) { /* block by block */
