@@ -34,8 +34,19 @@ struct tpd_pool {
   pthread_cond_t cv;
   long spin_ns;
   int pin;             /* TPD_CPU_PIN */
-  cpu_set_t allowed;   /* the CPUs the creating thread could run on */
+  cpu_set_t allowed;   /* the CPUs the process started with (start_cpus) */
+  pthread_t creator;   /* pinned as thread 0: its own set is put back at destroy */
+  cpu_set_t creator_cpus;
 };
+
+/* The CPUs the process could run on before any pool pinned a thread, read
+ * once: a second pool created on a thread the first one pinned must not take
+ * that thread's one CPU for the whole set (every thread of it would share
+ * CPU 0). */
+static pthread_once_t start_once = PTHREAD_ONCE_INIT;
+static cpu_set_t start_set;
+static int start_ok;
+static void read_start_cpus(void) { start_ok = sched_getaffinity(0, sizeof start_set, &start_set) == 0; }
 
 static long now_ns(void) {
   struct timespec t;
@@ -44,7 +55,8 @@ static long now_ns(void) {
 }
 
 /* TPD_CPU_PIN=1: thread i runs only on the i-th CPU (mod their count) of the
- * set the process was started with (mpirun's binding, taskset), so a
+ * set the process had before any pool pinned a thread (mpirun's binding,
+ * taskset; start_set), so a
  * thread's share of the weights stays with one core's caches.  Off by
  * default: docs/performance.md, "CPU decode at the floor", has the
  * measurement. */
@@ -114,8 +126,13 @@ tpd_pool *tpd_pool_create(int n_threads) {
   if (!p) return NULL;
   p->n = n_threads;
   p->spin_ns = spin_us * 1000L;
-  p->pin = pin && sched_getaffinity(0, sizeof p->allowed, &p->allowed) == 0;
-  if (p->pin) pin_self(&p->allowed, 0);
+  if (pin) pthread_once(&start_once, read_start_cpus);
+  p->pin = pin && start_ok && pthread_getaffinity_np(pthread_self(), sizeof p->creator_cpus, &p->creator_cpus) == 0;
+  if (p->pin) {
+    p->allowed = start_set;
+    p->creator = pthread_self();
+    pin_self(&p->allowed, 0);
+  }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   if (n_threads > 1) {
@@ -147,6 +164,8 @@ void tpd_pool_destroy(tpd_pool *p) {
   pthread_mutex_unlock(&p->mu);
   for (int i = 1; i < p->n; i++)
     if (p->threads) pthread_join(p->threads[i], NULL);
+  if (p->pin && pthread_equal(p->creator, pthread_self())) /* as it was before create pinned it */
+    (void)pthread_setaffinity_np(p->creator, sizeof p->creator_cpus, &p->creator_cpus);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   free(p->threads);

@@ -23,6 +23,8 @@ typedef void (*tpd_pool_fn)(void *arg, int ith, int nth);
 #define TPD_POOL_SPIN_US_MAX 1000000
 tpd_status tpd_pool_env(long *spin_us, int *pin);
 
+/* With TPD_CPU_PIN=1 the creating thread is thread 0 and is pinned too;
+ * destroying the pool on that thread gives it back the CPUs it had. */
 tpd_pool *tpd_pool_create(int n_threads);
 void tpd_pool_destroy(tpd_pool *p);
 int tpd_pool_size(const tpd_pool *p);

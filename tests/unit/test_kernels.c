@@ -1,6 +1,7 @@
 /* Every CPU kernel against a float64 reference on fresh random inputs, at
  * every instruction-set level this CPU supports, with shapes that have
  * tails, and with 1 and 3 threads. */
+#include <pthread.h>
 #include <sched.h>
 #if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
@@ -10,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/pool.h"
 #include "runtime/engine/kvcache.h"
 #include "runtime/engine/sampler.h"
 #include "testutil.h"
@@ -665,7 +667,7 @@ static void test_attention_flash(void) {
   for (int k = 0; k < 2; k++) {
     const tpd_dtype kv = k ? TPD_BF16 : TPD_F32;
     fa_case c;
-    static const int gs[] = {1, 2, 4, 6}; /* 6: the avx512 kernel's head groups of 4 then 2 */
+    static const int gs[] = {1, 2, 3, 4, 6}; /* 3: one group of 3; 6: the avx512 kernel's groups of 4 then 2 */
     for (size_t gi = 0; gi < sizeof gs / sizeof gs[0]; gi++)
       for (size_t d = 0; d < sizeof dhs / sizeof dhs[0]; d++) {
         const int G = gs[gi];
@@ -909,6 +911,59 @@ static int amx_granted(void) {
 #endif
 }
 
+/* TPD_CPU_PIN=1: thread i of every pool runs on the i-th CPU the process
+ * started with, also in a pool created on a thread an earlier pool pinned
+ * (it once took that thread's one CPU for the set and put all its threads
+ * there); destroying a pool puts its creator's CPUs back. */
+typedef struct {
+  int count[2], cpu[2];
+} pin_seen;
+
+static void record_pin(void *arg, int ith, int nth) {
+  pin_seen *ps = arg;
+  cpu_set_t s;
+  (void)nth;
+  if (ith > 1 || pthread_getaffinity_np(pthread_self(), sizeof s, &s) != 0) return;
+  ps->count[ith] = CPU_COUNT(&s);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &s)) {
+      ps->cpu[ith] = c;
+      break;
+    }
+}
+
+static void test_pool_pinning(void) {
+  cpu_set_t start;
+  if (sched_getaffinity(0, sizeof start, &start) != 0 || CPU_COUNT(&start) < 2) {
+    printf("pool pinning: skipped (fewer than 2 CPUs allowed)\n");
+    return;
+  }
+  int first = -1, second = -1;
+  for (int c = 0; c < CPU_SETSIZE && second < 0; c++)
+    if (CPU_ISSET(c, &start)) {
+      if (first < 0) first = c;
+      else second = c;
+    }
+  char *saved = env_swap("TPD_CPU_PIN", "1");
+  tpd_pool *a = tpd_pool_create(2), *b = tpd_pool_create(2);
+  CHECK(a && b, "pool pinning: pools not created");
+  for (int k = 0; a && b && k < 2; k++) {
+    pin_seen ps = {{-1, -1}, {-1, -1}};
+    tpd_pool_run(k ? b : a, record_pin, &ps);
+    CHECK(ps.count[0] == 1 && ps.count[1] == 1 && ps.cpu[0] == first && ps.cpu[1] == second,
+          "pool pinning: pool %d's threads on %d CPU(s) from %d and %d CPU(s) from %d; want one each, %d and %d",
+          k + 1, ps.count[0], ps.cpu[0], ps.count[1], ps.cpu[1], first, second);
+  }
+  tpd_pool_destroy(b);
+  tpd_pool_destroy(a);
+  env_restore("TPD_CPU_PIN", saved);
+  cpu_set_t now;
+  CHECK(sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&now, &start),
+        "pool pinning: the creating thread has %d CPU(s) after the pools were destroyed, not its %d", CPU_COUNT(&now),
+        CPU_COUNT(&start));
+  sched_setaffinity(0, sizeof start, &start);
+}
+
 int main(void) {
   tu_seed("test_kernels");
   tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
@@ -926,6 +981,7 @@ int main(void) {
   test_dtypes();
   test_kv_cache_option();
   test_env_settings();
+  test_pool_pinning();
   const tpd_isa best = tpd_isa_detect();
   for (int isa = TPD_ISA_SCALAR; isa <= (int)best; isa++) {
     tpd_isa_force((tpd_isa)isa);
