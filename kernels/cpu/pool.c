@@ -33,8 +33,7 @@ struct tpd_pool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   long spin_ns;
-  int pin;             /* TPD_CPU_PIN */
-  cpu_set_t allowed;   /* the CPUs the process started with (start_cpus) */
+  int pin;             /* TPD_CPU_PIN: threads pinned within start_set */
   pthread_t creator;   /* pinned as thread 0: its own set is put back at destroy */
   cpu_set_t creator_cpus;
 };
@@ -56,10 +55,9 @@ static long now_ns(void) {
 
 /* TPD_CPU_PIN=1: thread i runs only on the i-th CPU (mod their count) of the
  * set the process had before any pool pinned a thread (mpirun's binding,
- * taskset; start_set), so a
- * thread's share of the weights stays with one core's caches.  Off by
- * default: docs/performance.md, "CPU decode at the floor", has the
- * measurement. */
+ * taskset; start_set), so a thread's share of the weights stays with one
+ * core's caches.  Off by default: docs/performance.md, "CPU decode at the
+ * floor", has the measurement. */
 static void pin_self(const cpu_set_t *allowed, int index) {
   const int n = CPU_COUNT(allowed);
   if (n < 1) return;
@@ -77,7 +75,7 @@ static void pin_self(const cpu_set_t *allowed, int index) {
 static void *worker_main(void *vp) {
   worker_arg *wa = vp;
   tpd_pool *p = wa->pool;
-  if (p->pin) pin_self(&p->allowed, wa->index);
+  if (p->pin) pin_self(&start_set, wa->index);
   unsigned seen = 0;
   for (;;) {
     long t0 = now_ns();
@@ -129,9 +127,8 @@ tpd_pool *tpd_pool_create(int n_threads) {
   if (pin) pthread_once(&start_once, read_start_cpus);
   p->pin = pin && start_ok && pthread_getaffinity_np(pthread_self(), sizeof p->creator_cpus, &p->creator_cpus) == 0;
   if (p->pin) {
-    p->allowed = start_set;
     p->creator = pthread_self();
-    pin_self(&p->allowed, 0);
+    pin_self(&start_set, 0);
   }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);

@@ -827,9 +827,6 @@ static void test_env_settings(void) {
       {"TPD_CPU_ISA", "scalar", 1},       {"TPD_CPU_ISA", "avx512bf16", 1}, {"TPD_CPU_ISA", "amx", 1}, {"TPD_CPU_ISA", "", 1},
   };
   const int old_prefetch = tpd_cpu_prefetch(), old_dot = tpd_cpu_bf16_dot(); /* put back at the end */
-  /* TPD_CPU_PIN=1 pins the creating thread: put its CPUs back after each case */
-  cpu_set_t affinity;
-  const int have_affinity = sched_getaffinity(0, sizeof affinity, &affinity) == 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char *saved = env_swap(cases[i].var, cases[i].value);
     tpd_backend_opts o = {.n_threads = 2};
@@ -846,8 +843,7 @@ static void test_env_settings(void) {
             "%s=\"%s\" must be a one-line TPD_ERR_ARG naming it: %s (%s)", cases[i].var, cases[i].value,
             tpd_status_name(st), msg);
     tpd_backend_destroy(be);
-    env_restore(cases[i].var, saved);
-    if (have_affinity) sched_setaffinity(0, sizeof affinity, &affinity);
+    env_restore(cases[i].var, saved); /* TPD_CPU_PIN=1: destroy gave this thread its CPUs back */
   }
   /* TPD_CPU_BF16_DOT=1 is taken where the kernels' level has AVX512-BF16 and refused, naming it and the
    * level, where nothing would do it: on this CPU as it is, and capped at avx2 */
@@ -932,9 +928,18 @@ static void record_pin(void *arg, int ith, int nth) {
     }
 }
 
+static cpu_set_t main_cpus; /* this thread's CPUs when main began */
+static int main_cpus_ok;
+
 static void test_pool_pinning(void) {
   cpu_set_t start;
-  if (sched_getaffinity(0, sizeof start, &start) != 0 || CPU_COUNT(&start) < 2) {
+  if (!main_cpus_ok || sched_getaffinity(0, sizeof start, &start) != 0) return;
+  /* the TPD_CPU_PIN=1 backends of test_env_settings were destroyed on this thread */
+  CHECK(CPU_EQUAL(&start, &main_cpus), "pool pinning: this thread has %d CPU(s) after pinned backends were destroyed, not its %d",
+        CPU_COUNT(&start), CPU_COUNT(&main_cpus));
+  start = main_cpus;
+  sched_setaffinity(0, sizeof start, &start);
+  if (CPU_COUNT(&start) < 2) {
     printf("pool pinning: skipped (fewer than 2 CPUs allowed)\n");
     return;
   }
@@ -965,6 +970,7 @@ static void test_pool_pinning(void) {
 }
 
 int main(void) {
+  main_cpus_ok = sched_getaffinity(0, sizeof main_cpus, &main_cpus) == 0;
   tu_seed("test_kernels");
   tpd_backend_opts o1 = {.n_threads = 1}, o3 = {.n_threads = 3};
   CHECK_OK(tpd_backend_create("cpu", &o1, &be1));
