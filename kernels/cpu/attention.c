@@ -12,6 +12,10 @@
 /* Partials of one wave: beyond this many bytes the tokens of a step (a long
  * prefill) are taken in several waves; a wave always holds one whole token. */
 enum { ATT_PART_BUDGET = 8 << 20, ATT_PAR_MIN_ELEMS = 1 << 14 };
+/* Fewer (token, chunk) pairs than twice the threads and at least this many
+ * positions in the wave: the threads split the pairs' KV heads (below it, a
+ * pool run cost more than the one thread's work at batch 1, ctx 64). */
+enum { ATT_HEAD_SPLIT_MIN_ROWS = 128 };
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -85,6 +89,7 @@ typedef struct {
   float *part;       /* [cb[nt], Hq, P] */
   unsigned char *scratch;
   size_t thread_bytes;
+  int per;           /* work units per (token, chunk) pair: 1 (every KV head in turn), or n_kv_heads */
 } att_job;
 
 /* The first position token t attends to, and its first chunk. */
@@ -104,12 +109,13 @@ static void item_span(const att_job *j, int t, int ci, int *p0, int *p1) {
   *p1 = c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 < pos ? c * TPD_ATT_CHUNK + TPD_ATT_CHUNK - 1 : pos;
 }
 
-/* This thread's (token, chunk) pairs [*i0, *i1): contiguous runs with about
- * equal positions (a pair goes to the thread whose share holds its middle
+/* This thread's units [*i0, *i1) (unit i: pair i / per, KV head i % per
+ * when per > 1; a pair is a (token, chunk)): contiguous runs with about
+ * equal positions (a unit goes to the thread whose share holds its middle
  * position), so a short last chunk or short sequences do not leave a thread
- * idle.  Which pairs make an output never depends on the split. */
+ * idle.  Which units make an output never depends on the split. */
 static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1) {
-  const long n = j->cb[j->nt];
+  const long n = (long)j->cb[j->nt] * j->per;
   if (nth <= 1) {
     *i0 = 0, *i1 = n;
     return;
@@ -117,14 +123,15 @@ static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1
   long total = 0;
   for (int t = 0; t < j->nt; t++) {
     const int start = att_start(j->a, j->t0 + t);
-    total += j->a->meta->pos[j->t0 + t] - start + 1;
+    total += (long)(j->a->meta->pos[j->t0 + t] - start + 1) * j->per;
   }
   long before = 0, first = n, last = n;
   int t = 0;
   for (long i = 0; i < n; i++) {
-    while ((long)j->cb[t + 1] <= i) t++;
+    const long pair = i / j->per;
+    while ((long)j->cb[t + 1] <= pair) t++;
     int p0, p1;
-    item_span(j, t, (int)(i - (long)j->cb[t]), &p0, &p1);
+    item_span(j, t, (int)(pair - (long)j->cb[t]), &p0, &p1);
     const long rows = p1 - p0 + 1, owner = (2 * before + rows) * nth / (2 * total);
     if (owner >= ith && first == n) first = i;
     if (owner > ith) {
@@ -146,7 +153,8 @@ static void item_task(void *arg, int ith, int nth) {
   /* a thread's items are (token, chunk) pairs, each for every KV head in
    * turn: the heads of one KV block lie side by side ([block][head][row]),
    * so one thread reads a chunk's blocks whole instead of one head's slice of
-   * each */
+   * each.  With fewer pairs than twice the threads (one sequence's short
+   * context) the units are (pair, KV head), so that every thread works. */
   split_by_rows(j, ith, nth, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
   const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
@@ -156,12 +164,14 @@ static void item_task(void *arg, int ith, int nth) {
                      .stride = j->P};
   int t = 0;
   for (long i = i0; i < i1; i++) {
-    while ((long)j->cb[t + 1] <= i) t++;
-    const int ci = (int)(i - (long)j->cb[t]), tt = j->t0 + t;
+    const long pair = i / j->per;
+    while ((long)j->cb[t + 1] <= pair) t++;
+    const int ci = (int)(pair - (long)j->cb[t]), tt = j->t0 + t;
     int p0, p1;
     item_span(j, t, ci, &p0, &p1);
     const int32_t *table = mt->block_table + (size_t)mt->slot[tt] * mt->max_blocks;
-    for (int g = 0; g < Hkv; g++) {
+    const int g0 = j->per > 1 ? (int)(i % j->per) : 0, g1 = j->per > 1 ? g0 + 1 : Hkv;
+    for (int g = g0; g < g1; g++) {
       for (int p = p0, bi = p0 / bs, off = p0 % bs; p <= p1; bi++, off = 0) { /* block by block */
         const unsigned char *kb = (const unsigned char *)a->k_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
         const unsigned char *vb = (const unsigned char *)a->v_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
@@ -276,8 +286,11 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
     j.t0 = t0;
     j.nt = nt;
     j.cb = cb;
+    size_t rows = 0; /* positions attended, summed over the wave's tokens */
+    for (int t = t0; t < t0 + nt; t++) rows += (size_t)(mt->pos[t] - att_start(a, t) + 1);
+    j.per = cb[nt] < 2 * n_threads && rows >= ATT_HEAD_SPLIT_MIN_ROWS ? a->n_kv_heads : 1;
     const size_t work = (size_t)cb[nt] * TPD_ATT_CHUNK * Hq * a->head_dim;
-    const int par = n_threads > 1 && cb[nt] > 1 && work >= ATT_PAR_MIN_ELEMS;
+    const int par = n_threads > 1 && (size_t)cb[nt] * j.per > 1 && work >= ATT_PAR_MIN_ELEMS;
     if (par) tpd_pool_run(cpu->pool, item_task, &j);
     else item_task(&j, 0, 1);
     if (n_threads > 1 && (size_t)cb[nt] * Hq * a->head_dim >= ATT_PAR_MIN_ELEMS) tpd_pool_run(cpu->pool, combine_task, &j);

@@ -32,13 +32,19 @@ const char *tpd_isa_name(tpd_isa isa);
 int tpd_cpu_bf16_dot(void);
 void tpd_cpu_set_bf16_dot(int on); /* -1: back to TPD_CPU_BF16_DOT, read on next use */
 
-/* Software prefetch distance of the matmul, in bytes ahead of each weight
- * stream; 0 turns it off.  TPD_CPU_PREFETCH=N sets it
- * (docs/performance.md, "CPU decode at the floor", has the measurements). */
-#define TPD_CPU_PREFETCH_DEFAULT 1024
+/* Software prefetch distance of the matmul.  TPD_CPU_PREFETCH=N: N bytes
+ * ahead of each weight stream, 0 turns it off.  Unset (the default,
+ * TPD_CPU_PREFETCH_AUTO): TPD_CPU_PREFETCH_SPAN bytes ahead shared among
+ * the streams a block reads, 2048 bytes ahead of each of four panels, 4096
+ * of each of two (docs/performance.md, "CPU decode at the floor", has the
+ * measurements). */
+#define TPD_CPU_PREFETCH_AUTO (-2)
+#define TPD_CPU_PREFETCH_SPAN 8192
+#define TPD_CPU_PREFETCH_DEFAULT TPD_CPU_PREFETCH_AUTO
 #define TPD_CPU_PREFETCH_MAX 65536
-int tpd_cpu_prefetch(void);
-void tpd_cpu_set_prefetch(int bytes); /* a negative value: back to TPD_CPU_PREFETCH, read on next use */
+int tpd_cpu_prefetch(void); /* bytes, or TPD_CPU_PREFETCH_AUTO */
+/* bytes, TPD_CPU_PREFETCH_AUTO, or -1: back to TPD_CPU_PREFETCH, read on next use */
+void tpd_cpu_set_prefetch(int bytes);
 
 /* The environment's settings, checked (tpd_backend_cpu_create runs these
  * before it starts anything): TPD_CPU_ISA names one of the levels above;

@@ -6,15 +6,26 @@
 
 #include "kernels/cpu/cpu_backend.h"
 
-enum { HUGE_ALIGN = 2 << 20 };
+/* From HUGE_MIN bytes a block is whole 2 MB transparent huge pages: a 1-2 MB
+ * weight (the 100M model's qkv and o projections) in 4 KB pages made whole
+ * decode steps 2-4 % slower (docs/performance.md, "CPU decode at the
+ * floor"); rounding it up costs under 1 MB each. */
+enum { HUGE_ALIGN = 2 << 20, HUGE_MIN = 1 << 20 };
 
 void *tpd_cpu_alloc(size_t n_bytes) {
   void *p = NULL;
-  const size_t align = n_bytes >= (size_t)HUGE_ALIGN ? (size_t)HUGE_ALIGN : 64;
+  const size_t align = n_bytes >= (size_t)HUGE_MIN ? (size_t)HUGE_ALIGN : 64;
   const size_t rounded = (n_bytes + align - 1) / align * align;
   if (posix_memalign(&p, align, rounded ? rounded : align) != 0) return NULL;
 #ifdef MADV_HUGEPAGE
-  if (align == (size_t)HUGE_ALIGN) madvise(p, rounded, MADV_HUGEPAGE);
+  if (align == (size_t)HUGE_ALIGN) {
+    madvise(p, rounded, MADV_HUGEPAGE);
+    /* a block the allocator hands back after an earlier free is already
+     * mapped in 4 KB pages, which MADV_HUGEPAGE leaves as they are: drop them
+     * (the block is ours, its contents undefined), so that first touch maps
+     * 2 MB pages */
+    madvise(p, rounded, MADV_DONTNEED);
+  }
 #endif
   return p;
 }

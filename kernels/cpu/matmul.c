@@ -86,17 +86,18 @@ void tpd_cpu_set_bf16_dot(int on) { g_bf16_dot = on < 0 ? -1 : on != 0; }
 static int g_prefetch = -1;
 
 int tpd_cpu_prefetch(void) {
-  if (g_prefetch < 0) {
+  if (g_prefetch == -1) {
     tpd_error_state saved;
     tpd_error_save(&saved);
     int n_bytes = TPD_CPU_PREFETCH_DEFAULT;
-    if (tpd_cpu_prefetch_env(&n_bytes) != TPD_OK) tpd_param_fallback(&saved, "the default, 1024 bytes");
+    if (tpd_cpu_prefetch_env(&n_bytes) != TPD_OK)
+      tpd_param_fallback(&saved, "the default (8192 bytes ahead, shared among a block's weight streams)");
     g_prefetch = n_bytes;
   }
   return g_prefetch;
 }
 
-void tpd_cpu_set_prefetch(int bytes) { g_prefetch = bytes; }
+void tpd_cpu_set_prefetch(int bytes) { g_prefetch = bytes < 0 && bytes != TPD_CPU_PREFETCH_AUTO ? -1 : bytes; }
 
 typedef void (*mm_kernel)(const tpd_mm *, int, int, int, int);
 
@@ -160,7 +161,8 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   j.mm.bias = a->bias;
   j.mm.y = a->y;
   j.mm.ldy = a->ldy;
-  j.mm.pf = tpd_cpu_prefetch();
+  const int pf = tpd_cpu_prefetch();
+  j.mm.pf = pf == TPD_CPU_PREFETCH_AUTO ? -TPD_CPU_PREFETCH_SPAN : pf;
   j.x_src = a->x;
   j.x_ld = a->ldx;
   if (a->M <= 0 || j.mm.N <= 0) return TPD_OK;

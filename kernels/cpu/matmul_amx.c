@@ -48,6 +48,11 @@ static void tail_tile(const char *panel, int kb, int pairs, unsigned char *dst) 
   memcpy(dst, panel + (size_t)kb * 16 * CHUNK, (size_t)pairs * CHUNK);
 }
 
+/* Unset TPD_CPU_PREFETCH (p->pf < 0): 1024 bytes ahead of each stream.  The
+ * f32 and vdpbf16ps kernels' shared span (tpd_mm_pf) measured no faster
+ * here (docs/performance.md, "CPU decode at the floor"). */
+TPD_INLINE int amx_pf(const tpd_mm *p) { return p->pf >= 0 ? p->pf : 1024; }
+
 /* Prefetch of the next weight bytes of one panel (the hardware prefetcher
  * follows each stream; this keeps more lines in flight). */
 TPD_INLINE void prefetch_tile(const char *b, int pf) {
@@ -93,7 +98,7 @@ static void four_panels(const tpd_mm *p, int m, int m1, int n, int full, int tai
                         unsigned char *tail, float *buf) {
   const char *w = tpd_panel_ptr(p, n), *x = (const char *)p->xb + (size_t)m * p->ldxb * sizeof(uint16_t);
   const size_t ldxb = (size_t)p->ldxb * sizeof(uint16_t);
-  const int pf = p->pf;
+  const int pf = amx_pf(p);
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -146,7 +151,7 @@ void tpd_mm_amx(const tpd_mm *p, int m0, int m1, int n0, int n1) {
   _tile_loadconfig(&cfg);
   const int full = p->Kp / 32, tail_pairs = (p->Kp % 32) / 2;
   const size_t ps = (size_t)(p->Kp / 2) * CHUNK, ldxb = (size_t)p->ldxb * sizeof(uint16_t);
-  const int pf = p->pf;
+  const int pf = amx_pf(p);
   _Alignas(64) unsigned char tail0[16 * CHUNK], tail1[16 * CHUNK];
   _Alignas(64) float buf[16 * 16];
   const int one_row_tile = m1 - m0 <= 16;

@@ -25,6 +25,7 @@ TPD_INLINE void load_pair8(const char *c, int h, tpd_dtype wt, __m256 *e, __m256
 TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, const int MR, const int NR,
                       const tpd_dtype wt) {
   const size_t cb = tpd_chunk_bytes(wt);
+  const int pf = tpd_mm_pf(p, NR);
   const float *x = p->x + (size_t)m * p->ldx;
   __m256 acc[4][4]; /* [row][panel half]: NR * 2 <= 4 */
   for (int j = 0; j < MR; j++)
@@ -32,10 +33,10 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
   const int K2 = p->K / 2;
   for (int kp = 0; kp < K2; kp++, w += cb) {
     __m256 we[4], wo[4];
-    if (p->pf > 0) /* each stream's chunk pf bytes ahead (f32 chunks are two lines) */
+    if (pf > 0) /* each stream's chunk pf bytes ahead (f32 chunks are two lines) */
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(w + r * ps + p->pf, _MM_HINT_T0);
-        if (cb > 64) _mm_prefetch(w + r * ps + p->pf + 64, _MM_HINT_T0);
+        _mm_prefetch(w + r * ps + pf, _MM_HINT_T0);
+        if (cb > 64) _mm_prefetch(w + r * ps + pf + 64, _MM_HINT_T0);
       }
     for (int v = 0; v < 2 * NR; v++) load_pair8(w + (v / 2) * ps, v % 2, wt, &we[v], &wo[v]);
     for (int j = 0; j < MR; j++) {

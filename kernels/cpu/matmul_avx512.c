@@ -33,6 +33,7 @@ TPD_INLINE __mmask16 lanes(int n_left) { return n_left >= 16 ? (__mmask16)0xffff
 TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, const int MR, const int NR,
                       const tpd_dtype wt) {
   const size_t cb = tpd_chunk_bytes(wt);
+  const int pf = tpd_mm_pf(p, NR);
   const float *x = p->x + (size_t)m * p->ldx;
   __m512 acc[12][4];
   for (int r = 0; r < NR; r++)
@@ -40,10 +41,10 @@ TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, c
   const int K2 = p->K / 2;
   for (int kp = 0; kp < K2; kp++, w += cb) {
     __m512 we[4], wo[4];
-    if (p->pf > 0) /* each stream's chunk pf bytes ahead (f32 chunks are two lines) */
+    if (pf > 0) /* each stream's chunk pf bytes ahead (f32 chunks are two lines) */
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(w + r * ps + p->pf, _MM_HINT_T0);
-        if (cb > 64) _mm_prefetch(w + r * ps + p->pf + 64, _MM_HINT_T0);
+        _mm_prefetch(w + r * ps + pf, _MM_HINT_T0);
+        if (cb > 64) _mm_prefetch(w + r * ps + pf + 64, _MM_HINT_T0);
       }
     for (int r = 0; r < NR; r++) load_pair(w + r * ps, wt, &we[r], &wo[r]);
     for (int j = 0; j < MR; j++) {

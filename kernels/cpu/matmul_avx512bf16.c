@@ -21,14 +21,15 @@ TPD_INLINE __mmask16 lanes(int n_left) { return n_left >= 16 ? (__mmask16)0xffff
 
 TPD_INLINE void block(const tpd_mm *p, const char *w, size_t ps, int n, int m, const int MR, const int NR) {
   const uint16_t *xb = p->xb + (size_t)m * p->ldxb;
+  const int pf = tpd_mm_pf(p, NR);
   __m512 acc[12][4];
   for (int j = 0; j < MR; j++)
     for (int r = 0; r < NR; r++) acc[j][r] = _mm512_setzero_ps();
   const int K2 = p->Kp / 2; /* xb and the weights are zero padded to Kp */
   for (int kp = 0; kp < K2; kp++, w += 2 * TPD_PANEL * sizeof(uint16_t)) {
     __m512i wv[4];
-    if (p->pf > 0)
-      for (int r = 0; r < NR; r++) _mm_prefetch(w + r * ps + p->pf, _MM_HINT_T0);
+    if (pf > 0)
+      for (int r = 0; r < NR; r++) _mm_prefetch(w + r * ps + pf, _MM_HINT_T0);
     for (int r = 0; r < NR; r++) wv[r] = _mm512_loadu_si512(w + r * ps);
     for (int j = 0; j < MR; j++) {
       int32_t pair;

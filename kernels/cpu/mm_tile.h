@@ -59,8 +59,15 @@ typedef struct {
   const float *bias; /* [N] or NULL */
   float *y;          /* [M, ldy] */
   int ldy;
-  int pf; /* software prefetch distance in bytes ahead of each weight stream, 0: none (tpd_cpu_prefetch) */
+  int pf; /* software prefetch (tpd_cpu_prefetch): bytes ahead of each weight stream, 0: none;
+           * negative: -pf bytes ahead shared among the streams a block reads (tpd_mm_pf) */
 } tpd_mm;
+
+/* The distance ahead of each of a block's `streams` weight streams, in
+ * bytes, rounded down to whole lines; 0: no software prefetch. */
+static inline int tpd_mm_pf(const tpd_mm *p, int streams) {
+  return p->pf >= 0 ? p->pf : -p->pf / streams / 64 * 64;
+}
 
 /* Each computes y[m0:m1, n0:n1]; n0 is a multiple of TPD_PANEL. */
 void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1);

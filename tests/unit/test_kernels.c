@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/mm_tile.h"
 #include "kernels/cpu/pool.h"
 #include "runtime/engine/kvcache.h"
 #include "runtime/engine/sampler.h"
@@ -675,6 +676,14 @@ static void test_attention_flash(void) {
         fa_case_run(&c, "decode batch");
         fa_free(&c);
       }
+    /* one sequence, fewer (token, chunk) pairs than twice the threads: the threads split its KV heads */
+    static const int sl[] = {40, 200, 300, 700, 1100};
+    for (size_t i = 0; i < sizeof sl / sizeof sl[0]; i++)
+      for (int hkv = 1; hkv <= 3; hkv++) {
+        fa_make(&c, kv, 1, &sl[i], one, hkv, 2, 64, 0);
+        fa_case_run(&c, "one sequence");
+        fa_free(&c);
+      }
     /* sliding windows: inside one chunk, across chunk edges, longer than some sequences */
     static const int wl[] = {3000, 600, 300, 40}, wins[] = {1, 100, 300};
     for (size_t w = 0; w < sizeof wins / sizeof wins[0]; w++) {
@@ -885,6 +894,20 @@ static void test_env_settings(void) {
   CHECK_OK(tpd_backend_create("cpu", &o, &be));
   CHECK(tpd_cpu_prefetch() == 4096, "TPD_CPU_PREFETCH=4096 accepted, the kernels read %d", tpd_cpu_prefetch());
   tpd_backend_destroy(be);
+  /* a set distance is each stream's whatever the block; unset, 8192 bytes are shared among the block's streams */
+  tpd_mm mm = {.pf = 4096};
+  CHECK(tpd_mm_pf(&mm, 4) == 4096 && tpd_mm_pf(&mm, 2) == 4096 && tpd_mm_pf(&mm, 1) == 4096,
+        "TPD_CPU_PREFETCH=4096: every stream 4096 bytes ahead, got %d %d %d", tpd_mm_pf(&mm, 4), tpd_mm_pf(&mm, 2),
+        tpd_mm_pf(&mm, 1));
+  unsetenv("TPD_CPU_PREFETCH");
+  tpd_cpu_set_prefetch(-1);
+  CHECK(tpd_cpu_prefetch() == TPD_CPU_PREFETCH_AUTO, "TPD_CPU_PREFETCH unset: the kernels read %d", tpd_cpu_prefetch());
+  mm.pf = -TPD_CPU_PREFETCH_SPAN;
+  CHECK(tpd_mm_pf(&mm, 4) == 2048 && tpd_mm_pf(&mm, 2) == 4096 && tpd_mm_pf(&mm, 1) == 8192 && tpd_mm_pf(&mm, 3) == 2688,
+        "unset: 8192 bytes over 4, 2, 1, 3 streams in whole lines, got %d %d %d %d", tpd_mm_pf(&mm, 4),
+        tpd_mm_pf(&mm, 2), tpd_mm_pf(&mm, 1), tpd_mm_pf(&mm, 3));
+  mm.pf = 0;
+  CHECK(tpd_mm_pf(&mm, 4) == 0, "TPD_CPU_PREFETCH=0 must stay off, got %d", tpd_mm_pf(&mm, 4));
   env_restore("TPD_CPU_PREFETCH", saved);
   saved = env_swap("TPD_CPU_BF16_DOT", "7");
   tpd_cpu_set_bf16_dot(-1);
