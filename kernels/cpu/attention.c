@@ -154,7 +154,7 @@ static void item_task(void *arg, int ith, int nth) {
    * turn: the heads of one KV block lie side by side ([block][head][row]),
    * so one thread reads a chunk's blocks whole instead of one head's slice of
    * each.  With fewer pairs than twice the threads (one sequence's short
-   * context) the units are (pair, KV head), so that every thread works. */
+   * context) the units are (pair, KV head), so that more threads work. */
   split_by_rows(j, ith, nth, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
   const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;

@@ -38,6 +38,9 @@ tpd_status tpd_cpu_logit_stats(tpd_backend *be, const tpd_logit_stats_args *a);
 /* Allocation used for weights and buffers: 64-byte aligned, huge-page backed
  * where the kernel allows for large blocks. */
 void *tpd_cpu_alloc(size_t n_bytes);
+/* The bytes tpd_cpu_alloc(n_bytes) allocates: 64-byte aligned, from 1 MiB
+ * whole 2 MiB pages; 0 where that would overflow (the allocation fails). */
+size_t tpd_cpu_alloc_bytes(size_t n_bytes);
 void tpd_cpu_free(void *p);
 
 #endif

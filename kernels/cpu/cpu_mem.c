@@ -1,6 +1,7 @@
 /* The CPU backend's memory: aligned (huge-page) allocation and the matmul
  * scratch workspace.  Below the ops (matmul.c) and the backend table
  * (backend_cpu.c), which both use it. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -12,11 +13,18 @@
  * floor"); rounding it up costs under 1 MB each. */
 enum { HUGE_ALIGN = 2 << 20, HUGE_MIN = 1 << 20 };
 
+static size_t align_of(size_t n_bytes) { return n_bytes >= (size_t)HUGE_MIN ? (size_t)HUGE_ALIGN : 64; }
+
+size_t tpd_cpu_alloc_bytes(size_t n_bytes) {
+  const size_t align = align_of(n_bytes);
+  if (n_bytes > SIZE_MAX - align) return 0;
+  return n_bytes ? (n_bytes + align - 1) / align * align : align;
+}
+
 void *tpd_cpu_alloc(size_t n_bytes) {
   void *p = NULL;
-  const size_t align = n_bytes >= (size_t)HUGE_MIN ? (size_t)HUGE_ALIGN : 64;
-  const size_t rounded = (n_bytes + align - 1) / align * align;
-  if (posix_memalign(&p, align, rounded ? rounded : align) != 0) return NULL;
+  const size_t align = align_of(n_bytes), rounded = tpd_cpu_alloc_bytes(n_bytes);
+  if (rounded == 0 || posix_memalign(&p, align, rounded) != 0) return NULL;
 #ifdef MADV_HUGEPAGE
   if (align == (size_t)HUGE_ALIGN) {
     madvise(p, rounded, MADV_HUGEPAGE);

@@ -91,7 +91,7 @@ int tpd_cpu_prefetch(void) {
     tpd_error_save(&saved);
     int n_bytes = TPD_CPU_PREFETCH_DEFAULT;
     if (tpd_cpu_prefetch_env(&n_bytes) != TPD_OK)
-      tpd_param_fallback(&saved, "the default (8192 bytes ahead, shared among a block's weight streams)");
+      tpd_param_fallback(&saved, "the default (8192 bytes ahead shared among a block's weight streams; AMX 1024 a stream)");
     g_prefetch = n_bytes;
   }
   return g_prefetch;
@@ -161,8 +161,7 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
   j.mm.bias = a->bias;
   j.mm.y = a->y;
   j.mm.ldy = a->ldy;
-  const int pf = tpd_cpu_prefetch();
-  j.mm.pf = pf == TPD_CPU_PREFETCH_AUTO ? -TPD_CPU_PREFETCH_SPAN : pf;
+  j.mm.pf = tpd_cpu_prefetch();
   j.x_src = a->x;
   j.x_ld = a->ldx;
   if (a->M <= 0 || j.mm.N <= 0) return TPD_OK;

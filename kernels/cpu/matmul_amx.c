@@ -48,10 +48,10 @@ static void tail_tile(const char *panel, int kb, int pairs, unsigned char *dst) 
   memcpy(dst, panel + (size_t)kb * 16 * CHUNK, (size_t)pairs * CHUNK);
 }
 
-/* Unset TPD_CPU_PREFETCH (p->pf < 0): 1024 bytes ahead of each stream.  The
+/* Unset TPD_CPU_PREFETCH (TPD_CPU_PREFETCH_AUTO): 1024 bytes ahead of each stream.  The
  * f32 and vdpbf16ps kernels' shared span (tpd_mm_pf) measured no faster
  * here (docs/performance.md, "CPU decode at the floor"). */
-TPD_INLINE int amx_pf(const tpd_mm *p) { return p->pf >= 0 ? p->pf : 1024; }
+TPD_INLINE int amx_pf(const tpd_mm *p) { return p->pf == TPD_CPU_PREFETCH_AUTO ? 1024 : p->pf; }
 
 /* Prefetch of the next weight bytes of one panel (the hardware prefetcher
  * follows each stream; this keeps more lines in flight). */

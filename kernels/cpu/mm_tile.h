@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "runtime/base/dtype.h"
 
 #define TPD_PANEL 16
@@ -59,14 +60,14 @@ typedef struct {
   const float *bias; /* [N] or NULL */
   float *y;          /* [M, ldy] */
   int ldy;
-  int pf; /* software prefetch (tpd_cpu_prefetch): bytes ahead of each weight stream, 0: none;
-           * negative: -pf bytes ahead shared among the streams a block reads (tpd_mm_pf) */
+  int pf; /* tpd_cpu_prefetch(): bytes ahead of each weight stream, 0: none, or TPD_CPU_PREFETCH_AUTO */
 } tpd_mm;
 
 /* The distance ahead of each of a block's `streams` weight streams, in
- * bytes, rounded down to whole lines; 0: no software prefetch. */
+ * bytes; 0: no software prefetch.  TPD_CPU_PREFETCH_AUTO shares
+ * TPD_CPU_PREFETCH_SPAN among the streams, in whole lines. */
 static inline int tpd_mm_pf(const tpd_mm *p, int streams) {
-  return p->pf >= 0 ? p->pf : -p->pf / streams / 64 * 64;
+  return p->pf == TPD_CPU_PREFETCH_AUTO ? TPD_CPU_PREFETCH_SPAN / streams / 64 * 64 : p->pf;
 }
 
 /* Each computes y[m0:m1, n0:n1]; n0 is a multiple of TPD_PANEL. */

@@ -24,6 +24,7 @@
 
 #include "alloc_count.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "launch/tools/synth.h"
 #include "runtime/engine/tpdecode.h"
 #include "testutil.h"
@@ -43,12 +44,8 @@ static tpd_synth_spec model_spec(void) {
 
 /* ---- 2: the plan against the allocations ---- */
 
-/* the CPU backend's allocation (kernels/cpu/cpu_backend.h, tpd_cpu_alloc):
- * 64-byte aligned, 2 MiB for blocks of 2 MiB or more, size rounded up */
-static size_t cpu_rounded(size_t n) {
-  const size_t a = n >= ((size_t)2 << 20) ? (size_t)2 << 20 : 64;
-  return (n + a - 1) / a * a;
-}
+/* the CPU backend's allocation (kernels/cpu/cpu_backend.h, tpd_cpu_alloc) */
+static size_t cpu_rounded(size_t n) { return tpd_cpu_alloc_bytes(n); }
 
 static int recorded(const ac_record *r, int n, char kind, size_t n_bytes) {
   for (int i = 0; i < n; i++)
