@@ -32,10 +32,18 @@ typedef struct {
   const char *path;
 } loader;
 
+/* The tables by id (text, length, special) run to the largest id, so a
+ * small file naming a huge id would take gigabytes: ids past this are
+ * refused (the largest vocabularies in use hold about 256 K tokens). */
+enum { TOK_MAX_ID = (1 << 24) - 1 };
+
 static tpd_status get_id(const cJSON *v, const char *path, const char *what, int32_t *out) {
   if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > INT32_MAX - 1 ||
       v->valuedouble != floor(v->valuedouble))
     return TPD_FAIL(TPD_ERR_FORMAT, "%s: %s must be a token id (a non-negative integer)", path, what);
+  if (v->valuedouble > TOK_MAX_ID)
+    return TPD_FAIL(TPD_ERR_UNSUPPORTED, "%s: %s %.0f is past %d, the largest token id tpdecode takes", path, what,
+                    v->valuedouble, (int)TOK_MAX_ID);
   *out = (int32_t)v->valuedouble;
   return TPD_OK;
 }

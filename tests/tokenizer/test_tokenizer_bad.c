@@ -119,6 +119,9 @@ int main(int argc, char **argv) {
   expect_load_fail(NULL, TPD_ERR_UNSUPPORTED, "continuing_subword_prefix");
   write_variant("model", "vocab", "{\"a\": -1}");
   expect_load_fail(NULL, TPD_ERR_FORMAT, "token id");
+  /* a huge id in a small file (the id tables would run to it): refused, not gigabytes allocated */
+  write_variant("model", "vocab", "{\"a\": 0, \"b\": 300000000}");
+  expect_load_fail(NULL, TPD_ERR_UNSUPPORTED, "300000000 is past 16777215");
 
   /* the pipeline */
   write_variant(NULL, "normalizer", "{\"type\": \"NFKC\"}");
