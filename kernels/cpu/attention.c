@@ -90,6 +90,7 @@ typedef struct {
   unsigned char *scratch;
   size_t thread_bytes;
   int per;           /* work units per (token, chunk) pair: 1 (every KV head in turn), or n_kv_heads */
+  long rows;         /* positions attended, summed over the wave's tokens */
 } att_job;
 
 /* The first position token t attends to, and its first chunk. */
@@ -120,11 +121,7 @@ static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1
     *i0 = 0, *i1 = n;
     return;
   }
-  long total = 0;
-  for (int t = 0; t < j->nt; t++) {
-    const int start = att_start(j->a, j->t0 + t);
-    total += (long)(j->a->meta->pos[j->t0 + t] - start + 1) * j->per;
-  }
+  const long total = j->rows * j->per;
   long before = 0, first = n, last = n;
   int t = 0;
   for (long i = 0; i < n; i++) {
@@ -286,9 +283,9 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
     j.t0 = t0;
     j.nt = nt;
     j.cb = cb;
-    size_t rows = 0; /* positions attended, summed over the wave's tokens */
-    for (int t = t0; t < t0 + nt; t++) rows += (size_t)(mt->pos[t] - att_start(a, t) + 1);
-    j.per = cb[nt] < 2 * n_threads && rows >= ATT_HEAD_SPLIT_MIN_ROWS ? a->n_kv_heads : 1;
+    j.rows = 0;
+    for (int t = t0; t < t0 + nt; t++) j.rows += mt->pos[t] - att_start(a, t) + 1;
+    j.per = cb[nt] < 2 * n_threads && j.rows >= ATT_HEAD_SPLIT_MIN_ROWS ? a->n_kv_heads : 1;
     const size_t work = (size_t)cb[nt] * TPD_ATT_CHUNK * Hq * a->head_dim;
     const int par = n_threads > 1 && (size_t)cb[nt] * j.per > 1 && work >= ATT_PAR_MIN_ELEMS;
     if (par) tpd_pool_run(cpu->pool, item_task, &j);
