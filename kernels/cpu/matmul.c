@@ -1,7 +1,8 @@
 /* CPU matmul driver: the panel weight layout, the scalar reference kernel,
  * ISA dispatch, threading.  Threads take the N outputs in shares of whole
- * panel pairs (about 8 shares per thread), each share a contiguous run of W
- * read once per step (kernels/cpu/mm_tile.h). */
+ * panel pairs (guided: the pairs left over the thread count, tpd_mm_share),
+ * each share a contiguous run of W read once per step
+ * (kernels/cpu/mm_tile.h). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +108,7 @@ typedef struct {
   const float *x_src; /* the caller's x, rounded to bf16 into mm.xb */
   int x_ld;
   int xb_rows;        /* rows of mm.xb (M, or M padded to whole AMX tiles) */
-  int chunk;          /* outputs per share (whole panel pairs) */
-  atomic_int next;    /* the next share to take */
+  atomic_int next;    /* the first output row no thread has taken */
 } mm_job;
 
 /* Rounds rows of x to bf16 (the opt-in bf16 paths) into mm.xb, rows
@@ -129,19 +129,26 @@ static void prep_task(void *arg, int ith, int nth) {
 }
 
 /* Threads take shares of whole panel pairs (each a contiguous stream of W)
- * from a counter until none is left, so a thread slowed by its core's
+ * from a shared cursor until none is left, so a thread slowed by its core's
  * neighbours (a shared VM, a hybrid CPU's slower cores) does less of the
- * work instead of holding the others at the end of the matmul (measured
- * the same as equal halves on the Xeon at hand, within its spread).  Which
- * thread computes an output does not change its sum. */
+ * work instead of holding the others at the end of the matmul.  A share is
+ * the pairs left over the thread count (guided): the first ones are long
+ * streams, the last ones single pairs, so the threads end within about one
+ * pair of each other (measured 2-5 % faster than 8 equal shares a thread
+ * at batch 1-8 on the Xeon at hand: docs/performance.md, "Guided matmul
+ * shares").
+ * Which thread computes an output does not change its sum. */
 static void mm_task(void *arg, int ith, int nth) {
   mm_job *j = arg;
-  (void)ith, (void)nth;
+  (void)ith;
   for (;;) {
-    const long n0 = (long)atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
-    if (n0 >= j->mm.N) return;
-    const long n1 = n0 + j->chunk < j->mm.N ? n0 + j->chunk : j->mm.N;
-    j->kernel(&j->mm, 0, j->mm.M, (int)n0, (int)n1);
+    int n0 = atomic_load_explicit(&j->next, memory_order_relaxed), size;
+    do {
+      if (n0 >= j->mm.N) return;
+      size = tpd_mm_share(j->mm.N - n0, nth);
+    } while (!atomic_compare_exchange_weak_explicit(&j->next, &n0, n0 + size, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    j->kernel(&j->mm, 0, j->mm.M, n0, n0 + size < j->mm.N ? n0 + size : j->mm.N);
   }
 }
 
@@ -187,10 +194,6 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
     if (a->M > 1) tpd_pool_run(cpu->pool, prep_task, &j);
     else prep_task(&j, 0, 1);
   }
-  /* about 8 shares per thread, each at least a panel pair */
-  const int nth = tpd_pool_size(cpu->pool), pairs = (j.mm.N + 2 * TPD_PANEL - 1) / (2 * TPD_PANEL);
-  const int per = (pairs + 8 * nth - 1) / (8 * nth);
-  j.chunk = (per > 0 ? per : 1) * 2 * TPD_PANEL;
   atomic_init(&j.next, 0);
   tpd_pool_run(cpu->pool, mm_task, &j);
   return TPD_OK;

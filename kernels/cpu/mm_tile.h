@@ -70,6 +70,15 @@ static inline int tpd_mm_pf(const tpd_mm *p, int streams) {
   return p->pf == TPD_CPU_PREFETCH_AUTO ? TPD_CPU_PREFETCH_SPAN / streams / 64 * 64 : p->pf;
 }
 
+/* The outputs a matmul thread takes next when `left` are untaken (a share
+ * for nth threads, guided): the whole panel pairs left over the thread
+ * count, rounded up, at least one pair; nth = 1 takes everything at once.
+ * matmul.c, mm_task. */
+static inline int tpd_mm_share(int left, int nth) {
+  const int unit = 2 * TPD_PANEL, pairs = (left + unit - 1) / unit;
+  return (pairs + nth - 1) / nth * unit;
+}
+
 /* Each computes y[m0:m1, n0:n1]; n0 is a multiple of TPD_PANEL. */
 void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1);
 void tpd_mm_avx2(const tpd_mm *p, int m0, int m1, int n0, int n1);

@@ -907,6 +907,22 @@ static void test_env_settings(void) {
         tpd_mm_pf(&mm, 2), tpd_mm_pf(&mm, 1), tpd_mm_pf(&mm, 3));
   mm.pf = 0;
   CHECK(tpd_mm_pf(&mm, 4) == 0, "TPD_CPU_PREFETCH=0 must stay off, got %d", tpd_mm_pf(&mm, 4));
+  /* matmul shares (guided): whole panel pairs, never growing, the first the pairs over the threads, the
+   * last a single pair, all of N covered once; one thread takes everything at once */
+  for (int c = 0; c < 200; c++) {
+    const int N = c < 3 ? (int[]){1, 32, 33}[c] : tu_int(1, 20000), nth = tu_int(1, 4), unit = 2 * TPD_PANEL;
+    int n0 = 0, prev = 1 << 30, shares = 0, ok = 1;
+    const int first = tpd_mm_share(N, nth);
+    while (n0 < N && shares <= N) {
+      const int size = tpd_mm_share(N - n0, nth);
+      ok &= size >= unit && size % unit == 0 && size <= prev;
+      if (N - n0 <= unit) ok &= size == unit;
+      prev = size, n0 += size, shares++;
+    }
+    CHECK(ok && n0 - N < unit && n0 >= N && first == ((N + unit - 1) / unit + nth - 1) / nth * unit &&
+              (nth > 1 || shares == 1),
+          "matmul shares of N=%d over %d threads: %d shares ending at %d (first %d)", N, nth, shares, n0, first);
+  }
   env_restore("TPD_CPU_PREFETCH", saved);
   saved = env_swap("TPD_CPU_BF16_DOT", "7");
   tpd_cpu_set_bf16_dot(-1);
