@@ -259,7 +259,8 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
   tpd_cpu *cpu = be->impl;
   const tpd_step_meta *mt = a->meta;
   if (mt->T <= 0) return TPD_OK;
-  if (a->n_kv_heads < 1 || a->n_q_heads % a->n_kv_heads || a->head_dim < 1 || a->head_dim > TPD_MAX_HEAD_DIM)
+  if (a->n_kv_heads < 1 || a->n_q_heads < 1 || a->n_q_heads % a->n_kv_heads || a->head_dim < 1 ||
+      a->head_dim > TPD_MAX_HEAD_DIM)
     return TPD_FAIL(TPD_ERR_INTERNAL, "attention: %d query heads, %d KV heads, head dim %d", a->n_q_heads,
                     a->n_kv_heads, a->head_dim);
   TPD_TRY(att_workspace(cpu, a));

@@ -142,13 +142,13 @@ static void mm_task(void *arg, int ith, int nth) {
   mm_job *j = arg;
   (void)ith;
   for (;;) {
-    int n0 = atomic_load_explicit(&j->next, memory_order_relaxed), size;
-    do {
+    int n0 = atomic_load_explicit(&j->next, memory_order_relaxed), n1;
+    do { /* n1 <= N: the last share is cut at N (a share of N - n0 near INT_MAX cannot wrap) */
       if (n0 >= j->mm.N) return;
-      size = tpd_mm_share(j->mm.N - n0, nth);
-    } while (!atomic_compare_exchange_weak_explicit(&j->next, &n0, n0 + size, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    j->kernel(&j->mm, 0, j->mm.M, n0, n0 + size < j->mm.N ? n0 + size : j->mm.N);
+      const long end = (long)n0 + tpd_mm_share(j->mm.N - n0, nth);
+      n1 = end < j->mm.N ? (int)end : j->mm.N;
+    } while (!atomic_compare_exchange_weak_explicit(&j->next, &n0, n1, memory_order_relaxed, memory_order_relaxed));
+    j->kernel(&j->mm, 0, j->mm.M, n0, n1);
   }
 }
 

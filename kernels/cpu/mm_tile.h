@@ -74,8 +74,8 @@ static inline int tpd_mm_pf(const tpd_mm *p, int streams) {
  * for nth threads, guided): the whole panel pairs left over the thread
  * count, rounded up, at least one pair; nth = 1 takes everything at once.
  * matmul.c, mm_task. */
-static inline int tpd_mm_share(int left, int nth) {
-  const int unit = 2 * TPD_PANEL, pairs = (left + unit - 1) / unit;
+static inline long tpd_mm_share(int left, int nth) {
+  const long unit = 2 * TPD_PANEL, pairs = ((long)left + unit - 1) / unit;
   return (pairs + nth - 1) / nth * unit;
 }
 

@@ -163,8 +163,9 @@ tpd_status bench_plot_serving(const char *files, const char *out_dir) {
       labs[k][i] = f->rate[i];
       ax[na] = f->x[i], ay[na++] = ys[k][i];
     }
-    snprintf(names[k], sizeof names[0], "%s: model %s, %s (labels: arrival rate, requests/s)", f->label, f->model,
-             f->date);
+    if (snprintf(names[k], sizeof names[0], "%s: model %s, %s (labels: arrival rate, requests/s)", f->label, f->model,
+                 f->date) >= (int)sizeof names[0])
+      memcpy(names[k] + sizeof names[0] - 4, "...", 4); /* a long legend is cut, visibly */
     se[ns++] = (tpd_plot_series){names[k], f->x, ys[k], labs[k], f->n, TPD_PLOT_POINTS, (tpd_plot_marker)(k % 3),
                                  colors[k % 8]};
     if (f->n > 1)

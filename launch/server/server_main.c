@@ -237,6 +237,24 @@ static int serve(srv_state *s, void *daemon) {
   return rc;
 }
 
+/* The default served name: DIR's last component without trailing slashes
+ * ("models/small/" -> "small"); TPD_ERR_ARG when it does not fit in cap. */
+static tpd_status served_name_of(const char *dir, char *out, size_t cap) {
+  size_t end = strlen(dir), start;
+  while (end > 1 && dir[end - 1] == '/')
+    end--;
+  for (start = end; start > 0 && dir[start - 1] != '/'; start--)
+    ;
+  if (start == end) /* "/" */
+    start = 0;
+  if (end - start >= cap)
+    return TPD_FAIL(TPD_ERR_ARG, "the model directory's name is %zu bytes, more than the %zu a served name takes; pass "
+                    "--served-model-name", end - start, cap - 1);
+  memcpy(out, dir + start, end - start);
+  out[end - start] = 0;
+  return TPD_OK;
+}
+
 int main(int argc, char **argv) {
   tpd_comm *comm = NULL;
   tpd_status st = tpd_comm_create_default(&argc, &argv, &comm);
@@ -268,21 +286,9 @@ int main(int argc, char **argv) {
   pthread_cond_init(&s->wake, NULL);
   srv_metrics_init();
   if (!s->served_name) {
-    const char *b = strrchr(s->model_dir, '/');
     static char name[256];
-    snprintf(name, sizeof name, "%s", b && b[1] ? b + 1 : s->model_dir);
-    size_t n = strlen(name);
-    while (n > 1 && name[n - 1] == '/')
-      name[--n] = 0;
-    if (b && !b[1]) { /* DIR/ */
-      char tmp[4096];
-      snprintf(tmp, sizeof tmp, "%s", s->model_dir);
-      size_t m = strlen(tmp);
-      while (m > 1 && tmp[m - 1] == '/')
-        tmp[--m] = 0;
-      const char *c = strrchr(tmp, '/');
-      snprintf(name, sizeof name, "%s", c ? c + 1 : tmp);
-    }
+    if ((st = served_name_of(s->model_dir, name, sizeof name)) != TPD_OK)
+      tpd_cli_die(PROG, comm, st, 1);
     s->served_name = name;
   }
   /* rank 0 listens first, so /health answers 503 while the model loads */

@@ -1,6 +1,7 @@
 /* Every CPU kernel against a float64 reference on fresh random inputs, at
  * every instruction-set level this CPU supports, with shapes that have
  * tails, and with 1 and 3 threads. */
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #if defined(__x86_64__) && defined(__linux__)
@@ -746,6 +747,8 @@ static void test_attention_workspace(void) {
   c.pos[0] = 3000 + TPD_ATT_CHUNK; /* one chunk more than planned */
   c.max_blocks = (3000 + TPD_ATT_CHUNK) / c.bs + 1;
   EXPECT_FAIL(fa_run(be, &c, a), TPD_ERR_INTERNAL, "attention workspace");
+  c.pos[0] = 3000, c.Hq = 0; /* no query heads: refused, not a division by zero */
+  EXPECT_FAIL(fa_run(be, &c, a), TPD_ERR_INTERNAL, "attention: 0 query heads");
   fa_free(&c);
   free(a), free(b);
   tpd_backend_destroy(be);
@@ -911,18 +914,22 @@ static void test_env_settings(void) {
    * last a single pair, all of N covered once; one thread takes everything at once */
   for (int c = 0; c < 200; c++) {
     const int N = c < 3 ? (int[]){1, 32, 33}[c] : tu_int(1, 20000), nth = tu_int(1, 4), unit = 2 * TPD_PANEL;
-    int n0 = 0, prev = 1 << 30, shares = 0, ok = 1;
-    const int first = tpd_mm_share(N, nth);
+    long n0 = 0, prev = 1L << 30;
+    int shares = 0, ok = 1;
+    const long first = tpd_mm_share(N, nth);
     while (n0 < N && shares <= N) {
-      const int size = tpd_mm_share(N - n0, nth);
+      const long size = tpd_mm_share((int)(N - n0), nth);
       ok &= size >= unit && size % unit == 0 && size <= prev;
       if (N - n0 <= unit) ok &= size == unit;
       prev = size, n0 += size, shares++;
     }
     CHECK(ok && n0 - N < unit && n0 >= N && first == ((N + unit - 1) / unit + nth - 1) / nth * unit &&
               (nth > 1 || shares == 1),
-          "matmul shares of N=%d over %d threads: %d shares ending at %d (first %d)", N, nth, shares, n0, first);
+          "matmul shares of N=%d over %d threads: %d shares ending at %ld (first %ld)", N, nth, shares, n0, first);
   }
+  /* a share near INT_MAX does not wrap (the rule computes in long) */
+  CHECK(tpd_mm_share(INT_MAX, 1) == ((long)INT_MAX + 31) / 32 * 32 && tpd_mm_share(INT_MAX - 40, 2) > 0,
+        "matmul share near INT_MAX: %ld, %ld", tpd_mm_share(INT_MAX, 1), tpd_mm_share(INT_MAX - 40, 2));
   env_restore("TPD_CPU_PREFETCH", saved);
   saved = env_swap("TPD_CPU_BF16_DOT", "7");
   tpd_cpu_set_bf16_dot(-1);
