@@ -342,9 +342,10 @@ def hosts(model):
         print(f"SKIP --host ::1: no IPv6 loopback here ({e})", flush=True)
     for host, connect in ([("::1", "::1")] if v6 else []) + [("localhost", "127.0.0.1")]:
         port = free_port() if host == "::1" else 0  # 0: the kernel's choice, named in the serving line
-        srv = subprocess.Popen(launcher() + [f"{BUILD}/tpdecode-server", "-m", model, "--port", str(port), "--host", host,
-                                             "--threads", "1"], env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+        # the host-name run names the model DIR// : the served name is still DIR's last component ("long")
+        srv = subprocess.Popen(launcher() + [f"{BUILD}/tpdecode-server", "-m", model + ("" if host == "::1" else "//"),
+                                             "--port", str(port), "--host", host, "--threads", "1"], env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         log = serving_line(srv)[::-1]  # the serving line first
         threading.Thread(target=lambda: [log.append(l) for l in srv.stdout], daemon=True).start()
         try:
@@ -356,6 +357,9 @@ def hosts(model):
                 st, data = raw(port, "POST", "/v1/completions", json.dumps({"model": "long", "prompt": "hi", "max_tokens": 3}),
                                host=connect)
                 check(st == 200 and json.loads(data)["usage"]["completion_tokens"] == 3, f"--host {host}: serves")
+                st, data = raw(port, "GET", "/v1/models", host=connect)
+                check(st == 200 and [m["id"] for m in json.loads(data)["data"]] == ["long"],
+                      f"--host {host}: /v1/models lists 'long' for -m {model + ('' if host == '::1' else '//')}: {data!r}")
                 if host == "::1":
                     check("http://[::1]:" in log[0], f"--host ::1: the URL in brackets: {log[0]!r}")
                     try:
