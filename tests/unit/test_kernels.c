@@ -928,7 +928,8 @@ static void test_env_settings(void) {
           "matmul shares of N=%d over %d threads: %d shares ending at %ld (first %ld)", N, nth, shares, n0, first);
   }
   /* a share near INT_MAX does not wrap (the rule computes in long) */
-  CHECK(tpd_mm_share(INT_MAX, 1) == ((long)INT_MAX + 31) / 32 * 32 && tpd_mm_share(INT_MAX - 40, 2) > 0,
+  CHECK(tpd_mm_share(INT_MAX, 1) == ((long)INT_MAX + 2 * TPD_PANEL - 1) / (2 * TPD_PANEL) * (2 * TPD_PANEL) &&
+            tpd_mm_share(INT_MAX - 40, 2) > 0,
         "matmul share near INT_MAX: %ld, %ld", tpd_mm_share(INT_MAX, 1), tpd_mm_share(INT_MAX - 40, 2));
   env_restore("TPD_CPU_PREFETCH", saved);
   saved = env_swap("TPD_CPU_BF16_DOT", "7");
