@@ -31,17 +31,6 @@
 #include "kernels/cuda/attention_split.h"
 #include "kernels/cuda/cuda_backend.h"
 
-/* The crossover between the GEMV kernels and cuBLASLt, in rows of X.
- * Default 8: per bf16 weight element (2 bytes of HBM traffic) the GEMV does
- * M FMAs plus one conversion for W and about M/4 conversions of X (shared by
- * the 4 rows of a warp), i.e. ~11 instructions at M = 8 and ~21 at M = 16.
- * The H200 retires ~34 G FP32 instructions per ms against ~2.4 G weight
- * elements per ms of HBM bandwidth (4.8 TB/s), a budget of ~14 per element:
- * M = 8 stays memory-bound, M = 16 does not, while cuBLASLt's tensor-core
- * kernels have arithmetic to spare at M >= 16 (they pad M up to a tile).  This
- * is an estimate from datasheet rates, never measured: tune it on a GPU with
- * TPD_GEMV_MAX_M (0..16; 0 sends every matmul to cuBLASLt). */
-#define TPD_GEMV_MAX_M_DEFAULT 8
 
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20)
 #define SPLITK_BYTES ((size_t)16 << 20)

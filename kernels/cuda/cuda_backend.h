@@ -33,6 +33,15 @@
 #define TPD_CUDA_N_EVENTS 64   /* event ids 0..63 for event_record / event_wait */
 #define TPD_LT_CACHE 64        /* cuBLASLt plans kept (least recently used is replaced) */
 #define TPD_GEMV_HARD_MAX_M 16 /* the GEMV kernels handle at most 16 rows of X per pass */
+/* The crossover between the GEMV kernels and cuBLASLt, in rows of X
+ * (TPD_GEMV_MAX_M overrides it, 0..16; 0 sends every matmul to cuBLASLt).
+ * Default 1, measured on an H200 (2026-12-04, tests/gpu/device_check.sh, the
+ * Llama-3.1-8B shapes at TP 1 and 8, docs/cuda.md "First run on a GPU"): the
+ * GEMV's time grows about linearly with M (M = 8 took 2.4-3.6x M = 1), while
+ * cuBLASLt's stays flat from M = 8 to 16 at 0.93-1.24x the GEMV's M = 1 time;
+ * at M = 8 the GEMV was 2.2-3.8x slower than cuBLASLt.  The first default, 8,
+ * was a datasheet estimate that the GEMV stays memory-bound to M = 8. */
+#define TPD_GEMV_MAX_M_DEFAULT 1
 #define TPD_GEMV_N_VARIANTS 5  /* rows of X per pass: 1, 2, 4, 8, 16 */
 #define TPD_GEMV_N_COMBOS 3    /* (X, W) dtypes: (bf16, bf16), (f32, bf16), (f32, f32) */
 

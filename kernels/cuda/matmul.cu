@@ -3,7 +3,7 @@
  * (bf16, or f32 in the float32-activation mode), W bf16 (or f32 in that
  * mode, from an F32/F16 checkpoint).
  *
- * M <= gemv_max_m (TPD_GEMV_MAX_M, default 8; see backend_cuda.cu for why)
+ * M <= gemv_max_m (TPD_GEMV_MAX_M, default 1; see cuda_backend.h for why)
  * runs the GEMV kernels of gemv.h, split over K when the rows alone would
  * not fill the GPU; larger M goes to cuBLASLt (cublaslt.cu) followed by the
  * bias kernel here.  If cuBLASLt has no algorithm for a shape (or for the

@@ -16,8 +16,8 @@
 #   bw        read-only bandwidth probe (the decode ceiling) and device-to-device copy
 #   gemv      GB/s of every matmul at the Llama-3.1-8B TP 1/2/8 shapes, batch 1, 8, 64, against the read probe
 #   logits    small random models: tpdecode on the GPU vs transformers on the same GPU vs the CPU backend
-#   bench     tpdecode-bench on the 8b model (written once, in the background from the start), batch 1/8/64, its floor
-#   xover     GEMV vs cuBLASLt at batch 8..16 (TPD_GEMV_MAX_M=16 vs 0), if time is left
+#   bench     tpdecode-bench on the 8b model (written once, in the background from the start), batch 1/2/4/8/64, ctx 64/4096, its floor
+#   xover     GEMV vs cuBLASLt at batch 1, 2, 3, 4, 8 (TPD_GEMV_MAX_M=16 vs 0), if time is left
 # One global deadline (TPD_DC_DEADLINE, default 420 s); every stage runs
 # under `timeout`, bounded by what is left.  Logs go to $OUT (default
 # /tmp/tpd-device-check-MODE) as each stage runs, 7 files: summary.txt (stage
@@ -340,14 +340,28 @@ if want sanitize; then
       result "sanitize $t (no tool)" "$r"
     done
   else
+    # A report counts against us unless it is a racecheck hazard whose line
+    # names a kernel of cuBLASLt (nvjet_*, cutlass, xmma): those are NVIDIA's
+    # own shared-memory schedules, counted and shown but not ours to fix.
+    # TPD_TEST_SANITIZER=1: the tests skip their planned device faults (a sync
+    # inside a capture, an out-of-bounds gather), which the tests stage runs.
+    LIBK='nvjet_|cublas|cutlass|xmma'
     sanitize_job() { # TOOL: graph then ops under the tool
-      local tool=$1 t rc res=""
+      local tool=$1 t rc res="" one n lib
       for t in test_gpu_graph test_gpu_ops; do
         echo "== $tool: $t"
-        TPD_TEST_SEED=1 bounded 170 "$CS" --tool "$tool" --error-exitcode 99 --print-limit 25 "$BIN/$t"
+        one="$W/san_${tool}_$t.out"
+        TPD_TEST_SANITIZER=1 TPD_TEST_SEED=1 bounded 170 "$CS" --tool "$tool" --error-exitcode 99 --print-limit 25 "$BIN/$t" > "$one" 2>&1
         rc=$?
+        cat "$one"
+        n=$(grep -c '^========= .*\(Invalid \|Race reported\|Barrier error\|Error: \|Warning: \|Program hit\)' "$one")
+        lib=$(grep '^========= .*Race reported' "$one" | grep -cE "$LIBK")
         case $rc in
-          0) res="$res $t pass;" ;; 99) res="$res $t FAIL (errors reported);" ;; 124 | 137) res="$res $t timeout;" ;;
+          0) res="$res $t pass;" ;;
+          99) if [ "$tool" = racecheck ] && [ "$n" -gt 0 ] && [ "$lib" = "$n" ]; then
+                res="$res $t pass ($n hazard reports, all inside cuBLASLt kernels);"
+              else res="$res $t FAIL ($((n - lib)) reports in our code, $lib in cuBLASLt kernels);"; fi ;;
+          124 | 137) res="$res $t timeout;" ;;
           125) res="$res $t not run;" ;; *) res="$res $t FAIL (exit $rc);" ;;
         esac
       done
@@ -515,7 +529,7 @@ if want bench && have tpdecode-bench; then
     result bench "FAIL (the model was not written; see bench.log)"
   else
     if [ "$MODE" = rehearse ]; then b_args=(--backend cpu --batch 1,2 --steps 2 --warmup 1 --threads 1)
-    else b_args=(--backend cuda --batch 1,8,64 --hw h200 --membw-mb 256); fi
+    else b_args=(--backend cuda --batch 1,2,4,8,64 --ctx 64,4096 --hw h200 --membw-mb 256); fi
     echo "######## tpdecode-bench -m $M8B ${b_args[*]} --csv" >> "$OUT/bench.log"
     TPD_LOG=info bounded 240 "$BIN/tpdecode-bench" -m "$M8B" "${b_args[@]}" --csv > "$W/bench.csv" 2> "$W/bench.err"; rc=$?
     cat "$W/bench.csv" "$W/bench.err" >> "$OUT/bench.log"
@@ -526,7 +540,7 @@ fi
 
 # ------------------------------------------------------------------ xover --
 if want xover && [ -x "$BW" ]; then
-  if [ "$MODE" = rehearse ]; then x_args=(--tiny --tp 2 --batch 2); else x_args=(--tp 1,8 --batch 8,12,16); fi
+  if [ "$MODE" = rehearse ]; then x_args=(--tiny --tp 2 --batch 2); else x_args=(--tp 1,8 --batch 1,2,3,4,8); fi
   : > "$W/xover.csv"
   for m in 16 0; do
     echo "######## TPD_GEMV_MAX_M=$m gemv ${x_args[*]}" >> "$OUT/bw.log"

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "runtime/base/dtype.h"
 #include "runtime/base/error.h"
 #define TU_WITH_CUDA /* TU_TRY, TU_CUDA, tu_malloc, tu_require_gpu */
@@ -308,7 +309,7 @@ static int cmd_gemv(int argc, char **argv) {
   TU_TRY(tpd_backend_create("cuda", &bo, &be));
   const tpd_dtype at = be->ops->act_dtype;
   const size_t as = tpd_dtype_size(at);
-  const long max_m = tpd_param_int("GEMV_MAX_M", 8);
+  const long max_m = tpd_param_int("GEMV_MAX_M", TPD_GEMV_MAX_M_DEFAULT);
   cudaStream_t st = (cudaStream_t)be->ops->stream(be);
 
   /* one host buffer of random bf16 weights, as large as the largest weight */

@@ -99,26 +99,28 @@ static void test_replay(tpd_backend *be) {
   }
 
   /* a failed capture: a host synchronisation inside it */
-  TU_TRY(be->ops->graph_begin(be));
-  residual(be, xa, dy, dw, ha, T, D);
-  const tpd_status s_sync = be->ops->synchronize(be);
-  tpd_clear_error();
-  const tpd_status s_end = be->ops->graph_end(be, &graph);
-  printf("     failed capture reports: %s\n", tpd_last_error());
-  tu_expect(s_sync != TPD_OK && s_end == TPD_ERR_DEVICE && graph == NULL && strstr(tpd_last_error(), "capture"),
-            "synchronize inside a capture fails and graph_end says the capture failed");
-  tpd_clear_error();
-  TU_TRY(be->ops->synchronize(be));
-  TU_CUDA(cudaMemcpy(xb, xa, n * 2, cudaMemcpyDeviceToDevice));
-  TU_CUDA(cudaDeviceSynchronize());
-  residual(be, xa, dy, dw, ha, T, D);
-  TU_TRY(be->ops->synchronize(be));
-  float *fa = tu_host_from(be, xa, n, TPD_BF16), *fb = tu_host_from(be, xb, n, TPD_BF16), *fy = tu_host_from(be, dy, n, TPD_BF16);
-  int bad = 0;
-  for (size_t i = 0; i < n; i++)
-    if (fa[i] != tpd_bf16_to_f32(tpd_f32_to_bf16(fb[i] + fy[i]))) bad++;
-  tu_expect(bad == 0, "eager launches work after a failed capture");
-  free(fa), free(fb), free(fy);
+  if (!tu_planned_faults_off("synchronize inside a capture fails and graph_end says the capture failed")) {
+    TU_TRY(be->ops->graph_begin(be));
+    residual(be, xa, dy, dw, ha, T, D);
+    const tpd_status s_sync = be->ops->synchronize(be);
+    tpd_clear_error();
+    const tpd_status s_end = be->ops->graph_end(be, &graph);
+    printf("     failed capture reports: %s\n", tpd_last_error());
+    tu_expect(s_sync != TPD_OK && s_end == TPD_ERR_DEVICE && graph == NULL && strstr(tpd_last_error(), "capture"),
+              "synchronize inside a capture fails and graph_end says the capture failed");
+    tpd_clear_error();
+    TU_TRY(be->ops->synchronize(be));
+    TU_CUDA(cudaMemcpy(xb, xa, n * 2, cudaMemcpyDeviceToDevice));
+    TU_CUDA(cudaDeviceSynchronize());
+    residual(be, xa, dy, dw, ha, T, D);
+    TU_TRY(be->ops->synchronize(be));
+    float *fa = tu_host_from(be, xa, n, TPD_BF16), *fb = tu_host_from(be, xb, n, TPD_BF16), *fy = tu_host_from(be, dy, n, TPD_BF16);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+      if (fa[i] != tpd_bf16_to_f32(tpd_f32_to_bf16(fb[i] + fy[i]))) bad++;
+    tu_expect(bad == 0, "eager launches work after a failed capture");
+    free(fa), free(fb), free(fy);
+  }
 
   be->ops->free(be, (void *)wt.data);
   void *bufs[] = {xa, xb, dy, dd, dw, ha, hb, oa, ob, za, zb};
