@@ -13,8 +13,9 @@
  *                to GB of the query heads that share it (GQA: the group's
  *                K/V rows are read once for all of them); a block whose
  *                split index is >= n_live returns at once.  Each warp walks
- *                positions warp, warp + 4, ... (two per iteration, so four
- *                row loads are in flight), each lane holding EPL = Dh/32
+ *                positions warp, warp + 4, ..., PP per round (TPD_ATT_PP,
+ *                2 or 4; Dh > 128: 2), all 2 PP row loads issued before
+ *                the first is used, each lane holding EPL = Dh/32
  *                (rounded up to 2, 4, 8 or 16) elements of q, K, V and the
  *                fp32 output accumulator; scores are reduced with shuffles
  *                and folded in with an online softmax (running max m, sum
@@ -134,7 +135,7 @@ static __device__ __forceinline__ void att_update(const uint32_t *kr, const uint
   }
 }
 
-template <typename T, int EPL, int GB>
+template <typename T, int EPL, int GB, int PP>
 static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
   __shared__ float sm_acc[ATT_WARPS][ATT_ACC * 32];
   __shared__ float sm_m[ATT_WARPS][ATT_MAX_GB], sm_l[ATT_WARPS][ATT_MAX_GB];
@@ -170,23 +171,25 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_par
     l[j] = 0.0f;
   }
 
-  for (int p0 = p_lo + warp; p0 < p_hi; p0 += 2 * ATT_WARPS) {
-    const int p1 = p0 + ATT_WARPS;
-    const bool two = p1 < p_hi;
-    uint32_t k0[ATT_MAX_EPL], v0[ATT_MAX_EPL], k1[ATT_MAX_EPL], v1[ATT_MAX_EPL];
-    const size_t r0 = tpd_kv_row(table[p0 / bs], g, p0 % bs, p.Hkv, bs, Dh);
-    att_load<T>(kc + r0, lane, Dh, p.kv_vec, EPL, k0);
-    att_load<T>(vc + r0, lane, Dh, p.kv_vec, EPL, v0);
-    if (two) {
-      const size_t r1 = tpd_kv_row(table[p1 / bs], g, p1 % bs, p.Hkv, bs, Dh);
-      att_load<T>(kc + r1, lane, Dh, p.kv_vec, EPL, k1);
-      att_load<T>(vc + r1, lane, Dh, p.kv_vec, EPL, v1);
-    } else {
+  /* PP positions per warp and round: all their K and V loads are issued
+   * before the first is used (warp w takes p_lo + w, + w + 4, ...) */
+  for (int p0 = p_lo + warp; p0 < p_hi; p0 += PP * ATT_WARPS) {
+    uint32_t kr[PP][EPL], vr[PP][EPL];
 #pragma unroll
-      for (int e = 0; e < EPL; e++) k1[e] = v1[e] = 0u;
+    for (int u = 0; u < PP; u++) {
+      const int pu = p0 + u * ATT_WARPS;
+      if (pu < p_hi) {
+        const size_t r = tpd_kv_row(table[pu / bs], g, pu % bs, p.Hkv, bs, Dh);
+        att_load<T>(kc + r, lane, Dh, p.kv_vec, EPL, kr[u]);
+        att_load<T>(vc + r, lane, Dh, p.kv_vec, EPL, vr[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < EPL; e++) kr[u][e] = vr[u][e] = 0u;
+      }
     }
-    att_update<T>(k0, v0, q, m, l, acc, gb, p.scale, EPL, GB);
-    if (two) att_update<T>(k1, v1, q, m, l, acc, gb, p.scale, EPL, GB);
+#pragma unroll
+    for (int u = 0; u < PP; u++)
+      if (p0 + u * ATT_WARPS < p_hi) att_update<T>(kr[u], vr[u], q, m, l, acc, gb, p.scale, EPL, GB);
   }
 
   /* merge the four warps */
@@ -257,15 +260,31 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_combine(const attn_pa
 
 typedef void (*attn_fn)(const attn_params);
 
-/* [f32][epl index]: the kernels for Dh <= 64, 128, 256, 512.  f32 K/V rows
- * take twice the registers of bf16 ones, so the f32 variants hold half the
- * query heads (GB * EPL = ATT_ACC / 2): with the bf16 GB, Dh 256 spilled. */
-static const attn_fn attn_kernels[2][4] = {
-    {attn_kernel<uint16_t, 2, 16>, attn_kernel<uint16_t, 4, 8>, attn_kernel<uint16_t, 8, 4>, attn_kernel<uint16_t, 16, 2>},
-    {attn_kernel<float, 2, 8>, attn_kernel<float, 4, 4>, attn_kernel<float, 8, 2>, attn_kernel<float, 16, 1>}};
-static const char *const attn_names[2][4] = {
-    {"attn_kernel<bf16, dh64>", "attn_kernel<bf16, dh128>", "attn_kernel<bf16, dh256>", "attn_kernel<bf16, dh512>"},
-    {"attn_kernel<f32, dh64>", "attn_kernel<f32, dh128>", "attn_kernel<f32, dh256>", "attn_kernel<f32, dh512>"}};
+/* [pp][f32][epl index]: the kernels for Dh <= 64, 128, 256, 512, with
+ * PP = 2 or 4 positions per warp and round
+ * (TPD_ATT_PP); the Dh 256 and 512 variants keep 2 (their rows would not
+ * fit in registers four at a time).  f32 K/V rows take twice the registers
+ * of bf16 ones, so the f32 variants hold fewer query heads (attn_gb; with
+ * the bf16 GB, Dh 256 spilled). */
+static const attn_fn attn_kernels[2][2][4] = {
+    {{attn_kernel<uint16_t, 2, 16, 2>, attn_kernel<uint16_t, 4, 8, 2>, attn_kernel<uint16_t, 8, 4, 2>,
+      attn_kernel<uint16_t, 16, 2, 2>},
+     {attn_kernel<float, 2, 8, 2>, attn_kernel<float, 4, 4, 2>, attn_kernel<float, 8, 2, 2>, attn_kernel<float, 16, 1, 2>}},
+    {{attn_kernel<uint16_t, 2, 16, 4>, attn_kernel<uint16_t, 4, 4, 4>, attn_kernel<uint16_t, 8, 4, 2>,
+      attn_kernel<uint16_t, 16, 2, 2>},
+     {attn_kernel<float, 2, 4, 4>, attn_kernel<float, 4, 4, 4>, attn_kernel<float, 8, 2, 2>, attn_kernel<float, 16, 1, 2>}}};
+/* each kernel's GB (query heads per block); the PP = 4 variants of Dh 64
+ * and 128 hold 4 (with 8 or 16 ptxas spilled) */
+static const int attn_gb[2][2][4] = {{{16, 8, 4, 2}, {8, 4, 2, 1}}, {{16, 4, 4, 2}, {4, 4, 2, 1}}};
+static const char *const attn_names[2][2][4] = {
+    {{"attn_kernel<bf16, dh64, pp2>", "attn_kernel<bf16, dh128, pp2>", "attn_kernel<bf16, dh256, pp2>",
+      "attn_kernel<bf16, dh512, pp2>"},
+     {"attn_kernel<f32, dh64, pp2>", "attn_kernel<f32, dh128, pp2>", "attn_kernel<f32, dh256, pp2>",
+      "attn_kernel<f32, dh512, pp2>"}},
+    {{"attn_kernel<bf16, dh64, pp4>", "attn_kernel<bf16, dh128, pp4>", "attn_kernel<bf16, dh256, pp2>",
+      "attn_kernel<bf16, dh512, pp2>"},
+     {"attn_kernel<f32, dh64, pp4>", "attn_kernel<f32, dh128, pp4>", "attn_kernel<f32, dh256, pp2>",
+      "attn_kernel<f32, dh512, pp2>"}}};
 
 extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a) {
   tpd_cuda *c = (tpd_cuda *)be->impl;
@@ -282,7 +301,8 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
   if (mt->T == 0) return TPD_OK;
   const int f32 = c->act == TPD_F32;
   const int ei = Dh <= 64 ? 0 : Dh <= 128 ? 1 : Dh <= 256 ? 2 : 3, epl = 2 << ei;
-  const int gb_max = (f32 ? ATT_ACC / 2 : ATT_ACC) / epl; /* the kernel's GB */
+  const int pi = c->att_pp == 4;
+  const int gb_max = attn_gb[pi][f32][ei]; /* the kernel's GB */
   attn_params p;
   p.q = a->q;
   p.ldq = a->ldq;
@@ -315,9 +335,9 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
             "%d head(s) per block",
             mt->T, Hq, Hkv, Dh, mt->max_ctx, f32 ? "f32" : "bf16", grid.x, grid.y, grid.z, TPD_ATT_CHUNK,
             p.heads_per_block);
-  const attn_fn k = attn_kernels[f32][ei];
+  const attn_fn k = attn_kernels[pi][f32][ei];
   k<<<grid, ATT_THREADS, 0, c->stream>>>(p);
-  TPD_CUDA_CHECK_LAUNCH(c, attn_names[f32][ei]);
+  TPD_CUDA_CHECK_LAUNCH(c, attn_names[pi][f32][ei]);
   if (p.slots > 1) {
     const attn_fn comb = f32 ? attn_combine<float> : attn_combine<uint16_t>;
     comb<<<dim3((unsigned)Hq, (unsigned)mt->T), ATT_THREADS, 0, c->stream>>>(p);

@@ -503,11 +503,15 @@ static tpd_status setup(tpd_cuda *c) {
     gm = gm < 0 ? 0 : TPD_GEMV_HARD_MAX_M;
   }
   c->gemv_max_m = (int)gm;
+  const long pp = tpd_param_int("ATT_PP", TPD_ATT_PP_DEFAULT);
+  if (pp != 2 && pp != 4)
+    return TPD_FAIL(TPD_ERR_ARG, "TPD_ATT_PP=%ld: the attention loads 2 or 4 positions per warp and round", pp);
+  c->att_pp = (int)pp;
   c->sync_launches = tpd_param_int("CUDA_SYNC", 0) != 0;
   TPD_INFO("cuda backend: device %d (%s, cc %d.%d, %d SMs, %.1f GB), %s activations, GEMV for M <= %d, cuBLASLt "
-           "above%s",
+           "above, attention %d positions per warp and round%s",
            c->device, prop.name, prop.major, prop.minor, c->n_sm, (double)prop.totalGlobalMem / 1e9,
-           c->act == TPD_F32 ? "f32" : "bf16", c->gemv_max_m,
+           c->act == TPD_F32 ? "f32" : "bf16", c->gemv_max_m, c->att_pp,
            c->sync_launches ? "; TPD_CUDA_SYNC=1: every launch synchronises" : "");
   return st;
 }

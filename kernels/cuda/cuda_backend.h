@@ -42,6 +42,11 @@
  * at M = 8 the GEMV was 2.2-3.8x slower than cuBLASLt.  The first default, 8,
  * was a datasheet estimate that the GEMV stays memory-bound to M = 8. */
 #define TPD_GEMV_MAX_M_DEFAULT 1
+/* Positions each attention warp loads per round before using them
+ * (TPD_ATT_PP, 2 or 4; Dh > 128 always takes 2).  The first GPU run
+ * measured 2: at batch 1, ctx 4096 the attention read its KV at 330 GB/s,
+ * latency-bound (attention.cu). */
+#define TPD_ATT_PP_DEFAULT 4
 #define TPD_GEMV_N_VARIANTS 5  /* rows of X per pass: 1, 2, 4, 8, 16 */
 #define TPD_GEMV_N_COMBOS 3    /* (X, W) dtypes: (bf16, bf16), (f32, bf16), (f32, f32) */
 
@@ -96,6 +101,7 @@ typedef struct tpd_cuda {
   int captured_any; /* a graph was instantiated (it may name the workspaces of the time) */
 
   int gemv_max_m;                                  /* M <= this: GEMV kernels; above: cuBLASLt */
+  int att_pp;                                      /* attention: K/V positions per warp and round (2 or 4) */
   int gemv_blocks_per_sm[2][TPD_GEMV_N_COMBOS][TPD_GEMV_N_VARIANTS]; /* occupancy, [plain|swiglu][combo][variant]; 0 = not asked */
 } tpd_cuda;
 

@@ -16,7 +16,8 @@
 #   bw        read-only bandwidth probe (the decode ceiling) and device-to-device copy
 #   gemv      GB/s of every matmul at the Llama-3.1-8B TP 1/2/8 shapes, batch 1, 8, 64, against the read probe
 #   logits    small random models: tpdecode on the GPU vs transformers on the same GPU vs the CPU backend
-#   bench     tpdecode-bench on the 8b model (written once, in the background from the start), batch 1/2/4/8/64, ctx 64/4096, its floor
+#   bench     tpdecode-bench on the 8b model (written once, in the background from the start), batch 1/2/4/8/64, ctx 64/1024/4096, its floor
+#   attpp     the bench again with TPD_ATT_PP=2 (the attention's first schedule) at batch 1/8/64, ctx 64/4096
 #   xover     GEMV vs cuBLASLt at batch 1, 2, 3, 4, 8 (TPD_GEMV_MAX_M=16 vs 0), if time is left
 # One global deadline (TPD_DC_DEADLINE, default 420 s); every stage runs
 # under `timeout`, bounded by what is left.  Logs go to $OUT (default
@@ -49,7 +50,7 @@ DEADLINE=${TPD_DC_DEADLINE:-420}
 RESERVE=8 # seconds kept for the table
 CARRY=${TPD_DC_CARRY:-$ROOT/.carry}
 MODELS=${TPD_DC_MODELS:-/tmp/tpd-dc-models}
-STAGES=${TPD_DC_STAGES:-facts,sanitize,tests,bw,gemv,logits,bench,xover}
+STAGES=${TPD_DC_STAGES:-facts,sanitize,tests,bw,gemv,logits,bench,attpp,xover}
 ACT_MODES=${TPD_DC_ACT_MODES:-bf16 f32}
 JOBS=$(nproc 2>/dev/null || echo 4)
 PY=${TPD_DC_PYTHON:-python3}
@@ -529,13 +530,25 @@ if want bench && have tpdecode-bench; then
     result bench "FAIL (the model was not written; see bench.log)"
   else
     if [ "$MODE" = rehearse ]; then b_args=(--backend cpu --batch 1,2 --steps 2 --warmup 1 --threads 1)
-    else b_args=(--backend cuda --batch 1,2,4,8,64 --ctx 64,4096 --hw h200 --membw-mb 256); fi
+    else b_args=(--backend cuda --batch 1,2,4,8,64 --ctx 64,1024,4096 --hw h200 --membw-mb 256); fi
     echo "######## tpdecode-bench -m $M8B ${b_args[*]} --csv" >> "$OUT/bench.log"
     TPD_LOG=info bounded 240 "$BIN/tpdecode-bench" -m "$M8B" "${b_args[@]}" --csv > "$W/bench.csv" 2> "$W/bench.err"; rc=$?
     cat "$W/bench.csv" "$W/bench.err" >> "$OUT/bench.log"
     n=$(grep -c '^[0-9]' "$W/bench.csv")
     [ "$rc" = 0 ] && [ "$n" -gt 0 ] && result bench "pass ($n rows)" || result bench "$(rc_word $rc) ($n rows; see bench.log)"
   fi
+fi
+
+# ------------------------------------------------------------------ attpp --
+# the same model with the attention's other schedule (TPD_ATT_PP=2)
+if want attpp && have tpdecode-bench && [ -f "$M8B/.complete" ]; then
+  if [ "$MODE" = rehearse ]; then a_args=(--backend cpu --batch 1 --steps 2 --warmup 1 --threads 1)
+  else a_args=(--backend cuda --batch 1,8,64 --ctx 64,4096 --hw h200 --membw-mb 256); fi
+  echo "######## TPD_ATT_PP=2 tpdecode-bench -m $M8B ${a_args[*]} --csv" >> "$OUT/bench.log"
+  TPD_ATT_PP=2 bounded 120 "$BIN/tpdecode-bench" -m "$M8B" "${a_args[@]}" --csv > "$W/bench_pp2.csv" 2> "$W/bench_pp2.err"; rc=$?
+  cat "$W/bench_pp2.csv" "$W/bench_pp2.err" >> "$OUT/bench.log"
+  n=$(grep -c '^[0-9]' "$W/bench_pp2.csv")
+  [ "$rc" = 0 ] && [ "$n" -gt 0 ] && result attpp "pass ($n rows)" || result attpp "$(rc_word $rc) ($n rows; see bench.log)"
 fi
 
 # ------------------------------------------------------------------ xover --
@@ -570,14 +583,15 @@ fi
               for (j = 1; j <= nb; j++) printf " %15s", cell[order[i], bl[j]]; printf "\n" } }' "$W/gemv.csv"
   fi
   [ -s "$W/logits_table.txt" ] && { echo "logits (normalised error against the reference on the right):"; cat "$W/logits_table.txt"; }
-  if [ -s "$W/bench.csv" ]; then
-    echo "tpdecode-bench $(basename "$M8B"), TP 1:"
+  for bc in bench bench_pp2; do
+    [ -s "$W/$bc.csv" ] || continue
+    echo "tpdecode-bench $(basename "$M8B"), TP 1$([ "$bc" = bench_pp2 ] && echo ", TPD_ATT_PP=2"):"
     awk -F, -v rd="${READ_GBS:-0}" '
       NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
       /^[0-9]/ { fr = (rd > 0) ? sprintf("%.2f of read", $c["achieved_gbs"] / rd) : "-"
                  fl = $c["floor_ms_per_token"] == "" ? "no floor" : sprintf("floor %.3f ms (x%.2f)", $c["floor_ms_per_token"], $c["measured_over_floor"])
-                 printf "  batch %3s: %8.3f ms/token %8.1f GB/s %-14s %s\n", $c["batch"], $c["ms_per_step_median"], $c["achieved_gbs"], fr, fl }' "$W/bench.csv"
-  fi
+                 printf "  batch %3s ctx %5s: %8.3f ms/token %8.1f GB/s %-14s %s\n", $c["batch"], $c["ctx"], $c["ms_per_step_median"], $c["achieved_gbs"], fr, fl }' "$W/$bc.csv"
+  done
   if [ -s "$W/xover.csv" ]; then
     echo "GEMV (TPD_GEMV_MAX_M=16) vs cuBLASLt (=0), us per call:"
     awk -F, '{ k = $2 " " $3 " M=" $4; if (!(k in s)) { s[k] = 1; o[++n] = k } t[k, $1] = $8 }

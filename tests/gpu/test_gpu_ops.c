@@ -204,6 +204,28 @@ int main(void) {
   tpd_backend_destroy(gpu16);
   tpd_backend_destroy(gpu);
 
+  /* the attention's other schedule (2 positions per warp and round) and a
+   * value it refuses */
+  for (int a = 0; a < 2; a++) {
+    setenv("TPD_ATT_PP", "2", 1);
+    gpu = make_gpu(NULL, a ? "f32" : NULL);
+    unsetenv("TPD_ATT_PP");
+    printf("     TPD_ATT_PP=2, %s activations:\n", a ? "f32" : "bf16");
+    run_attention_ops(cpu, gpu, 0);
+    tpd_backend_destroy(gpu);
+  }
+  {
+    setenv("TPD_ATT_PP", "3", 1);
+    tpd_backend_opts o = {.n_threads = 0, .device = -1, .local_rank = 0};
+    tpd_backend *bad = NULL;
+    tpd_clear_error();
+    const tpd_status st = tpd_backend_create("cuda", &o, &bad);
+    unsetenv("TPD_ATT_PP");
+    tu_expect(st == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), "TPD_ATT_PP=3"),
+              "TPD_ATT_PP=3 is refused by name");
+    tpd_clear_error();
+  }
+
   /* the float32-activation mode: every op again, inputs not bf16-exact */
   gpu = make_gpu(NULL, "f32"), gpu16 = make_gpu("16", "f32"), gpu_lt = make_gpu("0", "f32");
   tu_expect(gpu->ops->act_dtype == TPD_F32 && gpu->kv_dtype == TPD_F32, "ops table: f32 activations and KV");
