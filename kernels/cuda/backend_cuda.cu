@@ -31,7 +31,6 @@
 #include "kernels/cuda/attention_split.h"
 #include "kernels/cuda/cuda_backend.h"
 
-
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20)
 #define SPLITK_BYTES ((size_t)16 << 20)
 

@@ -43,9 +43,10 @@
  * was a datasheet estimate that the GEMV stays memory-bound to M = 8. */
 #define TPD_GEMV_MAX_M_DEFAULT 1
 /* Positions each attention warp loads per round before using them
- * (TPD_ATT_PP, 2 or 4; Dh > 128 always takes 2).  The first GPU run
- * measured 2: at batch 1, ctx 4096 the attention read its KV at 330 GB/s,
- * latency-bound (attention.cu). */
+ * (TPD_ATT_PP, 2 or 4; Dh > 128 always takes 2).  Measured on the H200
+ * (docs/cuda.md, "Attention, the schedules tried"): 4 against 2 at batch
+ * 64, ctx 4096 32.6 against 47.7 ms per step; 8 was tried (44.4 ms) and
+ * not kept. */
 #define TPD_ATT_PP_DEFAULT 4
 #define TPD_GEMV_N_VARIANTS 5  /* rows of X per pass: 1, 2, 4, 8, 16 */
 #define TPD_GEMV_N_COMBOS 3    /* (X, W) dtypes: (bf16, bf16), (f32, bf16), (f32, f32) */
