@@ -495,12 +495,10 @@ static tpd_status setup(tpd_cuda *c) {
   TPD_CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
   c->splitk_bytes = SPLITK_BYTES;
   TPD_CUDA_CHECK(cudaMalloc((void **)&c->splitk, c->splitk_bytes));
-  long gm = tpd_param_int("GEMV_MAX_M", TPD_GEMV_MAX_M_DEFAULT);
-  if (gm < 0 || gm > TPD_GEMV_HARD_MAX_M) {
-    TPD_WARN("TPD_GEMV_MAX_M=%ld out of range [0, %d]; using %d", gm, TPD_GEMV_HARD_MAX_M,
-             gm < 0 ? 0 : TPD_GEMV_HARD_MAX_M);
-    gm = gm < 0 ? 0 : TPD_GEMV_HARD_MAX_M;
-  }
+  const long gm = tpd_param_int("GEMV_MAX_M", TPD_GEMV_MAX_M_DEFAULT);
+  if (gm < 0 || gm > TPD_GEMV_HARD_MAX_M)
+    return TPD_FAIL(TPD_ERR_ARG, "TPD_GEMV_MAX_M=%ld: the GEMV kernels take 0 to %d rows (0: every matmul on cuBLASLt)",
+                    gm, TPD_GEMV_HARD_MAX_M);
   c->gemv_max_m = (int)gm;
   const long pp = tpd_param_int("ATT_PP", TPD_ATT_PP_DEFAULT);
   if (pp != 2 && pp != 4)

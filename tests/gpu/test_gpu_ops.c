@@ -224,6 +224,12 @@ int main(void) {
     tu_expect(st == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), "TPD_ATT_PP=3"),
               "TPD_ATT_PP=3 is refused by name");
     tpd_clear_error();
+    setenv("TPD_GEMV_MAX_M", "17", 1);
+    const tpd_status sg = tpd_backend_create("cuda", &o, &bad);
+    unsetenv("TPD_GEMV_MAX_M");
+    tu_expect(sg == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), "TPD_GEMV_MAX_M=17"),
+              "TPD_GEMV_MAX_M=17 is refused by name");
+    tpd_clear_error();
   }
 
   /* the float32-activation mode: every op again, inputs not bf16-exact */
