@@ -38,7 +38,7 @@
 
 #define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
-#define ATT_ACC 32     /* GB * EPL: accumulator floats per lane, every bf16 variant (f32: half, see below) */
+#define ATT_ACC 32     /* GB * EPL, accumulator floats per lane: at most this (attn_gb below) */
 #define ATT_MAX_EPL 16 /* Dh <= 512 */
 #define ATT_MAX_GB 16
 
@@ -137,6 +137,7 @@ static __device__ __forceinline__ void att_update(const uint32_t *kr, const uint
 
 template <typename T, int EPL, int GB, int PP>
 static __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
+  static_assert(GB * EPL <= ATT_ACC && GB <= ATT_MAX_GB && EPL <= ATT_MAX_EPL, "attn_kernel: GB x EPL too large");
   __shared__ float sm_acc[ATT_WARPS][ATT_ACC * 32];
   __shared__ float sm_m[ATT_WARPS][ATT_MAX_GB], sm_l[ATT_WARPS][ATT_MAX_GB];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -261,11 +262,12 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_combine(const attn_pa
 typedef void (*attn_fn)(const attn_params);
 
 /* [pp][f32][epl index]: the kernels for Dh <= 64, 128, 256, 512, with
- * PP = 2 or 4 positions per warp and round
- * (TPD_ATT_PP); the Dh 256 and 512 variants keep 2 (their rows would not
- * fit in registers four at a time).  f32 K/V rows take twice the registers
- * of bf16 ones, so the f32 variants hold fewer query heads (attn_gb; with
- * the bf16 GB, Dh 256 spilled). */
+ * PP = 2 or 4 positions per warp and round (TPD_ATT_PP); the Dh 256 and 512
+ * variants keep 2 (their rows would not fit in registers four at a time).
+ * GB (attn_gb) is the most query heads a kernel holds without a spill in
+ * ptxas's report: f32 K/V rows take twice the registers of bf16 ones (with
+ * the bf16 GB the f32 Dh-256 one spilled), and at PP = 4 bf16 Dh 128 and
+ * f32 Dh 64 spilled with 8, so they hold 4. */
 static const attn_fn attn_kernels[2][2][4] = {
     {{attn_kernel<uint16_t, 2, 16, 2>, attn_kernel<uint16_t, 4, 8, 2>, attn_kernel<uint16_t, 8, 4, 2>,
       attn_kernel<uint16_t, 16, 2, 2>},
@@ -273,8 +275,7 @@ static const attn_fn attn_kernels[2][2][4] = {
     {{attn_kernel<uint16_t, 2, 16, 4>, attn_kernel<uint16_t, 4, 4, 4>, attn_kernel<uint16_t, 8, 4, 2>,
       attn_kernel<uint16_t, 16, 2, 2>},
      {attn_kernel<float, 2, 4, 4>, attn_kernel<float, 4, 4, 4>, attn_kernel<float, 8, 2, 2>, attn_kernel<float, 16, 1, 2>}}};
-/* each kernel's GB (query heads per block); the PP = 4 variants of Dh 64
- * and 128 hold 4 (with 8 or 16 ptxas spilled) */
+/* each kernel's GB (query heads per block), as its template says */
 static const int attn_gb[2][2][4] = {{{16, 8, 4, 2}, {8, 4, 2, 1}}, {{16, 4, 4, 2}, {4, 4, 2, 1}}};
 static const char *const attn_names[2][2][4] = {
     {{"attn_kernel<bf16, dh64, pp2>", "attn_kernel<bf16, dh128, pp2>", "attn_kernel<bf16, dh256, pp2>",

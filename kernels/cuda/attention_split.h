@@ -14,16 +14,17 @@
  * live length, not by max_ctx.
  *
  * Why 256 positions (docs/cuda.md, "attention"): a block walks its split
- * 8 positions per iteration (4 warps x 2 rows, 4 row loads in flight per
- * lane); each iteration waits about one HBM latency (several hundred ns, not
- * measured here), so 256 positions are a chain of 32 dependent iterations.
+ * 16 positions per round (4 warps x 4 rows, 8 row loads in flight per lane;
+ * 8 positions with TPD_ATT_PP=2 and at Dh > 128); each round waits about one
+ * HBM latency, so 256 positions are a chain of 16 dependent rounds (32).
  * The fixed cost per split (q load, the 4-warp merge, a partial of
  * GB x (Dh + 2) floats written and read once more by the combine) is ~8 KB
  * against 128 KB of K/V read at Dh = 128: under 7 %.  512 would halve that
  * overhead but double the chain and halve the blocks a short context gets
  * (a 2000-token decode at T = 1 with 8 KV heads: 64 blocks at 256 -- half
  * of an H200's 132 SMs -- against 32 at 512); decode steps are latency-bound
- * there, so 256. */
+ * there, so 256.  Not tuned on a GPU (the H200 runs of docs/cuda.md measured
+ * the schedule within a split, not this size). */
 #ifndef TPD_CUDA_ATTENTION_SPLIT_H
 #define TPD_CUDA_ATTENTION_SPLIT_H
 
@@ -34,7 +35,7 @@
 #endif
 
 #define TPD_ATT_CHUNK 256   /* positions per split while slots remain */
-#define TPD_ATT_STEP 8      /* positions a block folds per iteration (4 warps x 2) */
+#define TPD_ATT_STEP 8      /* splits are whole multiples of this many positions (4 warps x 2) */
 #define TPD_ATT_SM_BLOCKS 4 /* split blocks aimed for per SM */
 
 /* Split blocks per (token, head block) for a launch: enough for

@@ -485,6 +485,14 @@ static tpd_status setup(tpd_cuda *c) {
                     c->device, prop.name, prop.major, prop.minor, cudaGetErrorString(pe), prop.major, prop.minor,
                     tpd_log_rank());
   }
+  /* the tunables first: a bad value allocates nothing */
+  long gm = 0, pp = 0;
+  TPD_TRY(tpd_param_range("GEMV_MAX_M", TPD_GEMV_MAX_M_DEFAULT, 0, TPD_GEMV_HARD_MAX_M,
+                          "rows of X on the GEMV kernels; 0: every matmul on cuBLASLt", &gm));
+  TPD_TRY(tpd_param_range("ATT_PP", TPD_ATT_PP_DEFAULT, 2, 4, "attention positions per warp and round: 2 or 4", &pp));
+  if (pp == 3) return TPD_FAIL(TPD_ERR_ARG, "TPD_ATT_PP=3: the attention loads 2 or 4 positions per warp and round");
+  c->gemv_max_m = (int)gm;
+  c->att_pp = (int)pp;
   TPD_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   TPD_CUDA_CHECK(cudaStreamCreateWithFlags(&c->comm_stream, cudaStreamNonBlocking));
   for (int i = 0; i < TPD_CUDA_N_EVENTS; i++)
@@ -495,15 +503,6 @@ static tpd_status setup(tpd_cuda *c) {
   TPD_CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
   c->splitk_bytes = SPLITK_BYTES;
   TPD_CUDA_CHECK(cudaMalloc((void **)&c->splitk, c->splitk_bytes));
-  const long gm = tpd_param_int("GEMV_MAX_M", TPD_GEMV_MAX_M_DEFAULT);
-  if (gm < 0 || gm > TPD_GEMV_HARD_MAX_M)
-    return TPD_FAIL(TPD_ERR_ARG, "TPD_GEMV_MAX_M=%ld: the GEMV kernels take 0 to %d rows (0: every matmul on cuBLASLt)",
-                    gm, TPD_GEMV_HARD_MAX_M);
-  c->gemv_max_m = (int)gm;
-  const long pp = tpd_param_int("ATT_PP", TPD_ATT_PP_DEFAULT);
-  if (pp != 2 && pp != 4)
-    return TPD_FAIL(TPD_ERR_ARG, "TPD_ATT_PP=%ld: the attention loads 2 or 4 positions per warp and round", pp);
-  c->att_pp = (int)pp;
   c->sync_launches = tpd_param_int("CUDA_SYNC", 0) != 0;
   TPD_INFO("cuda backend: device %d (%s, cc %d.%d, %d SMs, %.1f GB), %s activations, GEMV for M <= %d, cuBLASLt "
            "above, attention %d positions per warp and round%s",

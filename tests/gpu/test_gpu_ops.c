@@ -224,12 +224,18 @@ int main(void) {
     tu_expect(st == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), "TPD_ATT_PP=3"),
               "TPD_ATT_PP=3 is refused by name");
     tpd_clear_error();
-    setenv("TPD_GEMV_MAX_M", "17", 1);
-    const tpd_status sg = tpd_backend_create("cuda", &o, &bad);
-    unsetenv("TPD_GEMV_MAX_M");
-    tu_expect(sg == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), "TPD_GEMV_MAX_M=17"),
-              "TPD_GEMV_MAX_M=17 is refused by name");
-    tpd_clear_error();
+    const char *bad_env[][2] = {{"TPD_GEMV_MAX_M", "17"}, {"TPD_GEMV_MAX_M", "1e3"}, {"TPD_ATT_PP", "two"},
+                                {"TPD_ATT_PP", "4x"}, {"TPD_ATT_PP", "8"}};
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+      char want[64], what[128];
+      snprintf(want, sizeof want, "%s=%s", bad_env[i][0], bad_env[i][1]);
+      setenv(bad_env[i][0], bad_env[i][1], 1);
+      const tpd_status sg = tpd_backend_create("cuda", &o, &bad);
+      unsetenv(bad_env[i][0]);
+      snprintf(what, sizeof what, "%s is refused by name", want);
+      tu_expect(sg == TPD_ERR_ARG && !bad && strstr(tpd_last_error(), want), what);
+      tpd_clear_error();
+    }
   }
 
   /* the float32-activation mode: every op again, inputs not bf16-exact */

@@ -295,6 +295,7 @@ void run_attention_ops(tpd_backend *cpu, tpd_backend *gpu, int full) {
   T = add_run(pos, slot, T, 1000, 1, 2);
   test_attention(cpu, gpu, "decode ", 8, 2, 128, 16, 0, T, pos, slot, 0);
   test_attention(cpu, gpu, "decode ", 8, 2, 128, 16, 100, T, pos, slot, 0);
+  test_attention(cpu, gpu, "decode ", 12, 2, 128, 16, 0, T, pos, slot, 0); /* group 6: a short last head block */
   test_attention(cpu, gpu, "decode ", 16, 2, 256, 16, 0, T, pos, slot, 0);
   test_attention(cpu, gpu, "decode ", 2, 1, 512, 32, 0, T, pos, slot, 0);
   T = 0;
