@@ -18,7 +18,10 @@ surviving rank printed the watchdog's line, naming the step (loading, step 0
 for the prefill, a later step in decode), the collective and the victim (how
 it did not arrive: exited or stopped), and no line names another rank;
 rank 0's MPI_Abort ended the job with error code 1; nothing of the job is
-left.  Prints the time from the fault to the end of every rank."""
+left.  Prints the time from the fault to the end of every rank.  A prefill
+case whose stop landed in decode (rank 0's output reaches the test late on a
+loaded machine; the survivors' lines give the true step) runs again, up to
+3 times."""
 import os
 import shutil
 import signal
@@ -65,7 +68,7 @@ def case(model, np, victim, phase, fault, recovery=True):
     if not R.check(ranks is not None, "%s: the ranks did not start" % name):
         j.finish(1)
         R.none_left(marker, name)
-        return
+        return True
     pid = ranks[victim]
     if phase == "load":
         ok = j.wait_for(lambda o, e: R.maps_file(pid, "model.safetensors"), 30)
@@ -107,9 +110,18 @@ def case(model, np, victim, phase, fault, recovery=True):
         R.check(rc not in (0, None), "%s: mpirun exited %s" % (name, rc))
     if fault == "kill" and not recovery:  # mpirun's error manager saw the rank die by the signal
         R.check("exited on signal 9" in err, "%s: mpirun did not report the killed rank\n%s" % (name, err[-2000:]))
+    # A prefill stop is timed by rank 0's output as it reaches us through mpirun: on a loaded
+    # machine that output can lag the ranks by many steps, so "seq 0: " with no token yet may
+    # be read when the ranks are already decoding.  The survivors' lines tell the true step;
+    # when every one says a decode step, the window was missed (the caller runs the case again)
+    # and the step is not held against the product.
+    missed = phase == "prefill" and bool(lines) and all(ln[1] > 0 for ln in lines)
+    if missed:
+        print("  (%s: the stop landed at step %d, not in the prefill: output lag; tried again)" %
+              (name, min(ln[1] for ln in lines)), flush=True)
     for rank, step, what, why, missing, line in lines:
         want_step = {"load": (-1, -1), "prefill": (0, 0), "decode": (1, 10 ** 9)}[phase]
-        R.check(want_step[0] <= step <= want_step[1], "%s: step %d for %s in %r" % (name, step, phase, line))
+        R.check(missed or want_step[0] <= step <= want_step[1], "%s: step %d for %s in %r" % (name, step, phase, line))
         R.check(any(w in what for w in ("allreduce", "allgather", "broadcast", "barrier")) and "#" in what,
                 "%s: no collective named in %r" % (name, line))
         R.check(R.names_rank(missing, victim, how), "%s: %r does not name rank %d (%s)" % (name, line, victim, how))
@@ -127,6 +139,16 @@ def case(model, np, victim, phase, fault, recovery=True):
     TIMES.append((name, took, ended_by))
     print("%-62s ended %.2f s after the fault (by %s; %d of %d survivors printed the line)" %
           (name, took, ended_by, len(seen), np - 1), flush=True)
+    return not missed
+
+
+def prefill_case(model, np, victim, tries=3):
+    """A prefill case, run again while its stop misses the prefill (see case)."""
+    for _ in range(tries):
+        if case(model, np, victim, "prefill", "kill"):
+            return
+    R.check(False, "tpdecode TP %d: kill -9 rank %d during prefill: the stop missed the prefill %d times" %
+            (np, victim, tries))
 
 
 def main():
@@ -135,12 +157,12 @@ def main():
     try:
         model, model_big = make_model(root), make_model(root, big=True)
         case(model_big, 2, 1, "load", "kill")
-        case(model, 2, 1, "prefill", "kill")
+        prefill_case(model, 2, 1)
         case(model, 2, 0, "decode", "kill")
         case(model, 2, 1, "decode", "stop", recovery=False)
         case(model, 2, 1, "decode", "kill", recovery=False)
         case(model_big, 4, 2, "load", "kill")
-        case(model, 4, 3, "prefill", "kill")
+        prefill_case(model, 4, 3)
         case(model, 4, 1, "decode", "kill")
         case(model, 4, 0, "decode", "stop", recovery=False)
     finally:
