@@ -33,6 +33,9 @@ tpd_status tk_get_str(const cJSON *obj, const char *path, const char *key, const
   const cJSON *v = tk_item(obj, key);
   if (!v) return TPD_FAIL(TPD_ERR_FORMAT, "%s: missing field \"%s\"", path, key);
   if (!cJSON_IsString(v)) return TPD_FAIL(TPD_ERR_FORMAT, "%s.%s must be a string", path, key);
+  /* these strings go into the text that the regexes then match without a UTF check */
+  const size_t n = strlen(v->valuestring), bad = tk_utf8_check(v->valuestring, n);
+  if (bad < n) return TPD_FAIL(TPD_ERR_FORMAT, "%s.%s is not valid UTF-8 (byte %zu)", path, key, bad);
   *out = v->valuestring;
   return TPD_OK;
 }

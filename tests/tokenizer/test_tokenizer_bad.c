@@ -128,6 +128,10 @@ int main(int argc, char **argv) {
   expect_load_fail(NULL, TPD_ERR_UNSUPPORTED, "NFKC");
   write_variant(NULL, "normalizer", "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Lowercase\"}]}");
   expect_load_fail(NULL, TPD_ERR_UNSUPPORTED, "Lowercase");
+  /* a replacement that is not UTF-8 would put invalid UTF-8 into the text the regexes match unchecked
+   * (the fuzzer's crash, tests/fuzz/regress/tokenizer/segv-invalid-utf8-in-replace-content) */
+  write_variant(NULL, "normalizer", "{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"x\xFFy\"}");
+  expect_load_fail(NULL, TPD_ERR_FORMAT, "normalizer.content is not valid UTF-8 (byte 1)");
   write_variant(NULL, "pre_tokenizer", "{\"type\": \"Whitespace\"}");
   expect_load_fail(NULL, TPD_ERR_UNSUPPORTED, "Whitespace");
   write_variant(NULL, "pre_tokenizer",
