@@ -38,7 +38,7 @@
 
 #define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
-#define ATT_ACC 32     /* GB * EPL, accumulator floats per lane: at most this (attn_gb below) */
+#define ATT_ACC 32     /* GB * EPL, accumulator floats per lane: at most this (attn_variants below) */
 #define ATT_MAX_EPL 16 /* Dh <= 512 */
 #define ATT_MAX_GB 16
 
@@ -264,28 +264,27 @@ typedef void (*attn_fn)(const attn_params);
 /* [pp][f32][epl index]: the kernels for Dh <= 64, 128, 256, 512, with
  * PP = 2 or 4 positions per warp and round (TPD_ATT_PP); the Dh 256 and 512
  * variants keep 2 (their rows would not fit in registers four at a time).
- * GB (attn_gb) is the most query heads a kernel holds without a spill in
+ * GB is the most query heads a kernel holds without a spill in
  * ptxas's report: f32 K/V rows take twice the registers of bf16 ones (with
  * the bf16 GB the f32 Dh-256 one spilled), and at PP = 4 bf16 Dh 128 and
  * f32 Dh 64 spilled with 8, so they hold 4. */
-static const attn_fn attn_kernels[2][2][4] = {
-    {{attn_kernel<uint16_t, 2, 16, 2>, attn_kernel<uint16_t, 4, 8, 2>, attn_kernel<uint16_t, 8, 4, 2>,
-      attn_kernel<uint16_t, 16, 2, 2>},
-     {attn_kernel<float, 2, 8, 2>, attn_kernel<float, 4, 4, 2>, attn_kernel<float, 8, 2, 2>, attn_kernel<float, 16, 1, 2>}},
-    {{attn_kernel<uint16_t, 2, 16, 4>, attn_kernel<uint16_t, 4, 4, 4>, attn_kernel<uint16_t, 8, 4, 2>,
-      attn_kernel<uint16_t, 16, 2, 2>},
-     {attn_kernel<float, 2, 4, 4>, attn_kernel<float, 4, 4, 4>, attn_kernel<float, 8, 2, 2>, attn_kernel<float, 16, 1, 2>}}};
-/* each kernel's GB (query heads per block), as its template says */
-static const int attn_gb[2][2][4] = {{{16, 8, 4, 2}, {8, 4, 2, 1}}, {{16, 4, 4, 2}, {4, 4, 2, 1}}};
-static const char *const attn_names[2][2][4] = {
-    {{"attn_kernel<bf16, dh64, pp2>", "attn_kernel<bf16, dh128, pp2>", "attn_kernel<bf16, dh256, pp2>",
-      "attn_kernel<bf16, dh512, pp2>"},
-     {"attn_kernel<f32, dh64, pp2>", "attn_kernel<f32, dh128, pp2>", "attn_kernel<f32, dh256, pp2>",
-      "attn_kernel<f32, dh512, pp2>"}},
-    {{"attn_kernel<bf16, dh64, pp4>", "attn_kernel<bf16, dh128, pp4>", "attn_kernel<bf16, dh256, pp2>",
-      "attn_kernel<bf16, dh512, pp2>"},
-     {"attn_kernel<f32, dh64, pp4>", "attn_kernel<f32, dh128, pp4>", "attn_kernel<f32, dh256, pp2>",
-      "attn_kernel<f32, dh512, pp2>"}}};
+typedef struct {
+  attn_fn fn;
+  int gb; /* the kernel's GB */
+  const char *name;
+} attn_variant;
+/* DH: the largest head dim the kernel takes (32 x EPL), for its name */
+#define ATT_V(T, TN, EPL, GB, PP, DH) {attn_kernel<T, EPL, GB, PP>, GB, "attn_kernel<" TN ", dh" #DH ", pp" #PP ">"}
+static const attn_variant attn_variants[2][2][4] = {
+    {{ATT_V(uint16_t, "bf16", 2, 16, 2, 64), ATT_V(uint16_t, "bf16", 4, 8, 2, 128),
+      ATT_V(uint16_t, "bf16", 8, 4, 2, 256), ATT_V(uint16_t, "bf16", 16, 2, 2, 512)},
+     {ATT_V(float, "f32", 2, 8, 2, 64), ATT_V(float, "f32", 4, 4, 2, 128), ATT_V(float, "f32", 8, 2, 2, 256),
+      ATT_V(float, "f32", 16, 1, 2, 512)}},
+    {{ATT_V(uint16_t, "bf16", 2, 16, 4, 64), ATT_V(uint16_t, "bf16", 4, 4, 4, 128),
+      ATT_V(uint16_t, "bf16", 8, 4, 2, 256), ATT_V(uint16_t, "bf16", 16, 2, 2, 512)},
+     {ATT_V(float, "f32", 2, 4, 4, 64), ATT_V(float, "f32", 4, 4, 4, 128), ATT_V(float, "f32", 8, 2, 2, 256),
+      ATT_V(float, "f32", 16, 1, 2, 512)}}};
+#undef ATT_V
 
 extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_args *a) {
   tpd_cuda *c = (tpd_cuda *)be->impl;
@@ -302,8 +301,8 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
   if (mt->T == 0) return TPD_OK;
   const int f32 = c->act == TPD_F32;
   const int ei = Dh <= 64 ? 0 : Dh <= 128 ? 1 : Dh <= 256 ? 2 : 3, epl = 2 << ei;
-  const int pi = c->att_pp == 4;
-  const int gb_max = attn_gb[pi][f32][ei]; /* the kernel's GB */
+  const attn_variant *av = &attn_variants[c->att_pp == 4][f32][ei];
+  const int gb_max = av->gb;
   attn_params p;
   p.q = a->q;
   p.ldq = a->ldq;
@@ -336,9 +335,9 @@ extern "C" tpd_status tpd_cuda_attention(tpd_backend *be, const tpd_attention_ar
             "%d head(s) per block",
             mt->T, Hq, Hkv, Dh, mt->max_ctx, f32 ? "f32" : "bf16", grid.x, grid.y, grid.z, TPD_ATT_CHUNK,
             p.heads_per_block);
-  const attn_fn k = attn_kernels[pi][f32][ei];
+  const attn_fn k = av->fn;
   k<<<grid, ATT_THREADS, 0, c->stream>>>(p);
-  TPD_CUDA_CHECK_LAUNCH(c, attn_names[pi][f32][ei]);
+  TPD_CUDA_CHECK_LAUNCH(c, av->name);
   if (p.slots > 1) {
     const attn_fn comb = f32 ? attn_combine<float> : attn_combine<uint16_t>;
     comb<<<dim3((unsigned)Hq, (unsigned)mt->T), ATT_THREADS, 0, c->stream>>>(p);
