@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_isa.h"
 
 /* Partials of one wave: beyond this many bytes the tokens of a step (a long
  * prefill) are taken in several waves; a wave always holds one whole token. */
@@ -21,15 +22,14 @@ static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 void tpd_att_sizes_for(int max_rows, int max_ctx, int n_q_heads, int n_kv_heads, int head_dim, int n_threads,
                        tpd_att_sizes *out) {
-  const int G = n_kv_heads > 0 ? n_q_heads / n_kv_heads : 1;
+  const int H = n_q_heads > 0 ? n_q_heads : 1; /* an item's query heads: every group's (SIMD kernels) at most */
   const size_t mc = (size_t)tpd_att_max_chunks(max_ctx), rows = max_rows > 1 ? (size_t)max_rows : 1;
   const size_t row_bytes = (size_t)n_q_heads * (size_t)tpd_att_part_stride(head_dim) * sizeof(float);
   size_t budget = row_bytes ? ATT_PART_BUDGET / row_bytes : mc;
   if (budget < mc) budget = mc;
   memset(out, 0, sizeof *out);
-  out->thread_bytes = round64((size_t)(G > 0 ? G : 1) * TPD_ATT_CHUNK * sizeof(float) +
-                              2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)) +
-                      round64((size_t)(G > 0 ? G : 1) * (size_t)(head_dim > 0 ? head_dim : 1) * sizeof(float));
+  out->thread_bytes = round64((size_t)H * TPD_ATT_CHUNK * sizeof(float) + 2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)) +
+                      round64((size_t)H * (size_t)(head_dim > 0 ? head_dim : 1) * sizeof(float));
   out->part_chunks = rows * mc < budget ? rows * mc : budget;
   out->part_bytes = round64(out->part_chunks * row_bytes);
   out->rows = rows;
@@ -90,6 +90,7 @@ typedef struct {
   unsigned char *scratch;
   size_t thread_bytes;
   int per;           /* work units per (token, chunk) pair: 1 (every KV head in turn), or n_kv_heads */
+  int nkv;           /* KV heads per kernel call: n_kv_heads (SIMD kernels, per 1), else 1 */
   long rows;         /* positions attended, summed over the wave's tokens */
 } att_job;
 
@@ -147,18 +148,20 @@ static void item_task(void *arg, int ith, int nth) {
   const int Hq = a->n_q_heads, Hkv = a->n_kv_heads, Dh = a->head_dim, G = j->G, bs = mt->block_size;
   const size_t row_bytes = (size_t)Dh * tpd_dtype_size(j->kv);
   long i0, i1;
-  /* a thread's items are (token, chunk) pairs, each for every KV head in
-   * turn: the heads of one KV block lie side by side ([block][head][row]),
-   * so one thread reads a chunk's blocks whole instead of one head's slice of
-   * each.  With fewer pairs than twice the threads (one sequence's short
-   * context) the units are (pair, KV head), so that more threads work. */
+  /* a thread's units are (token, chunk) pairs, each for every KV head (in
+   * one item, SIMD kernels, or in turn): the heads of one KV block lie side by
+   * side ([block][head][row]), so one thread reads a chunk's blocks whole
+   * instead of one head's slice of each.  With fewer pairs than twice the
+   * threads (one sequence's short context) the units are (pair, KV head),
+   * so that more threads work. */
   split_by_rows(j, ith, nth, &i0, &i1);
   float *s = (float *)(j->scratch + (size_t)ith * j->thread_bytes);
-  const void **rk = (const void **)(s + (size_t)G * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
-  float *qd = (float *)((unsigned char *)s + round64((size_t)G * TPD_ATT_CHUNK * sizeof(float) +
+  const void **rk = (const void **)(s + (size_t)Hq * TPD_ATT_CHUNK), **rv = rk + TPD_ATT_CHUNK;
+  float *qd = (float *)((unsigned char *)s + round64((size_t)Hq * TPD_ATT_CHUNK * sizeof(float) +
                                                      2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)));
   tpd_att_item it = {.G = G, .Dh = Dh, .k = rk, .v = rv, .kv = j->kv, .scale = a->scale, .s = s, .qd = qd,
-                     .stride = j->P};
+                     .stride = j->P, .nkv = j->nkv, .seg = bs % 4 == 0 ? bs : TPD_ATT_CHUNK,
+                     .hstride = (size_t)bs * row_bytes};
   int t = 0;
   for (long i = i0; i < i1; i++) {
     const long pair = i / j->per;
@@ -168,7 +171,7 @@ static void item_task(void *arg, int ith, int nth) {
     item_span(j, t, ci, &p0, &p1);
     const int32_t *table = mt->block_table + (size_t)mt->slot[tt] * mt->max_blocks;
     const int g0 = j->per > 1 ? (int)(i % j->per) : 0, g1 = j->per > 1 ? g0 + 1 : Hkv;
-    for (int g = g0; g < g1; g++) {
+    for (int g = g0; g < g1; g += j->nkv) {
       for (int p = p0, bi = p0 / bs, off = p0 % bs; p <= p1; bi++, off = 0) { /* block by block */
         const unsigned char *kb = (const unsigned char *)a->k_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
         const unsigned char *vb = (const unsigned char *)a->v_cache + ((size_t)table[bi] * Hkv + g) * bs * row_bytes;
@@ -208,6 +211,40 @@ static void combine_task(void *arg, int ith, int nth) {
     const float inv = 1.0f / L;
     for (int d = 0; d < Dh; d++) out[d] *= inv;
   }
+}
+
+tpd_status tpd_cpu_att_blocks_env(int *on) {
+  long v = 0;
+  TPD_TRY(tpd_param_range("CPU_ATT_BLOCKS", 1, 0, 1, "1: a pair's KV blocks in address order, 0: one KV head at a time",
+                          &v));
+  *on = (int)v;
+  return TPD_OK;
+}
+
+static int g_att_blocks = -1;
+
+/* read once, as tpd_cpu_bf16_dot (kernels/cpu/matmul.c) */
+int tpd_cpu_att_blocks(void) {
+  if (g_att_blocks < 0) {
+    tpd_error_state saved;
+    tpd_error_save(&saved);
+    int on = 1;
+    if (tpd_cpu_att_blocks_env(&on) != TPD_OK) tpd_param_fallback(&saved, "the default, 1 (KV blocks in address order)");
+    g_att_blocks = on;
+  }
+  return g_att_blocks;
+}
+
+void tpd_cpu_set_att_blocks(int on) { g_att_blocks = on < 0 ? -1 : on != 0; }
+
+/* Whether the kernel takes several KV heads in one item. */
+static int takes_heads(att_item_fn fn) {
+#ifdef TPD_HAVE_X86_SIMD
+  return fn == tpd_att_item_avx512 || fn == tpd_att_item_avx2;
+#else
+  (void)fn;
+  return 0;
+#endif
 }
 
 static att_item_fn pick_kernel(int Dh) {
@@ -287,6 +324,7 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
     j.rows = 0;
     for (int t = t0; t < t0 + nt; t++) j.rows += mt->pos[t] - att_start(a, t) + 1;
     j.per = cb[nt] < 2 * n_threads && j.rows >= ATT_HEAD_SPLIT_MIN_ROWS ? a->n_kv_heads : 1;
+    j.nkv = j.per == 1 && takes_heads(j.fn) && tpd_cpu_att_blocks() ? a->n_kv_heads : 1;
     const size_t work = (size_t)cb[nt] * TPD_ATT_CHUNK * Hq * a->head_dim;
     const int par = n_threads > 1 && (size_t)cb[nt] * j.per > 1 && work >= ATT_PAR_MIN_ELEMS;
     if (par) tpd_pool_run(cpu->pool, item_task, &j);

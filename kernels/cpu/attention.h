@@ -9,9 +9,10 @@
  * the sum l of exp(score - m), and acc[Dh] = sum exp(score - m) v.  A combine
  * per (t, query head) then merges the chunks in chunk order.  The chunk is a
  * fixed number of positions, so every result is the same whatever the
- * thread count.  Threads share out (t, c) pairs and run the items of every
- * KV head of a pair in turn, so each reads whole KV blocks (the heads of a
- * block lie side by side). */
+ * thread count.  Threads share out (t, c) pairs; the SIMD kernels take a
+ * pair's KV heads in one item and read its KV blocks whole, one after the
+ * other (the heads of a block lie side by side), the scalar one runs the
+ * items of every KV head of a pair in turn. */
 #ifndef TPD_CPU_ATTENTION_H
 #define TPD_CPU_ATTENTION_H
 
@@ -40,16 +41,36 @@ typedef struct {
   int G;                   /* query heads sharing this KV head */
   int Dh;                  /* head dim */
   int n;                   /* positions in the chunk, 1..TPD_ATT_CHUNK */
-  const float *q;          /* [G, Dh] the group's query heads, contiguous */
+  const float *q;          /* [G nkv, Dh] the group's query heads, contiguous */
   const void *const *k;    /* [n] K rows (Dh elements of kv each) */
   const void *const *v;    /* [n] V rows */
   tpd_dtype kv;            /* TPD_F32 or TPD_BF16 */
   float scale;             /* applied to q.k */
-  float *s;                /* scratch [G, TPD_ATT_CHUNK]: scores, then exp(score - m) */
-  float *qd;               /* scratch [G, Dh]: q in the order a kernel reads K (avx512, bf16 KV) */
-  float *part;             /* out: G partials, `stride` floats apart: acc[Dh], m, l */
+  float *s;                /* scratch [G nkv, TPD_ATT_CHUNK]: scores, then exp(score - m) */
+  float *qd;               /* scratch [G nkv, Dh]: q in the order a kernel reads K (avx512, bf16 KV) */
+  float *part;             /* out: G nkv partials, `stride` floats apart: acc[Dh], m, l */
   int stride;
+  /* KV heads in the item (1 for the scalar kernel): KV head g's
+   * query heads are q's heads [g G, (g + 1) G), its row j lies hstride bytes
+   * after head g - 1's (k and v point at head 0's rows), and s and qd hold
+   * G nkv heads.  The SIMD kernels read such an item seg rows of every
+   * head at a time (seg: the KV block when it is a multiple of 4, else n),
+   * so that they read whole blocks in address order; the scalar kernel
+   * takes nkv = 1 only. */
+  int nkv;
+  int seg;
+  size_t hstride;
 } tpd_att_item;
+
+/* Row j of KV head g of an item (its rows point at head 0's): rows[j] +
+ * g hstride bytes. */
+TPD_ATT_INLINE const void *tpd_att_row(const void *const *rows, int j, size_t off) { return (const char *)rows[j] + off; }
+
+/* The SIMD kernels go segment by segment (it->seg rows, the KV block; the
+ * whole chunk for one KV head), every KV head in turn in each pass: an item
+ * of several KV heads then reads its blocks ([head][row] each) in address
+ * order. */
+static inline int tpd_att_seg_len(const tpd_att_item *it) { return it->nkv > 1 ? it->seg : it->n; }
 
 /* Partial layout: acc at [0, Dh), m at Dh, l at Dh + 1. */
 static inline int tpd_att_part_stride(int Dh) { return Dh + 2; }

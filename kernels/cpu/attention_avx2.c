@@ -1,6 +1,7 @@
 /* AVX2 + FMA attention chunk kernel (kernels/cpu/attention.h): Dh a
  * multiple of 8; the steps of the AVX-512 kernel with 8 lanes, K rows
  * widened once for 2 heads (16 registers), 8 consecutive elements at a
+ * time; an item of one or several KV heads (it->nkv), read a KV block at a
  * time. */
 #include <immintrin.h>
 #include <math.h>
@@ -21,21 +22,23 @@ TPD_ATT_INLINE __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-/* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
- * once for the NH heads (2 at most: 16 registers), each head's four dot
- * products reduced together and stored as 4 consecutive scores */
-TPD_ATT_INLINE void scores(const tpd_att_item *it, int h0, const int NH, const int bf16) {
-  const int Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4);
-  for (int j = 0; j < n; j += 4) {
+/* scores of rows [j0, j1) (j0 a multiple of 4) of KV head g against its
+ * query heads [h0, h0 + NH): the K rows widened once for the NH heads (2 at
+ * most: 16 registers), each head's four dot products reduced together and
+ * stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, int g, int h0, const int NH, const int bf16, int j0, int j1) {
+  const int Dh = it->Dh, n = it->n, row_bytes = Dh * (bf16 ? 2 : 4), hq = g * it->G + h0;
+  const size_t off = (size_t)g * it->hstride;
+  for (int j = j0; j < j1; j += 4) {
     const void *k[4];
-    for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
+    for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
     /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
      * pass after this one, which then reads the chunk from cache) */
     if (h0 == 0)
       for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
         for (int b = 0; b < row_bytes; b += 64) {
-          _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
-          _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+          _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
+          _mm_prefetch((const char *)tpd_att_row(it->v, u, off) + b, _MM_HINT_T1);
         }
     __m256 acc[2][4];
     for (int h = 0; h < NH; h++)
@@ -44,13 +47,13 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, int h0, const int NH, const i
       __m256 kr[4];
       for (int u = 0; u < 4; u++) kr[u] = load_row(k[u], d, bf16);
       for (int h = 0; h < NH; h++) {
-        const __m256 qv = _mm256_loadu_ps(it->q + (size_t)(h0 + h) * Dh + d);
+        const __m256 qv = _mm256_loadu_ps(it->q + (size_t)(hq + h) * Dh + d);
         for (int u = 0; u < 4; u++) acc[h][u] = _mm256_fmadd_ps(qv, kr[u], acc[h][u]);
       }
     }
     for (int h = 0; h < NH; h++) {
       const __m128 r = _mm_mul_ps(reduce4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(it->scale));
-      float *dst = it->s + (h0 + h) * TPD_ATT_CHUNK + j;
+      float *dst = it->s + (hq + h) * TPD_ATT_CHUNK + j;
       if (n - j >= 4) {
         _mm_storeu_ps(dst, r);
       } else {
@@ -78,7 +81,7 @@ static float hsum(__m256 v) {
 
 static void softmax_rows(const tpd_att_item *it) {
   const int n = it->n, n8 = n / 8 * 8;
-  for (int h = 0; h < it->G; h++) {
+  for (int h = 0; h < it->G * it->nkv; h++) {
     float *sc = it->s + h * TPD_ATT_CHUNK, *part = it->part + (size_t)h * it->stride;
     __m256 mx = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < n8; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + j));
@@ -102,51 +105,67 @@ static void softmax_rows(const tpd_att_item *it) {
   }
 }
 
-TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int d0, const int NH, const int NS, const int bf16) {
+/* acc[h][d0 .. d0 + 8 NS) += sum_j w[h][j] v[j][...] over rows [j0, j1) of
+ * KV head g for its query heads [h0, h0 + NH), from zero on the first
+ * segment, else from the partial */
+TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const int NH, const int NS, const int bf16,
+                         int j0, int j1) {
+  const int hq = g * it->G + h0;
+  const size_t off = (size_t)g * it->hstride;
   __m256 acc[4][4];
   for (int h = 0; h < NH; h++)
-    for (int s = 0; s < NS; s++) acc[h][s] = _mm256_setzero_ps();
-  const float *w = it->s + h0 * TPD_ATT_CHUNK;
-  for (int j = 0; j < it->n; j++) {
+    for (int s = 0; s < NS; s++)
+      acc[h][s] = j0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(it->part + (size_t)(hq + h) * it->stride + d0 + 8 * s);
+  const float *w = it->s + hq * TPD_ATT_CHUNK;
+  for (int j = j0; j < j1; j++) {
     __m256 x[4];
-    for (int s = 0; s < NS; s++) x[s] = load_row(it->v[j], d0 + 8 * s, bf16);
+    for (int s = 0; s < NS; s++) x[s] = load_row(tpd_att_row(it->v, j, off), d0 + 8 * s, bf16);
     for (int h = 0; h < NH; h++) {
       const __m256 wh = _mm256_set1_ps(w[h * TPD_ATT_CHUNK + j]);
       for (int s = 0; s < NS; s++) acc[h][s] = _mm256_fmadd_ps(wh, x[s], acc[h][s]);
     }
   }
   for (int h = 0; h < NH; h++)
-    for (int s = 0; s < NS; s++) _mm256_storeu_ps(it->part + (size_t)(h0 + h) * it->stride + d0 + 8 * s, acc[h][s]);
+    for (int s = 0; s < NS; s++) _mm256_storeu_ps(it->part + (size_t)(hq + h) * it->stride + d0 + 8 * s, acc[h][s]);
 }
 
-#define VACC_NS(NH, BF)                          \
-  switch (ns) {                                  \
-    case 1: vacc(it, h0, d0, NH, 1, BF); break;  \
-    case 2: vacc(it, h0, d0, NH, 2, BF); break;  \
-    case 3: vacc(it, h0, d0, NH, 3, BF); break;  \
-    default: vacc(it, h0, d0, NH, 4, BF); break; \
+#define VACC_NS(NH, BF)                                  \
+  switch (ns) {                                          \
+    case 1: vacc(it, g, h0, d0, NH, 1, BF, j0, j1); break;  \
+    case 2: vacc(it, g, h0, d0, NH, 2, BF, j0, j1); break;  \
+    case 3: vacc(it, g, h0, d0, NH, 3, BF, j0, j1); break;  \
+    default: vacc(it, g, h0, d0, NH, 4, BF, j0, j1); break; \
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
-  const int strips = it->Dh / 8;
-  for (int h0 = 0; h0 < it->G; h0 += 3) { /* 3 heads x 4 strips: 12 accumulators of 16 registers */
-    const int nh = it->G - h0 < 3 ? it->G - h0 : 3;
-    for (int s0 = 0; s0 < strips; s0 += 4) {
-      const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 8 * s0;
-      switch (nh) {
-        case 1: VACC_NS(1, bf16) break;
-        case 2: VACC_NS(2, bf16) break;
-        default: VACC_NS(3, bf16) break;
+  const int strips = it->Dh / 8, L = tpd_att_seg_len(it);
+  for (int j0 = 0; j0 < it->n; j0 += L) {
+    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+    for (int g = 0; g < it->nkv; g++)
+      for (int h0 = 0; h0 < it->G; h0 += 3) { /* 3 heads x 4 strips: 12 accumulators of 16 registers */
+        const int nh = it->G - h0 < 3 ? it->G - h0 : 3;
+        for (int s0 = 0; s0 < strips; s0 += 4) {
+          const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 8 * s0;
+          switch (nh) {
+            case 1: VACC_NS(1, bf16) break;
+            case 2: VACC_NS(2, bf16) break;
+            default: VACC_NS(3, bf16) break;
+          }
+        }
       }
-    }
   }
 }
 
 void tpd_att_item_avx2(const tpd_att_item *it) {
-  for (int h0 = 0; h0 < it->G; h0 += 2) {
-    const int two = it->G - h0 >= 2;
-    if (it->kv == TPD_BF16) two ? scores(it, h0, 2, 1) : scores(it, h0, 1, 1);
-    else two ? scores(it, h0, 2, 0) : scores(it, h0, 1, 0);
+  const int L = tpd_att_seg_len(it);
+  for (int j0 = 0; j0 < it->n; j0 += L) {
+    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+    for (int g = 0; g < it->nkv; g++)
+      for (int h0 = 0; h0 < it->G; h0 += 2) {
+        const int two = it->G - h0 >= 2;
+        if (it->kv == TPD_BF16) two ? scores(it, g, h0, 2, 1, j0, j1) : scores(it, g, h0, 1, 1, j0, j1);
+        else two ? scores(it, g, h0, 2, 0, j0, j1) : scores(it, g, h0, 1, 0, j0, j1);
+      }
   }
   softmax_rows(it);
   if (it->kv == TPD_BF16) values(it, 1);

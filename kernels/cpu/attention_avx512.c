@@ -1,5 +1,6 @@
 /* AVX-512F attention chunk kernel (kernels/cpu/attention.h): Dh a multiple
- * of 32; K and V f32 or bf16 (widened as read), f32 FMA throughout.
+ * of 32; K and V f32 or bf16 (widened as read), f32 FMA throughout; an item
+ * of one or several KV heads (it->nkv), read a KV block at a time.
  * Rows are read 32 elements at a time as two vectors: for bf16 one 64-byte
  * load gives the even elements (a shift) and the odd ones (a mask), one
  * instruction per vector of 16; q is reordered to match once per item, and
@@ -40,21 +41,22 @@ TPD_ATT_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
-/* scores of rows j .. j+3 against heads [h0, h0 + NH): the K rows widened
- * once for the NH heads (qd: q in load_pair's order), each head's four dot
- * products reduced together and stored as 4 consecutive scores */
-TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int h0, const int NH, const int bf16) {
-  const int n = it->n, Dh = it->Dh, NB = Dh / 32, row_bytes = Dh * (bf16 ? 2 : 4);
-  for (int j = 0; j < n; j += 4) {
+/* scores of rows [j0, j1) (j0 a multiple of 4) of KV head g against its
+ * query heads [h0, h0 + NH): the K rows widened once for the NH heads (qd:
+ * q in load_pair's order), each head's four dot products reduced together
+ * and stored as 4 consecutive scores */
+TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int g, int h0, const int NH, const int bf16, int j0,
+                           int j1) {
+  const int n = it->n, Dh = it->Dh, NB = Dh / 32, row_bytes = Dh * (bf16 ? 2 : 4), hq = g * it->G + h0;
+  const size_t off = (size_t)g * it->hstride;
+  for (int j = j0; j < j1; j += 4) {
     const void *k[4];
-    for (int u = 0; u < 4; u++) k[u] = it->k[j + u < n ? j + u : n - 1]; /* the last block repeats its last row */
-    /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
-     * pass after this one, which then reads the chunk from cache) */
+    for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
     if (h0 == 0)
       for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
         for (int b = 0; b < row_bytes; b += 64) {
-          _mm_prefetch((const char *)it->k[u] + b, _MM_HINT_T0);
-          _mm_prefetch((const char *)it->v[u] + b, _MM_HINT_T1);
+          _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
+          _mm_prefetch((const char *)tpd_att_row(it->v, u, off) + b, _MM_HINT_T1);
         }
     __m512 acc[4][4];
     for (int h = 0; h < NH; h++)
@@ -63,8 +65,8 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int h0, cons
       __m512 lo[4], hi[4];
       for (int u = 0; u < 4; u++) load_pair(k[u], b, bf16, &lo[u], &hi[u]);
       for (int h = 0; h < NH; h++) {
-        const __m512 ql = _mm512_loadu_ps(qd + (size_t)(h0 + h) * Dh + 32 * b);
-        const __m512 qh = _mm512_loadu_ps(qd + (size_t)(h0 + h) * Dh + 32 * b + 16);
+        const __m512 ql = _mm512_loadu_ps(qd + (size_t)(hq + h) * Dh + 32 * b);
+        const __m512 qh = _mm512_loadu_ps(qd + (size_t)(hq + h) * Dh + 32 * b + 16);
         for (int u = 0; u < 4; u++) {
           acc[h][u] = _mm512_fmadd_ps(ql, lo[u], acc[h][u]);
           acc[h][u] = _mm512_fmadd_ps(qh, hi[u], acc[h][u]);
@@ -73,7 +75,7 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int h0, cons
     }
     for (int h = 0; h < NH; h++) {
       const __m128 r = _mm_mul_ps(reduce4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), _mm_set1_ps(it->scale));
-      float *dst = it->s + (h0 + h) * TPD_ATT_CHUNK + j;
+      float *dst = it->s + (hq + h) * TPD_ATT_CHUNK + j;
       if (n - j >= 4) {
         _mm_storeu_ps(dst, r);
       } else {
@@ -88,7 +90,7 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int h0, cons
 /* scores of each head -> exp(score - m); returns nothing, writes m and l */
 static void softmax_rows(const tpd_att_item *it) {
   const int n = it->n;
-  for (int h = 0; h < it->G; h++) {
+  for (int h = 0; h < it->G * it->nkv; h++) {
     float *sc = it->s + h * TPD_ATT_CHUNK, *part = it->part + (size_t)h * it->stride;
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < n; j += 16) {
@@ -109,68 +111,80 @@ static void softmax_rows(const tpd_att_item *it) {
   }
 }
 
-/* acc[h][32 b0 .. 32 (b0 + NS)) = sum_j w[h][j] v[j][...] for NH heads from
- * h0; bf16 rows: each pair of accumulators (even, odd elements) is put back
- * in order as it is stored */
-TPD_ATT_INLINE void vacc(const tpd_att_item *it, int h0, int b0, const int NH, const int NS, const int bf16) {
+/* acc[h][32 b0 .. 32 (b0 + NS)) += sum_j w[h][j] v[j][...] over rows [j0, j1)
+ * of KV head g for its query heads [h0, h0 + NH): the sums start at zero on
+ * the first segment, else from the partial (kept in load_pair's order until
+ * the last segment); bf16 rows: on the last segment each pair of
+ * accumulators (even, odd elements) is put back in order as it is stored */
+TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const int NH, const int NS, const int bf16,
+                         int j0, int j1) {
+  const int hq = g * it->G + h0, first = j0 == 0, last = j1 == it->n;
+  const size_t off = (size_t)g * it->hstride;
   __m512 acc[4][4];
   for (int h = 0; h < NH; h++)
-    for (int s = 0; s < 2 * NS; s++) acc[h][s] = _mm512_setzero_ps();
-  const float *w = it->s + h0 * TPD_ATT_CHUNK;
-  for (int j = 0; j < it->n; j++) {
+    for (int s = 0; s < 2 * NS; s++)
+      acc[h][s] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(it->part + (size_t)(hq + h) * it->stride + 32 * b0 + 16 * s);
+  const float *w = it->s + hq * TPD_ATT_CHUNK;
+  for (int j = j0; j < j1; j++) {
     __m512 x[4];
-    for (int s = 0; s < NS; s++) load_pair(it->v[j], b0 + s, bf16, &x[2 * s], &x[2 * s + 1]);
+    for (int s = 0; s < NS; s++) load_pair(tpd_att_row(it->v, j, off), b0 + s, bf16, &x[2 * s], &x[2 * s + 1]);
     for (int h = 0; h < NH; h++) {
       const __m512 wh = _mm512_set1_ps(w[h * TPD_ATT_CHUNK + j]);
       for (int s = 0; s < 2 * NS; s++) acc[h][s] = _mm512_fmadd_ps(wh, x[s], acc[h][s]);
     }
   }
-  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i first_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i second_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   for (int h = 0; h < NH; h++)
     for (int s = 0; s < NS; s++) {
-      float *dst = it->part + (size_t)(h0 + h) * it->stride + 32 * (b0 + s);
+      float *dst = it->part + (size_t)(hq + h) * it->stride + 32 * (b0 + s);
       const __m512 lo = acc[h][2 * s], hi = acc[h][2 * s + 1];
-      _mm512_storeu_ps(dst, bf16 ? _mm512_permutex2var_ps(lo, first, hi) : lo);
-      _mm512_storeu_ps(dst + 16, bf16 ? _mm512_permutex2var_ps(lo, second, hi) : hi);
+      _mm512_storeu_ps(dst, bf16 && last ? _mm512_permutex2var_ps(lo, first_half, hi) : lo);
+      _mm512_storeu_ps(dst + 16, bf16 && last ? _mm512_permutex2var_ps(lo, second_half, hi) : hi);
     }
 }
 
 #define VACC_NS(NH, BF)                                                  \
   switch (ns) {                                                          \
-    case 1: vacc(it, h0, b0, NH, 1, BF); break;                          \
-    default: vacc(it, h0, b0, NH, 2, BF); break;                         \
+    case 1: vacc(it, g, h0, b0, NH, 1, BF, j0, j1); break;               \
+    default: vacc(it, g, h0, b0, NH, 2, BF, j0, j1); break;              \
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
-  const int blocks = it->Dh / 32;
-  for (int h0 = 0; h0 < it->G; h0 += 4) {
-    const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
-    for (int b0 = 0; b0 < blocks; b0 += 2) {
-      const int ns = blocks - b0 < 2 ? blocks - b0 : 2;
-      switch (nh) {
-        case 1: VACC_NS(1, bf16) break;
-        case 2: VACC_NS(2, bf16) break;
-        case 3: VACC_NS(3, bf16) break;
-        default: VACC_NS(4, bf16) break;
+  const int blocks = it->Dh / 32, L = tpd_att_seg_len(it);
+  for (int j0 = 0; j0 < it->n; j0 += L) {
+    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+    for (int g = 0; g < it->nkv; g++)
+      for (int h0 = 0; h0 < it->G; h0 += 4) {
+        const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
+        for (int b0 = 0; b0 < blocks; b0 += 2) {
+          const int ns = blocks - b0 < 2 ? blocks - b0 : 2;
+          switch (nh) {
+            case 1: VACC_NS(1, bf16) break;
+            case 2: VACC_NS(2, bf16) break;
+            case 3: VACC_NS(3, bf16) break;
+            default: VACC_NS(4, bf16) break;
+          }
+        }
       }
-    }
   }
 }
 
-#define SCORES_NH(BF)                                                    \
-  for (int h0 = 0; h0 < it->G; h0 += 4) switch (it->G - h0) {            \
-      case 1: scores(it, qd, h0, 1, BF); break;                          \
-      case 2: scores(it, qd, h0, 2, BF); break;                          \
-      case 3: scores(it, qd, h0, 3, BF); break;                          \
-      default: scores(it, qd, h0, 4, BF); break;                         \
-    }
+#define SCORES_NH(BF)                                                                 \
+  for (int j0 = 0, L = tpd_att_seg_len(it); j0 < it->n; j0 += L)                              \
+    for (int g = 0, j1 = it->n - j0 < L ? it->n : j0 + L; g < it->nkv; g++)           \
+      for (int h0 = 0; h0 < it->G; h0 += 4) switch (it->G - h0) {                     \
+          case 1: scores(it, qd, g, h0, 1, BF, j0, j1); break;                        \
+          case 2: scores(it, qd, g, h0, 2, BF, j0, j1); break;                        \
+          case 3: scores(it, qd, g, h0, 3, BF, j0, j1); break;                        \
+          default: scores(it, qd, g, h0, 4, BF, j0, j1); break;                       \
+        }
 
 void tpd_att_item_avx512(const tpd_att_item *it) {
   if (it->kv == TPD_BF16) {
     /* q in load_pair's bf16 order: per 32 elements the even ones, then the odd ones */
     float *qd = it->qd;
-    for (int h = 0; h < it->G; h++)
+    for (int h = 0; h < it->G * it->nkv; h++)
       for (int b = 0; b < it->Dh; b += 32)
         for (int i = 0; i < 16; i++) {
           qd[(size_t)h * it->Dh + b + i] = it->q[(size_t)h * it->Dh + b + 2 * i];

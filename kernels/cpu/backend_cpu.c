@@ -148,6 +148,7 @@ static tpd_status check_env(void) {
                     "level %s (%s); unset it or set 0 for f32 FMA",
                     tpd_isa_name(level), level < best ? "capped by TPD_CPU_ISA" : "this CPU's best");
   TPD_TRY(tpd_cpu_prefetch_env(&n_bytes));
+  TPD_TRY(tpd_cpu_att_blocks_env(&on));
   TPD_TRY(tpd_pool_env(&spin_us, &on));
   return TPD_OK;
 }

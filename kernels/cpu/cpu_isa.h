@@ -46,14 +46,25 @@ int tpd_cpu_prefetch(void); /* bytes, or TPD_CPU_PREFETCH_AUTO */
 /* bytes, TPD_CPU_PREFETCH_AUTO, or -1: back to TPD_CPU_PREFETCH, read on next use */
 void tpd_cpu_set_prefetch(int bytes);
 
+/* The order in which the SIMD attention kernels read a (token, chunk)
+ * pair's KV cache: 1 (default) every KV head in one item, a KV block at a
+ * time, so the blocks are read whole in address order; 0 one item per KV
+ * head, each head's rows of every block in turn (the order before
+ * 2026-12-04; docs/performance.md, "Attention in address order", has the
+ * measurements).  TPD_CPU_ATT_BLOCKS sets it; the scalar kernel always
+ * takes one head at a time. */
+int tpd_cpu_att_blocks(void);
+void tpd_cpu_set_att_blocks(int on); /* -1: back to TPD_CPU_ATT_BLOCKS, read on next use */
+
 /* The environment's settings, checked (tpd_backend_cpu_create runs these
  * before it starts anything): TPD_CPU_ISA names one of the levels above;
- * TPD_CPU_BF16_DOT is 0 or 1; TPD_CPU_PREFETCH an integer in
+ * TPD_CPU_BF16_DOT and TPD_CPU_ATT_BLOCKS are 0 or 1; TPD_CPU_PREFETCH an integer in
  * [0, TPD_CPU_PREFETCH_MAX].  Unset or empty: the default.  Anything else
  * is TPD_ERR_ARG naming the variable, its value and what it accepts.
  * *cap: the level TPD_CPU_ISA names (the highest when unset). */
 tpd_status tpd_isa_env(tpd_isa *cap);
 tpd_status tpd_cpu_bf16_dot_env(int *on);
 tpd_status tpd_cpu_prefetch_env(int *n_bytes);
+tpd_status tpd_cpu_att_blocks_env(int *on);
 
 #endif

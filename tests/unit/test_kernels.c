@@ -543,6 +543,7 @@ static void test_kv_pool(void) {
  * the bf16 values wrongly, or lost a chunk, fails. */
 #define ATT_TOL 2e-5
 static tpd_backend *be_kv[2][3]; /* [f32, bf16][1, 2, 3 threads] */
+static int fa_bs = 16;            /* the KV block size fa_make gives a case */
 
 typedef struct {
   int n_seqs, T, Hq, Hkv, Dh, bs, max_blocks, window;
@@ -563,7 +564,7 @@ static size_t fa_row(const fa_case *c, int slot, int p, int g) {
 static void fa_make(fa_case *c, tpd_dtype kv, int n_seqs, const int *len, const int *n_tok, int Hkv, int G, int Dh,
                     int window) {
   memset(c, 0, sizeof *c);
-  c->kv = kv, c->n_seqs = n_seqs, c->Hkv = Hkv, c->Hq = Hkv * G, c->Dh = Dh, c->bs = 16, c->window = window;
+  c->kv = kv, c->n_seqs = n_seqs, c->Hkv = Hkv, c->Hq = Hkv * G, c->Dh = Dh, c->bs = fa_bs, c->window = window;
   int max_len = 1;
   for (int i = 0; i < n_seqs; i++) {
     if (len[i] > max_len) max_len = len[i];
@@ -642,23 +643,28 @@ static double fa_check(const fa_case *c, const float *out) {
   return worst;
 }
 
-/* one case on 1, 2 and 3 threads: within ATT_TOL of the reference, the same bits */
+/* one case on 1, 2 and 3 threads, and on 2 with each KV head read in turn
+ * (TPD_CPU_ATT_BLOCKS=0): within ATT_TOL of the reference, the same bits */
 static void fa_case_run(fa_case *c, const char *what) {
   const size_t n = (size_t)c->T * c->Hq * c->Dh;
-  float *out[3];
-  const int k = c->kv == TPD_BF16;
-  for (int i = 0; i < 3; i++) {
+  float *out[4];
+  const int k = c->kv == TPD_BF16, old_blocks = tpd_cpu_att_blocks();
+  for (int i = 0; i < 4; i++) {
     out[i] = malloc(sizeof(float) * n);
     memset(out[i], 0xff, sizeof(float) * n); /* NaN: a row left unwritten fails */
-    CHECK_OK(fa_run(be_kv[k][i], c, out[i]));
+    tpd_cpu_set_att_blocks(i < 3 ? old_blocks : !old_blocks);
+    CHECK_OK(fa_run(be_kv[k][i < 3 ? i : 1], c, out[i]));
   }
+  tpd_cpu_set_att_blocks(old_blocks);
   const double err = fa_check(c, out[0]);
   CHECK(tu_within(err, ATT_TOL), "attention %s (%s KV, T=%d Hq=%d Hkv=%d Dh=%d window=%d, %s): row error %.3g",
         what, tpd_dtype_name(c->kv), c->T, c->Hq, c->Hkv, c->Dh, c->window, tpd_isa_name(tpd_isa_active()), err);
   CHECK(!memcmp(out[0], out[1], sizeof(float) * n) && !memcmp(out[0], out[2], sizeof(float) * n),
         "attention %s (%s KV, Dh=%d, %s): 1, 2 and 3 threads differ", what, tpd_dtype_name(c->kv), c->Dh,
         tpd_isa_name(tpd_isa_active()));
-  for (int i = 0; i < 3; i++) free(out[i]);
+  CHECK(!memcmp(out[0], out[3], sizeof(float) * n), "attention %s (%s KV, Dh=%d, %s): TPD_CPU_ATT_BLOCKS=%d differs",
+        what, tpd_dtype_name(c->kv), c->Dh, tpd_isa_name(tpd_isa_active()), !old_blocks);
+  for (int i = 0; i < 4; i++) free(out[i]);
 }
 
 static void test_attention_flash(void) {
@@ -684,6 +690,19 @@ static void test_attention_flash(void) {
         fa_make(&c, kv, 1, &sl[i], one, hkv, 2, 64, 0);
         fa_case_run(&c, "one sequence");
         fa_free(&c);
+      }
+    /* KV blocks other than 16: the avx512 kernel reads an item's KV heads a block at a time (8, 12, 64), or
+     * a whole chunk per head when the block is not a multiple of 4 (6); a window starts chunks mid-block */
+    static const int bss[] = {8, 12, 6, 64};
+    for (size_t b = 0; b < sizeof bss / sizeof bss[0]; b++)
+      for (int w = 0; w < 2; w++) {
+        fa_bs = bss[b];
+        fa_make(&c, kv, 5, lens, one, 4, 3, b % 2 ? 128 : 64, w ? 300 : 0);
+        char what[64];
+        snprintf(what, sizeof what, "block size %d%s", fa_bs, w ? ", window 300" : "");
+        fa_case_run(&c, what);
+        fa_free(&c);
+        fa_bs = 16;
       }
     /* sliding windows: inside one chunk, across chunk edges, longer than some sequences */
     static const int wl[] = {3000, 600, 300, 40}, wins[] = {1, 100, 300};
@@ -833,6 +852,8 @@ static void test_env_settings(void) {
       {"TPD_CPU_PIN", "yes", 0},          {"TPD_CPU_PIN", "0", 1},          {"TPD_CPU_PIN", "1", 1},
       {"TPD_CPU_BF16_DOT", "2", 0},       {"TPD_CPU_BF16_DOT", "-1", 0},    {"TPD_CPU_BF16_DOT", "12abc", 0},
       {"TPD_CPU_BF16_DOT", "on", 0},      {"TPD_CPU_BF16_DOT", "0", 1},
+      {"TPD_CPU_ATT_BLOCKS", "2", 0},     {"TPD_CPU_ATT_BLOCKS", "yes", 0}, {"TPD_CPU_ATT_BLOCKS", "1x", 0},
+      {"TPD_CPU_ATT_BLOCKS", "0", 1},     {"TPD_CPU_ATT_BLOCKS", "1", 1},
       {"TPD_POOL_SPIN_US", "1000001", 0}, {"TPD_POOL_SPIN_US", "-5", 0},    {"TPD_POOL_SPIN_US", "50us", 0},
       {"TPD_POOL_SPIN_US", "0", 1},       {"TPD_POOL_SPIN_US", "1000000", 1},
       {"TPD_CPU_ISA", "avx3", 0},         {"TPD_CPU_ISA", "AVX2", 0},       {"TPD_CPU_ISA", "scalar ", 0},
