@@ -1,5 +1,6 @@
-/* CPU attention driver: items (token, KV head, chunk) over the pool, then
- * one combine per (token, query head); the scalar chunk kernel.  The design
+/* CPU attention driver: items (token, chunk) with every KV head, or
+ * (token, KV head, chunk), over the pool, then one combine per (token,
+ * query head); the scalar chunk kernel.  The design
  * is in kernels/cpu/attention.h. */
 #include "kernels/cpu/attention.h"
 
@@ -181,6 +182,7 @@ static void item_task(void *arg, int ith, int nth) {
         }
       }
       it.n = p1 - p0 + 1;
+      it.seg0 = bs % 4 == 0 ? bs - p0 % bs : TPD_ATT_CHUNK; /* to the end of p0's block */
       it.q = (const float *)a->q + (size_t)tt * a->ldq + (size_t)g * G * Dh;
       it.part = j->part + ((size_t)(j->cb[t] + ci) * Hq + (size_t)g * G) * j->P;
       j->fn(&it);
@@ -324,6 +326,9 @@ tpd_status tpd_cpu_attention(tpd_backend *be, const tpd_attention_args *a) {
     j.rows = 0;
     for (int t = t0; t < t0 + nt; t++) j.rows += mt->pos[t] - att_start(a, t) + 1;
     j.per = cb[nt] < 2 * n_threads && j.rows >= ATT_HEAD_SPLIT_MIN_ROWS ? a->n_kv_heads : 1;
+    /* every KV head of a pair in one item, whatever their bytes: 8 heads of Dh 128 (1 MB of K and V a
+     * chunk in bf16) were faster in one item than in items of 2 heads or one at a time (docs/performance.md,
+     * "Attention in address order") */
     j.nkv = j.per == 1 && takes_heads(j.fn) && tpd_cpu_att_blocks() ? a->n_kv_heads : 1;
     const size_t work = (size_t)cb[nt] * TPD_ATT_CHUNK * Hq * a->head_dim;
     const int par = n_threads > 1 && (size_t)cb[nt] * j.per > 1 && work >= ATT_PAR_MIN_ELEMS;

@@ -53,12 +53,13 @@ typedef struct {
   /* KV heads in the item (1 for the scalar kernel): KV head g's
    * query heads are q's heads [g G, (g + 1) G), its row j lies hstride bytes
    * after head g - 1's (k and v point at head 0's rows), and s and qd hold
-   * G nkv heads.  The SIMD kernels read such an item seg rows of every
-   * head at a time (seg: the KV block when it is a multiple of 4, else n),
-   * so that they read whole blocks in address order; the scalar kernel
-   * takes nkv = 1 only. */
+   * G nkv heads.  The SIMD kernels read such an item a KV block of every
+   * head at a time (seg0 rows to the end of the first block, then seg, the
+   * block size; a whole chunk, TPD_ATT_CHUNK, for blocks that are not a
+   * multiple of 4 rows), so that they read whole blocks in address order;
+   * the scalar kernel takes nkv = 1 only. */
   int nkv;
-  int seg;
+  int seg0, seg;
   size_t hstride;
 } tpd_att_item;
 
@@ -66,11 +67,17 @@ typedef struct {
  * g hstride bytes. */
 TPD_ATT_INLINE const void *tpd_att_row(const void *const *rows, int j, size_t off) { return (const char *)rows[j] + off; }
 
-/* The SIMD kernels go segment by segment (it->seg rows, the KV block; the
- * whole chunk for one KV head), every KV head in turn in each pass: an item
- * of several KV heads then reads its blocks ([head][row] each) in address
- * order. */
-static inline int tpd_att_seg_len(const tpd_att_item *it) { return it->nkv > 1 ? it->seg : it->n; }
+/* The SIMD kernels go segment by segment, every KV head in turn in each
+ * pass: the first segment is it->seg0 rows (to the end of the first KV
+ * block), the next ones it->seg (a block), so an item of several KV heads
+ * reads its blocks ([head][row] each) whole and in address order; one KV
+ * head's item is one segment.  The end of the segment that starts at row
+ * j0.  A 4-row group of scores may run past a segment's end into the next
+ * segment's rows (the same rows of the same head, recomputed there). */
+static inline int tpd_att_seg_end(const tpd_att_item *it, int j0) {
+  const int e = it->nkv <= 1 ? it->n : j0 == 0 ? it->seg0 : j0 + it->seg;
+  return e < it->n ? e : it->n;
+}
 
 /* Partial layout: acc at [0, Dh), m at Dh, l at Dh + 1. */
 static inline int tpd_att_part_stride(int Dh) { return Dh + 2; }

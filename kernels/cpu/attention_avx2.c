@@ -22,7 +22,7 @@ TPD_ATT_INLINE __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-/* scores of rows [j0, j1) (j0 a multiple of 4) of KV head g against its
+/* scores of rows [j0, j1) of KV head g against its
  * query heads [h0, h0 + NH): the K rows widened once for the NH heads (2 at
  * most: 16 registers), each head's four dot products reduced together and
  * stored as 4 consecutive scores */
@@ -138,9 +138,9 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const in
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
-  const int strips = it->Dh / 8, L = tpd_att_seg_len(it);
-  for (int j0 = 0; j0 < it->n; j0 += L) {
-    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+  const int strips = it->Dh / 8;
+  for (int j0 = 0, j1; j0 < it->n; j0 = j1) {
+    j1 = tpd_att_seg_end(it, j0);
     for (int g = 0; g < it->nkv; g++)
       for (int h0 = 0; h0 < it->G; h0 += 3) { /* 3 heads x 4 strips: 12 accumulators of 16 registers */
         const int nh = it->G - h0 < 3 ? it->G - h0 : 3;
@@ -157,9 +157,8 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
 }
 
 void tpd_att_item_avx2(const tpd_att_item *it) {
-  const int L = tpd_att_seg_len(it);
-  for (int j0 = 0; j0 < it->n; j0 += L) {
-    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+  for (int j0 = 0, j1; j0 < it->n; j0 = j1) {
+    j1 = tpd_att_seg_end(it, j0);
     for (int g = 0; g < it->nkv; g++)
       for (int h0 = 0; h0 < it->G; h0 += 2) {
         const int two = it->G - h0 >= 2;

@@ -41,7 +41,7 @@ TPD_ATT_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
-/* scores of rows [j0, j1) (j0 a multiple of 4) of KV head g against its
+/* scores of rows [j0, j1) of KV head g against its
  * query heads [h0, h0 + NH): the K rows widened once for the NH heads (qd:
  * q in load_pair's order), each head's four dot products reduced together
  * and stored as 4 consecutive scores */
@@ -151,9 +151,9 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const in
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
-  const int blocks = it->Dh / 32, L = tpd_att_seg_len(it);
-  for (int j0 = 0; j0 < it->n; j0 += L) {
-    const int j1 = it->n - j0 < L ? it->n : j0 + L;
+  const int blocks = it->Dh / 32;
+  for (int j0 = 0, j1; j0 < it->n; j0 = j1) {
+    j1 = tpd_att_seg_end(it, j0);
     for (int g = 0; g < it->nkv; g++)
       for (int h0 = 0; h0 < it->G; h0 += 4) {
         const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
@@ -171,8 +171,8 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
 }
 
 #define SCORES_NH(BF)                                                                 \
-  for (int j0 = 0, L = tpd_att_seg_len(it); j0 < it->n; j0 += L)                              \
-    for (int g = 0, j1 = it->n - j0 < L ? it->n : j0 + L; g < it->nkv; g++)           \
+  for (int j0 = 0, j1 = tpd_att_seg_end(it, 0); j0 < it->n; j0 = j1, j1 = tpd_att_seg_end(it, j1)) \
+    for (int g = 0; g < it->nkv; g++)                                                   \
       for (int h0 = 0; h0 < it->G; h0 += 4) switch (it->G - h0) {                     \
           case 1: scores(it, qd, g, h0, 1, BF, j0, j1); break;                        \
           case 2: scores(it, qd, g, h0, 2, BF, j0, j1); break;                        \

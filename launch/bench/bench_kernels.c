@@ -117,17 +117,31 @@ static tpd_status run_att(void *arg) {
   return TPD_OK;
 }
 
-static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, const bopts *o, krow *rows, int *n) {
+/* The shape of weight j of layer l (j: 0 fused qkv, 1 o, 2 gate/up, 3
+ * down; l == n_layers: the LM head): N outputs of K inputs. */
+static void mm_shape(const tpd_model_config *c, int l, int j, int *N, int *K) {
   const int D = c->dim, Q = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, F = c->ffn_dim;
+  *N = l == c->n_layers ? c->vocab : j == 0 ? Q : j == 1 ? D : j == 2 ? 2 * F : D;
+  *K = l == c->n_layers ? D : j == 0 ? D : j == 1 ? c->n_heads * c->head_dim : j == 2 ? D : F;
+}
+
+static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, const bopts *o, krow *rows, int *n) {
   const int n_w = 4 * c->n_layers + 1;
-  int maxM = 1;
+  int maxM = 1, maxN = 1, maxK = 1;
+  size_t biggest = 1; /* the largest weight, elements */
   for (int i = 0; i < o->n_batches; i++) maxM = o->batches[i] > maxM ? o->batches[i] : maxM;
-  const int widest = c->vocab > 2 * F ? c->vocab : 2 * F;
+  for (int j = 0; j < 4; j++) /* every layer has the same four shapes, then the LM head */
+    for (int l = c->n_layers - 1; l <= c->n_layers; l++) {
+      int N, K;
+      if (l < 0) continue;
+      mm_shape(c, l, j, &N, &K);
+      maxN = N > maxN ? N : maxN, maxK = K > maxK ? K : maxK;
+      biggest = (size_t)N * K > biggest ? (size_t)N * K : biggest;
+    }
   mm_pass p = {.be = k->be, .n_w = 0};
   p.w = calloc((size_t)n_w, sizeof *p.w);
-  p.x = malloc(sizeof(float) * (size_t)maxM * (size_t)(F > D ? F : D));
-  p.y = malloc(sizeof(float) * (size_t)maxM * (size_t)(widest > Q ? widest : Q));
-  size_t biggest = (size_t)widest * (size_t)D > (size_t)D * F ? (size_t)widest * D : (size_t)D * F;
+  p.x = malloc(sizeof(float) * (size_t)maxM * (size_t)maxK);
+  p.y = malloc(sizeof(float) * (size_t)maxM * (size_t)maxN);
   void *h = malloc(biggest * tpd_dtype_size(wt));
   tpd_status s = p.w && p.x && p.y && h ? TPD_OK : TPD_FAIL(TPD_ERR_OOM, "out of memory for the matmul weights");
   uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)o->seed;
@@ -135,8 +149,8 @@ static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, 
   for (int l = 0; l <= c->n_layers && s == TPD_OK; l++)
     for (int j = 0; j < 4 && s == TPD_OK; j++) {
       if (l == c->n_layers && j) break;
-      const int N = l == c->n_layers ? c->vocab : j == 0 ? Q : j == 1 ? D : j == 2 ? 2 * F : D;
-      const int K = l == c->n_layers ? D : j == 0 ? D : j == 1 ? c->n_heads * c->head_dim : j == 2 ? D : F;
+      int N, K;
+      mm_shape(c, l, j, &N, &K);
       fill_random(h, wt, (size_t)N * K, &x);
       s = k->be->ops->load_weight(k->be, h, wt, N, K, &p.w[p.n_w]);
       if (s == TPD_OK) p.n_w++;
@@ -144,7 +158,7 @@ static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, 
       macs += (double)N * K;
     }
   free(h);
-  if (s == TPD_OK) fill_random(p.x, TPD_F32, (size_t)maxM * (size_t)(F > D ? F : D), &x);
+  if (s == TPD_OK) fill_random(p.x, TPD_F32, (size_t)maxM * (size_t)maxK, &x);
   for (int i = 0; i < o->n_batches && s == TPD_OK; i++) {
     krow *r = &rows[(*n)++];
     memset(r, 0, sizeof *r);

@@ -104,6 +104,19 @@ case $mode in
       fail "no kernel table header"
     [ "$(grep -c '^matmul  *2  *- ' "$work/stdout.txt")" = 1 ] && [ "$(grep -c '^attention  *2  *16 ' "$work/stdout.txt")" = 1 ] ||
       fail "not one matmul and one attention row"
+    # a model whose fused qkv weight is the largest (above the LM head and gate/up) and whose attention
+    # width (heads x head_dim 128) is not its dim (64): the bench sized its buffers from the LM head, gate/up
+    # and dim alone and wrote past them (a crash on such a shape; ASan names it in the sanitizer stage)
+    if [ -n "${5:-}" ]; then
+      "$5" --out "$work/wide" --layers 2 --dim 64 --heads 8 --kv-heads 2 --head-dim 16 --ffn 64 --vocab 96 --ctx 64 \
+        > /dev/null || fail "tpdecode-synth failed"
+      # shellcheck disable=SC2086
+      "$bench" --kernels -m "$work/wide" --batch 2 --ctx 16 $common --json > "$work/wide.jsonl" 2> "$work/stderr.txt" ||
+        { cat "$work/stderr.txt"; fail "--kernels on a model whose qkv weight is the largest failed"; }
+      # weights: 2 layers x (qkv 192x64 + o 64x128 + gate/up 128x64 + down 64x64) + LM head 96x64, bf16
+      grep -q "\"kernel\":\"matmul\",\"batch\":2,\"ctx\":null,\"bytes_per_pass\":$(( (2 * (192 * 64 + 64 * 128 + 128 * 64 + 64 * 64) + 96 * 64) * 2 ))," \
+        "$work/wide.jsonl" || { cat "$work/wide.jsonl"; fail "the matmul row's bytes per pass are not the model's weights"; }
+    fi
     ;;
   sweep1)
     # shellcheck disable=SC2086

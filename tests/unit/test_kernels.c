@@ -643,17 +643,17 @@ static double fa_check(const fa_case *c, const float *out) {
   return worst;
 }
 
-/* one case on 1, 2 and 3 threads, and on 2 with each KV head read in turn
- * (TPD_CPU_ATT_BLOCKS=0): within ATT_TOL of the reference, the same bits */
+/* one case on 1, 2 and 3 threads in each order of reads (TPD_CPU_ATT_BLOCKS
+ * 1 and 0): within ATT_TOL of the reference, the same bits */
 static void fa_case_run(fa_case *c, const char *what) {
   const size_t n = (size_t)c->T * c->Hq * c->Dh;
-  float *out[4];
+  float *out[6];
   const int k = c->kv == TPD_BF16, old_blocks = tpd_cpu_att_blocks();
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 6; i++) {
     out[i] = malloc(sizeof(float) * n);
     memset(out[i], 0xff, sizeof(float) * n); /* NaN: a row left unwritten fails */
     tpd_cpu_set_att_blocks(i < 3 ? old_blocks : !old_blocks);
-    CHECK_OK(fa_run(be_kv[k][i < 3 ? i : 1], c, out[i]));
+    CHECK_OK(fa_run(be_kv[k][i % 3], c, out[i]));
   }
   tpd_cpu_set_att_blocks(old_blocks);
   const double err = fa_check(c, out[0]);
@@ -662,9 +662,11 @@ static void fa_case_run(fa_case *c, const char *what) {
   CHECK(!memcmp(out[0], out[1], sizeof(float) * n) && !memcmp(out[0], out[2], sizeof(float) * n),
         "attention %s (%s KV, Dh=%d, %s): 1, 2 and 3 threads differ", what, tpd_dtype_name(c->kv), c->Dh,
         tpd_isa_name(tpd_isa_active()));
-  CHECK(!memcmp(out[0], out[3], sizeof(float) * n), "attention %s (%s KV, Dh=%d, %s): TPD_CPU_ATT_BLOCKS=%d differs",
-        what, tpd_dtype_name(c->kv), c->Dh, tpd_isa_name(tpd_isa_active()), !old_blocks);
-  for (int i = 0; i < 4; i++) free(out[i]);
+  for (int i = 3; i < 6; i++)
+    CHECK(!memcmp(out[0], out[i], sizeof(float) * n),
+          "attention %s (%s KV, Dh=%d, %s): TPD_CPU_ATT_BLOCKS=%d on %d threads differs", what, tpd_dtype_name(c->kv),
+          c->Dh, tpd_isa_name(tpd_isa_active()), !old_blocks, i - 2);
+  for (int i = 0; i < 6; i++) free(out[i]);
 }
 
 static void test_attention_flash(void) {
@@ -691,19 +693,23 @@ static void test_attention_flash(void) {
         fa_case_run(&c, "one sequence");
         fa_free(&c);
       }
-    /* KV blocks other than 16: the avx512 kernel reads an item's KV heads a block at a time (8, 12, 64), or
-     * a whole chunk per head when the block is not a multiple of 4 (6); a window starts chunks mid-block */
-    static const int bss[] = {8, 12, 6, 64};
-    for (size_t b = 0; b < sizeof bss / sizeof bss[0]; b++)
-      for (int w = 0; w < 2; w++) {
-        fa_bs = bss[b];
-        fa_make(&c, kv, 5, lens, one, 4, 3, b % 2 ? 128 : 64, w ? 300 : 0);
-        char what[64];
-        snprintf(what, sizeof what, "block size %d%s", fa_bs, w ? ", window 300" : "");
-        fa_case_run(&c, what);
-        fa_free(&c);
-        fa_bs = 16;
-      }
+    /* KV blocks other than 16: the SIMD kernels read an item's KV heads a block at a time (4, 8, 12, 24,
+     * 64: segments from the first block's end, 24 and 12 not dividing a chunk), or a whole chunk per head
+     * when the block is not a multiple of 4 (6); GQA groups of 1 to 6, 3 to 8 KV heads, Dh 32 to 128;
+     * windows start chunks mid-block */
+    static const struct { int bs, hkv, g, dh, window; } bc[] = {
+        {8, 4, 3, 64, 0},  {12, 4, 6, 96, 300}, {6, 4, 3, 64, 0},  {64, 4, 3, 128, 300},
+        {24, 3, 2, 128, 0}, {24, 5, 1, 32, 300}, {16, 8, 4, 64, 0}, {4, 3, 2, 64, 100},
+    };
+    for (size_t b = 0; b < sizeof bc / sizeof bc[0]; b++) {
+      fa_bs = bc[b].bs;
+      fa_make(&c, kv, 5, lens, one, bc[b].hkv, bc[b].g, bc[b].dh, bc[b].window);
+      char what[96];
+      snprintf(what, sizeof what, "block size %d, %d KV heads of %d, window %d", fa_bs, bc[b].hkv, bc[b].g, bc[b].window);
+      fa_case_run(&c, what);
+      fa_free(&c);
+      fa_bs = 16;
+    }
     /* sliding windows: inside one chunk, across chunk edges, longer than some sequences */
     static const int wl[] = {3000, 600, 300, 40}, wins[] = {1, 100, 300};
     for (size_t w = 0; w < sizeof wins / sizeof wins[0]; w++) {
