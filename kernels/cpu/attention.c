@@ -148,6 +148,7 @@ static void item_task(void *arg, int ith, int nth) {
   const tpd_step_meta *mt = a->meta;
   const int Hq = a->n_q_heads, Hkv = a->n_kv_heads, Dh = a->head_dim, G = j->G, bs = mt->block_size;
   const size_t row_bytes = (size_t)Dh * tpd_dtype_size(j->kv);
+  const int seg = bs % 4 == 0 ? bs : TPD_ATT_CHUNK; /* a KV block, or (not a multiple of 4) the whole chunk */
   long i0, i1;
   /* a thread's units are (token, chunk) pairs, each for every KV head (in
    * one item, SIMD kernels, or in turn): the heads of one KV block lie side by
@@ -161,8 +162,7 @@ static void item_task(void *arg, int ith, int nth) {
   float *qd = (float *)((unsigned char *)s + round64((size_t)Hq * TPD_ATT_CHUNK * sizeof(float) +
                                                      2 * (size_t)TPD_ATT_CHUNK * sizeof(void *)));
   tpd_att_item it = {.G = G, .Dh = Dh, .k = rk, .v = rv, .kv = j->kv, .scale = a->scale, .s = s, .qd = qd,
-                     .stride = j->P, .nkv = j->nkv, .seg = bs % 4 == 0 ? bs : TPD_ATT_CHUNK,
-                     .hstride = (size_t)bs * row_bytes};
+                     .stride = j->P, .nkv = j->nkv, .seg = seg, .hstride = (size_t)bs * row_bytes};
   int t = 0;
   for (long i = i0; i < i1; i++) {
     const long pair = i / j->per;
@@ -182,7 +182,7 @@ static void item_task(void *arg, int ith, int nth) {
         }
       }
       it.n = p1 - p0 + 1;
-      it.seg0 = bs % 4 == 0 ? bs - p0 % bs : TPD_ATT_CHUNK; /* to the end of p0's block */
+      it.seg0 = seg - p0 % seg; /* to the end of p0's block (or chunk: the whole item) */
       it.q = (const float *)a->q + (size_t)tt * a->ldq + (size_t)g * G * Dh;
       it.part = j->part + ((size_t)(j->cb[t] + ci) * Hq + (size_t)g * G) * j->P;
       j->fn(&it);

@@ -117,12 +117,12 @@ static tpd_status run_att(void *arg) {
   return TPD_OK;
 }
 
-/* The shape of weight j of layer l (j: 0 fused qkv, 1 o, 2 gate/up, 3
- * down; l == n_layers: the LM head): N outputs of K inputs. */
-static void mm_shape(const tpd_model_config *c, int l, int j, int *N, int *K) {
+/* The shape of weight j (0 fused qkv, 1 o, 2 gate/up, 3 down: every
+ * layer's; 4 the LM head): N outputs of K inputs. */
+static void mm_shape(const tpd_model_config *c, int j, int *N, int *K) {
   const int D = c->dim, Q = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, F = c->ffn_dim;
-  *N = l == c->n_layers ? c->vocab : j == 0 ? Q : j == 1 ? D : j == 2 ? 2 * F : D;
-  *K = l == c->n_layers ? D : j == 0 ? D : j == 1 ? c->n_heads * c->head_dim : j == 2 ? D : F;
+  *N = j == 4 ? c->vocab : j == 0 ? Q : j == 1 ? D : j == 2 ? 2 * F : D;
+  *K = j == 4 ? D : j == 0 ? D : j == 1 ? c->n_heads * c->head_dim : j == 2 ? D : F;
 }
 
 static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, const bopts *o, krow *rows, int *n) {
@@ -130,14 +130,12 @@ static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, 
   int maxM = 1, maxN = 1, maxK = 1;
   size_t biggest = 1; /* the largest weight, elements */
   for (int i = 0; i < o->n_batches; i++) maxM = o->batches[i] > maxM ? o->batches[i] : maxM;
-  for (int j = 0; j < 4; j++) /* every layer has the same four shapes, then the LM head */
-    for (int l = c->n_layers - 1; l <= c->n_layers; l++) {
-      int N, K;
-      if (l < 0) continue;
-      mm_shape(c, l, j, &N, &K);
-      maxN = N > maxN ? N : maxN, maxK = K > maxK ? K : maxK;
-      biggest = (size_t)N * K > biggest ? (size_t)N * K : biggest;
-    }
+  for (int j = 0; j <= 4; j++) {
+    int N, K;
+    mm_shape(c, j, &N, &K);
+    maxN = N > maxN ? N : maxN, maxK = K > maxK ? K : maxK;
+    biggest = (size_t)N * K > biggest ? (size_t)N * K : biggest;
+  }
   mm_pass p = {.be = k->be, .n_w = 0};
   p.w = calloc((size_t)n_w, sizeof *p.w);
   p.x = malloc(sizeof(float) * (size_t)maxM * (size_t)maxK);
@@ -150,7 +148,7 @@ static tpd_status matmul_rows(kctx *k, const tpd_model_config *c, tpd_dtype wt, 
     for (int j = 0; j < 4 && s == TPD_OK; j++) {
       if (l == c->n_layers && j) break;
       int N, K;
-      mm_shape(c, l, j, &N, &K);
+      mm_shape(c, l == c->n_layers ? 4 : j, &N, &K);
       fill_random(h, wt, (size_t)N * K, &x);
       s = k->be->ops->load_weight(k->be, h, wt, N, K, &p.w[p.n_w]);
       if (s == TPD_OK) p.n_w++;
