@@ -33,6 +33,7 @@ typedef struct {
   const char *kernel;
   int batch, ctx;
   double bytes, flops, best_ms, med_ms, probe_best, probe_med;
+  double paired; /* median over passes of (the pass's GB/s / the probe pass just before it) */
 } krow;
 
 /* the dtype of the checkpoint's weights: that of its first layer's down projection */
@@ -60,12 +61,17 @@ typedef struct {
   tpd_backend *be;
   tpd_membw_probe *probe;
   int steps, warmup;
-  double *ms, *gbs;
+  double *ms, *gbs, *pair;
 } kctx;
 
 typedef tpd_status (*pass_fn)(void *arg);
 
-/* warmup untimed passes, then steps timed ones, each after a probe pass */
+/* warmup untimed passes, then steps timed ones, each after a probe pass;
+ * r->bytes set.  Besides best against best and median against median, each
+ * pass against the probe pass just before it (paired): the two are a few ms
+ * apart, so a machine whose bandwidth moves between states over seconds
+ * (docs/performance.md, "The read probe's two states") puts both in the
+ * same state, and the pairs' median is the kernel's own fraction. */
 static tpd_status time_passes(kctx *k, pass_fn fn, void *arg, krow *r) {
   for (int w = 0; w < k->warmup; w++) TPD_TRY(fn(arg));
   for (int s = 0; s < k->steps; s++) {
@@ -73,7 +79,9 @@ static tpd_status time_passes(kctx *k, pass_fn fn, void *arg, krow *r) {
     const double t0 = tpd_now_ms();
     TPD_TRY(fn(arg));
     k->ms[s] = tpd_now_ms() - t0;
+    k->pair[s] = r->bytes / (k->ms[s] * 1e-3) / 1e9 / k->gbs[s];
   }
+  r->paired = tpd_percentile(k->pair, k->steps, 50);
   r->best_ms = tpd_percentile(k->ms, k->steps, 0);
   r->med_ms = tpd_percentile(k->ms, k->steps, 50);
   r->probe_best = tpd_percentile(k->gbs, k->steps, 100);
@@ -209,15 +217,15 @@ static tpd_status attention_row(kctx *k, const tpd_model_config *c, int B, int c
 
 static void print_rows(const bopts *o, const krow *rows, int n, double peak) {
   if (!o->json)
-    printf("%-9s %6s %6s %9s %9s %9s %9s %8s %8s %8s %8s\n", "kernel", "batch", "ctx", "MB/pass", "best ms",
-           "median ms", "GB/s", "of read", "med/med", "GFLOP/s", "of peak");
+    printf("%-9s %6s %6s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "kernel", "batch", "ctx", "MB/pass", "best ms",
+           "median ms", "GB/s", "of read", "med/med", "paired", "GFLOP/s", "of peak");
   int faults = 0;
   for (int i = 0; i < n; i++) {
     const krow *r = &rows[i];
     const double gbs = r->bytes / (r->best_ms * 1e-3) / 1e9, frac = gbs / r->probe_best;
     const double frac_med = r->bytes / (r->med_ms * 1e-3) / 1e9 / r->probe_med;
     const double gfl = r->flops / (r->best_ms * 1e-3) / 1e9;
-    const int fault = frac > 1;
+    const int fault = frac > 1 || r->paired > 1;
     faults += fault;
     if (o->json) {
       printf("{\"kind\":\"kernel\",\"kernel\":\"%s\",\"batch\":%d,\"ctx\":", r->kernel, r->batch);
@@ -225,8 +233,9 @@ static void print_rows(const bopts *o, const krow *rows, int n, double peak) {
       else printf("%d", r->ctx);
       printf(",\"bytes_per_pass\":%.0f,\"flops_per_pass\":%.0f,\"ms_best\":%.9g,\"ms_median\":%.9g,"
              "\"read_bw_gbs\":%.9g,\"read_bw_median_gbs\":%.9g,\"achieved_gbs\":%.9g,\"fraction_of_read_bw\":%.9g,"
-             "\"fraction_of_read_bw_median\":%.9g,\"achieved_gflops\":%.9g,",
-             r->bytes, r->flops, r->best_ms, r->med_ms, r->probe_best, r->probe_med, gbs, frac, frac_med, gfl);
+             "\"fraction_of_read_bw_median\":%.9g,\"fraction_of_read_bw_paired\":%.9g,\"achieved_gflops\":%.9g,",
+             r->bytes, r->flops, r->best_ms, r->med_ms, r->probe_best, r->probe_med, gbs, frac, frac_med, r->paired,
+             gfl);
       if (peak > 0) printf("\"peak_gflops\":%.9g,\"fraction_of_peak_flops\":%.9g,", peak / 1e9, gfl * 1e9 / peak);
       else printf("\"peak_gflops\":null,\"fraction_of_peak_flops\":null,");
       printf("\"fault\":%s}\n", fault ? "\"faster than the read probe: the probe read too low\"" : "null");
@@ -234,8 +243,8 @@ static void print_rows(const bopts *o, const krow *rows, int n, double peak) {
       char ctx[16], pk[16];
       snprintf(ctx, sizeof ctx, r->ctx < 0 ? "-" : "%d", r->ctx);
       snprintf(pk, sizeof pk, peak > 0 ? "%.3f" : "n/a", gfl * 1e9 / peak);
-      printf("%-9s %6d %6s %9.1f %9.3f %9.3f %9.2f %8.3f %8.3f %8.1f %8s%s\n", r->kernel, r->batch, ctx,
-             r->bytes / 1e6, r->best_ms, r->med_ms, gbs, frac, frac_med, gfl, pk, fault ? "  FAULT" : "");
+      printf("%-9s %6d %6s %9.1f %9.3f %9.3f %9.2f %8.3f %8.3f %8.3f %8.1f %8s%s\n", r->kernel, r->batch, ctx,
+             r->bytes / 1e6, r->best_ms, r->med_ms, gbs, frac, frac_med, r->paired, gfl, pk, fault ? "  FAULT" : "");
     }
   }
   if (faults && !o->json)
@@ -258,16 +267,18 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
   TPD_TRY(tpd_backend_create("cpu", &bo, &be));
   kctx k = {.be = be, .steps = (int)o->steps, .warmup = (int)o->warmup};
   k.ms = malloc(sizeof(double) * (size_t)o->steps), k.gbs = malloc(sizeof(double) * (size_t)o->steps);
+  k.pair = malloc(sizeof(double) * (size_t)o->steps);
   k.probe = tpd_membw_open(threads, (size_t)o->membw_mb << 20, 0);
   krow *rows = calloc((size_t)o->n_batches * (size_t)(1 + o->n_ctxs), sizeof *rows);
-  tpd_status s = k.ms && k.gbs && k.probe && rows ? TPD_OK : TPD_FAIL(TPD_ERR_OOM, "out of memory for the probes");
+  tpd_status s = k.ms && k.gbs && k.pair && k.probe && rows ? TPD_OK : TPD_FAIL(TPD_ERR_OOM, "out of memory for the probes");
   int n = 0;
   const char *what = NULL;
   const double peak = s == TPD_OK ? bench_peak_flops(threads, wt == TPD_BF16 && tpd_cpu_bf16_dot(), &what) : 0;
   if (s == TPD_OK && !o->json)
     printf("tpdecode-bench --kernels: %s (dim %d, %d layers, %d/%d heads, ffn %d, vocab %d), %s weights, %s KV "
            "cache, cpu/%s, %d threads\nfloor: a %ld MB read-probe pass before every timed pass; of read = best "
-           "pass / best probe, med/med = median pass / median probe; peak %.1f GFLOP/s (%s)\n",
+           "pass / best probe, med/med = median pass / median probe, paired = median of each pass / the probe pass "
+           "before it; peak %.1f GFLOP/s (%s)\n",
            dir, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab, tpd_dtype_name(wt),
            tpd_dtype_name(be->kv_dtype), be->kernels ? be->kernels : "cpu", threads, o->membw_mb, peak / 1e9,
            what ? what : "n/a");
@@ -279,7 +290,7 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
     }
   if (s == TPD_OK) print_rows(o, rows, n, peak);
   tpd_membw_close(k.probe);
-  free(k.ms), free(k.gbs), free(rows);
+  free(k.ms), free(k.gbs), free(k.pair), free(rows);
   tpd_backend_destroy(be);
   return s;
 }

@@ -345,6 +345,7 @@ static void check_kernels(const char *path, int want) {
     const double rd = num(o, "read_bw_gbs", &ok), rdm = num(o, "read_bw_median_gbs", &ok);
     const double gbs = num(o, "achieved_gbs", &ok), fr = num(o, "fraction_of_read_bw", &ok);
     const double frm = num(o, "fraction_of_read_bw_median", &ok), gfl = num(o, "achieved_gflops", &ok);
+    const double frp = num(o, "fraction_of_read_bw_paired", &ok);
     CHECK(ok, "line %d: a required number is missing", rows + 1);
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(o, "ctx");
     CHECK(mm ? cJSON_IsNull(ctx) : cJSON_IsNumber(ctx) && ctx->valuedouble >= 0, "line %d: ctx", rows + 1);
@@ -355,14 +356,15 @@ static void check_kernels(const char *path, int want) {
           "line %d: GB/s %g, of read %g, median of read %g do not follow from the bytes and times", rows + 1, gbs, fr,
           frm);
     CHECK(near(gfl, flops / best / 1e6, 1e-6), "line %d: GFLOP/s %g != flops / best time", rows + 1, gfl);
+    CHECK(frp > 0 && frp < 1e3, "line %d: paired fraction of read %g", rows + 1, frp);
     const cJSON *peak = cJSON_GetObjectItemCaseSensitive(o, "peak_gflops");
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "fraction_of_peak_flops");
     if (cJSON_IsNumber(peak))
       CHECK(cJSON_IsNumber(fp) && near(fp->valuedouble, gfl / peak->valuedouble, 1e-6), "line %d: of peak", rows + 1);
     else CHECK(cJSON_IsNull(peak) && cJSON_IsNull(fp), "line %d: peak / of peak", rows + 1);
     const cJSON *fault = cJSON_GetObjectItemCaseSensitive(o, "fault");
-    CHECK(fr > 1 ? cJSON_IsString(fault) : cJSON_IsNull(fault), "line %d: of read %g with fault %s", rows + 1, fr,
-          cJSON_IsString(fault) ? fault->valuestring : "null");
+    CHECK(fr > 1 || frp > 1 ? cJSON_IsString(fault) : cJSON_IsNull(fault), "line %d: of read %g, paired %g with fault %s",
+          rows + 1, fr, frp, cJSON_IsString(fault) ? fault->valuestring : "null");
     if (mm) {
       if (n_mm++) CHECK(bytes == mm_bytes, "line %d: matmul bytes %g, an earlier row %g", rows + 1, bytes, mm_bytes);
       mm_bytes = bytes;
