@@ -32,7 +32,7 @@
  * item reads, short enough that a single sequence of 1k positions already
  * gives 4 items per KV head to spread over the threads. */
 #define TPD_ATT_CHUNK 256
-/* Rows ahead of use the SIMD kernels prefetch (K into L1, V into L2). */
+/* Rows ahead of use the SIMD kernels prefetch, into L1: K by the scores pass, V by the values pass. */
 #define TPD_ATT_PREFETCH 16
 
 /* One item for the chunk kernels.  Rows are pointers (a chunk crosses KV

@@ -32,14 +32,11 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, int g, int h0, const int NH, 
   for (int j = j0; j < j1; j += 4) {
     const void *k[4];
     for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
-    /* the rows are scattered over KV blocks: prefetch K and V TPD_ATT_PREFETCH rows ahead (V for the
-     * pass after this one, which then reads the chunk from cache) */
+    /* the rows are scattered over KV blocks: prefetch K TPD_ATT_PREFETCH rows ahead (V is
+     * prefetched by the values pass, as it reads) */
     if (h0 == 0)
       for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-        for (int b = 0; b < row_bytes; b += 64) {
-          _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
-          _mm_prefetch((const char *)tpd_att_row(it->v, u, off) + b, _MM_HINT_T1);
-        }
+        for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
     __m256 acc[2][4];
     for (int h = 0; h < NH; h++)
       for (int u = 0; u < 4; u++) acc[h][u] = _mm256_setzero_ps();
@@ -107,10 +104,11 @@ static void softmax_rows(const tpd_att_item *it) {
 
 /* acc[h][d0 .. d0 + 8 NS) += sum_j w[h][j] v[j][...] over rows [j0, j1) of
  * KV head g for its query heads [h0, h0 + NH), from zero on the first
- * segment, else from the partial */
+ * segment, else from the partial; pf: prefetch each row's successor
+ * TPD_ATT_PREFETCH rows on (the first call of a segment and KV head) */
 TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const int NH, const int NS, const int bf16,
-                         int j0, int j1) {
-  const int hq = g * it->G + h0;
+                         int j0, int j1, int pf) {
+  const int hq = g * it->G + h0, row_bytes = it->Dh * (bf16 ? 2 : 4);
   const size_t off = (size_t)g * it->hstride;
   __m256 acc[4][4];
   for (int h = 0; h < NH; h++)
@@ -118,6 +116,8 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const in
       acc[h][s] = j0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(it->part + (size_t)(hq + h) * it->stride + d0 + 8 * s);
   const float *w = it->s + hq * TPD_ATT_CHUNK;
   for (int j = j0; j < j1; j++) {
+    if (pf && j + TPD_ATT_PREFETCH < it->n)
+      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->v, j + TPD_ATT_PREFETCH, off) + b, _MM_HINT_T0);
     __m256 x[4];
     for (int s = 0; s < NS; s++) x[s] = load_row(tpd_att_row(it->v, j, off), d0 + 8 * s, bf16);
     for (int h = 0; h < NH; h++) {
@@ -129,12 +129,12 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const in
     for (int s = 0; s < NS; s++) _mm256_storeu_ps(it->part + (size_t)(hq + h) * it->stride + d0 + 8 * s, acc[h][s]);
 }
 
-#define VACC_NS(NH, BF)                                  \
-  switch (ns) {                                          \
-    case 1: vacc(it, g, h0, d0, NH, 1, BF, j0, j1); break;  \
-    case 2: vacc(it, g, h0, d0, NH, 2, BF, j0, j1); break;  \
-    case 3: vacc(it, g, h0, d0, NH, 3, BF, j0, j1); break;  \
-    default: vacc(it, g, h0, d0, NH, 4, BF, j0, j1); break; \
+#define VACC_NS(NH, BF)                                      \
+  switch (ns) {                                              \
+    case 1: vacc(it, g, h0, d0, NH, 1, BF, j0, j1, pf); break;  \
+    case 2: vacc(it, g, h0, d0, NH, 2, BF, j0, j1, pf); break;  \
+    case 3: vacc(it, g, h0, d0, NH, 3, BF, j0, j1, pf); break;  \
+    default: vacc(it, g, h0, d0, NH, 4, BF, j0, j1, pf); break; \
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
@@ -145,7 +145,7 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
       for (int h0 = 0; h0 < it->G; h0 += 3) { /* 3 heads x 4 strips: 12 accumulators of 16 registers */
         const int nh = it->G - h0 < 3 ? it->G - h0 : 3;
         for (int s0 = 0; s0 < strips; s0 += 4) {
-          const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 8 * s0;
+          const int ns = strips - s0 < 4 ? strips - s0 : 4, d0 = 8 * s0, pf = h0 == 0 && s0 == 0;
           switch (nh) {
             case 1: VACC_NS(1, bf16) break;
             case 2: VACC_NS(2, bf16) break;

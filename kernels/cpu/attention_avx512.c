@@ -8,7 +8,9 @@
  * Scores: four positions at a time, each K row widened once for up to 4
  * heads, the four dot products of a head reduced together; softmax
  * numerator with a vector exp; then the V rows once per group of up to 4
- * heads, accumulators in registers. */
+ * heads, accumulators in registers.  Each pass prefetches its own rows
+ * TPD_ATT_PREFETCH ahead (one KV block): K in the scores pass, V in the
+ * values pass (docs/performance.md, "V prefetched by the values pass"). */
 #include <immintrin.h>
 #include <math.h>
 
@@ -54,10 +56,7 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int g, int h
     for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
     if (h0 == 0)
       for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-        for (int b = 0; b < row_bytes; b += 64) {
-          _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
-          _mm_prefetch((const char *)tpd_att_row(it->v, u, off) + b, _MM_HINT_T1);
-        }
+        for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
     __m512 acc[4][4];
     for (int h = 0; h < NH; h++)
       for (int u = 0; u < 4; u++) acc[h][u] = _mm512_setzero_ps();
@@ -115,10 +114,12 @@ static void softmax_rows(const tpd_att_item *it) {
  * of KV head g for its query heads [h0, h0 + NH): the sums start at zero on
  * the first segment, else from the partial (kept in load_pair's order until
  * the last segment); bf16 rows: on the last segment each pair of
- * accumulators (even, odd elements) is put back in order as it is stored */
+ * accumulators (even, odd elements) is put back in order as it is stored.
+ * pf: prefetch each row's successor TPD_ATT_PREFETCH rows on (the first
+ * call of a segment and KV head; the others read the same rows). */
 TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const int NH, const int NS, const int bf16,
-                         int j0, int j1) {
-  const int hq = g * it->G + h0, first = j0 == 0, last = j1 == it->n;
+                         int j0, int j1, int pf) {
+  const int hq = g * it->G + h0, first = j0 == 0, last = j1 == it->n, row_bytes = it->Dh * (bf16 ? 2 : 4);
   const size_t off = (size_t)g * it->hstride;
   __m512 acc[4][4];
   for (int h = 0; h < NH; h++)
@@ -126,6 +127,8 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const in
       acc[h][s] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(it->part + (size_t)(hq + h) * it->stride + 32 * b0 + 16 * s);
   const float *w = it->s + hq * TPD_ATT_CHUNK;
   for (int j = j0; j < j1; j++) {
+    if (pf && j + TPD_ATT_PREFETCH < it->n)
+      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->v, j + TPD_ATT_PREFETCH, off) + b, _MM_HINT_T0);
     __m512 x[4];
     for (int s = 0; s < NS; s++) load_pair(tpd_att_row(it->v, j, off), b0 + s, bf16, &x[2 * s], &x[2 * s + 1]);
     for (int h = 0; h < NH; h++) {
@@ -146,8 +149,8 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const in
 
 #define VACC_NS(NH, BF)                                                  \
   switch (ns) {                                                          \
-    case 1: vacc(it, g, h0, b0, NH, 1, BF, j0, j1); break;               \
-    default: vacc(it, g, h0, b0, NH, 2, BF, j0, j1); break;              \
+    case 1: vacc(it, g, h0, b0, NH, 1, BF, j0, j1, pf); break;           \
+    default: vacc(it, g, h0, b0, NH, 2, BF, j0, j1, pf); break;          \
   }
 
 TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
@@ -158,7 +161,7 @@ TPD_ATT_INLINE void values(const tpd_att_item *it, const int bf16) {
       for (int h0 = 0; h0 < it->G; h0 += 4) {
         const int nh = it->G - h0 < 4 ? it->G - h0 : 4;
         for (int b0 = 0; b0 < blocks; b0 += 2) {
-          const int ns = blocks - b0 < 2 ? blocks - b0 : 2;
+          const int ns = blocks - b0 < 2 ? blocks - b0 : 2, pf = h0 == 0 && b0 == 0;
           switch (nh) {
             case 1: VACC_NS(1, bf16) break;
             case 2: VACC_NS(2, bf16) break;
