@@ -137,6 +137,15 @@ typedef struct {
   double ratio;                      /* ms_med / floor ms */
   double ratio_best;                 /* ms_best / floor ms */
   char fault[200];                   /* "" or why the row is a measurement fault (ratio below 1) */
+  /* Growth with context, set on the row of the run's largest context only:
+   * its ms/token minus the same batch's at the run's smallest context
+   * (median and best steps), against the floor's over the same positions,
+   * both floors on one bandwidth (the better of the two rows' best probe
+   * passes), so that the ratio is the slope's and not the probe's drift
+   * between the rows.  A ratio below 1 is flagged in growth_fault. */
+  int have_growth, growth_from_ctx;
+  double growth_ms, growth_best_ms, growth_floor_ms, growth_bw_gbs, growth_ratio, growth_ratio_best;
+  char growth_fault[160];
   int have_energy;
   double j_per_tok, tok_s_w, watts;
   int on_frontier;

@@ -93,6 +93,15 @@ static void print_table(const bopts *o, const bresults *res) {
                last->tok_s_sys / first->tok_s_sys);
       }
     }
+    /* ms/token against context, per batch */
+    for (int i = 0; i < res->n_rows; i++) {
+      const brow *r = &res->rows[i];
+      if (r->backend != mc->backend || !r->have_growth) continue;
+      printf("batch %d, ctx %d -> %d: ms/token %+.3f (best steps %+.3f), floor +%.3f at %.2f GB/s: %.2fx the "
+             "floor's growth (best %.2fx)%s%s\n", r->batch, r->growth_from_ctx, r->ctx, r->growth_ms, r->growth_best_ms,
+             r->growth_floor_ms, r->growth_bw_gbs, r->growth_ratio, r->growth_ratio_best,
+             r->growth_fault[0] ? "  FAULT: " : "", r->growth_fault);
+    }
   }
   int any = 0;
   for (int i = 0; i < res->n_rows; i++) {
@@ -179,6 +188,26 @@ static cJSON *row_json(const brow *r, const bmachine *mc, int sweep) {
   cJSON_AddNumberToObject(j, "peak_rss_mib", r->rss_max_mib);
   cJSON *rss = cJSON_AddArrayToObject(j, "peak_rss_mib_per_rank");
   for (int k = 0; k < r->n_rss; k++) cJSON_AddItemToArray(rss, cJSON_CreateNumber(r->rss_mib[k]));
+  return j;
+}
+
+/* the growth of ms/token with context at one batch (brow: have_growth) */
+static cJSON *growth_json(const brow *r) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "kind", "ctx_growth");
+  cJSON_AddStringToObject(j, "backend", r->backend);
+  cJSON_AddNumberToObject(j, "tp", r->tp);
+  cJSON_AddNumberToObject(j, "batch", r->batch);
+  cJSON_AddNumberToObject(j, "ctx_from", r->growth_from_ctx);
+  cJSON_AddNumberToObject(j, "ctx_to", r->ctx);
+  cJSON_AddNumberToObject(j, "ms_growth_median", r->growth_ms);
+  cJSON_AddNumberToObject(j, "ms_growth_best", r->growth_best_ms);
+  cJSON_AddNumberToObject(j, "floor_ms_growth", r->growth_floor_ms);
+  cJSON_AddNumberToObject(j, "floor_read_bw_gbs", r->growth_bw_gbs);
+  json_num_or_null(j, "ratio_median", 1, r->growth_ratio);
+  json_num_or_null(j, "ratio_best", 1, r->growth_ratio_best);
+  if (r->growth_fault[0]) cJSON_AddStringToObject(j, "fault", r->growth_fault);
+  else cJSON_AddNullToObject(j, "fault");
   return j;
 }
 
@@ -351,6 +380,8 @@ void bench_print(const bopts *o, const bresults *res, const bcomm *cb, int n_cb,
       for (int i = 0; i < cb[k].n; i++) print_json_line(comm_json(cb[k].name, &cb[k].rows[i], n_ranks));
     for (int i = 0; i < res->n_rows; i++)
       print_json_line(row_json(&res->rows[i], bench_machine_of(res, &res->rows[i]), o->sweep));
+    for (int i = 0; i < res->n_rows; i++)
+      if (res->rows[i].have_growth) print_json_line(growth_json(&res->rows[i]));
     for (int i = 0; pr && i < pr->n; i++) print_json_line(predicted_json(&pr->pts[i], pr, pr->on_front[i]));
   } else if (o->csv) {
     if (res->n_rows) fputs(CSV_HEADER, stdout);
@@ -388,6 +419,9 @@ tpd_status bench_write_files(const bopts *o, const bresults *res, const bpareto 
   cJSON *cf = cJSON_AddArrayToObject(doc, "configs");
   for (int i = 0; i < res->n_rows; i++)
     cJSON_AddItemToArray(cf, row_json(&res->rows[i], bench_machine_of(res, &res->rows[i]), o->sweep));
+  cJSON *gr = cJSON_AddArrayToObject(doc, "ctx_growth");
+  for (int i = 0; i < res->n_rows; i++)
+    if (res->rows[i].have_growth) cJSON_AddItemToArray(gr, growth_json(&res->rows[i]));
   if (o->sweep) {
     cJSON *p = cJSON_AddObjectToObject(doc, "pareto");
     cJSON_AddStringToObject(p, "x", "tokens_per_s_user");

@@ -373,6 +373,46 @@ static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
   if (!r->fault[0] && why[0]) snprintf(r->fault, sizeof r->fault, "%s (the best step)", why);
 }
 
+/* The growth of ms/token with context at each batch of this backend's rows
+ * [first, n): from the smallest context of the run to the largest, against
+ * the floor's growth over the same positions with both floors on one
+ * bandwidth (brow: have_growth).  The difference of two noisy times: a
+ * growth below the floor's is flagged, as a step under the floor is. */
+static void growth_rows(const tpd_sol_model *sm, const bmachine *mc, brow *rows, int first, int n) {
+  for (int i = first; i < n; i++) {
+    brow *hi = &rows[i], *lo = NULL;
+    int largest = hi->have_floor;
+    for (int k = first; k < n && largest; k++) {
+      const brow *r = &rows[k];
+      if (r->batch != hi->batch || !r->have_floor) continue;
+      if (r->ctx > hi->ctx || (r->ctx == hi->ctx && k > i)) largest = 0; /* the last row of the largest context */
+      if (!lo || r->ctx < lo->ctx) lo = &rows[k];
+    }
+    if (!largest || !lo || lo->ctx >= hi->ctx) continue;
+    tpd_sol_hw hw = mc->hw;
+    if (!strcmp(mc->hw.source, "measured")) hw.mem_bw = fmax(lo->read_gbs, hi->read_gbs) * 1e9;
+    tpd_sol_result a, b;
+    if (tpd_sol_eval(sm, &hw, hi->tp, hi->batch, lo->ctx_attended, &a) != TPD_OK ||
+        tpd_sol_eval(sm, &hw, hi->tp, hi->batch, hi->ctx_attended, &b) != TPD_OK || !(b.t_step > a.t_step)) {
+      tpd_clear_error();
+      continue;
+    }
+    hi->have_growth = 1;
+    hi->growth_from_ctx = lo->ctx;
+    hi->growth_bw_gbs = hw.mem_bw / 1e9;
+    hi->growth_ms = hi->ms_med - lo->ms_med;
+    hi->growth_best_ms = hi->ms_best - lo->ms_best;
+    hi->growth_floor_ms = (b.t_step - a.t_step) * 1e3;
+    hi->growth_ratio = hi->growth_ms / hi->growth_floor_ms;
+    hi->growth_ratio_best = hi->growth_best_ms / hi->growth_floor_ms;
+    if (!(hi->growth_ratio >= 1) || !(hi->growth_ratio_best >= 1))
+      snprintf(hi->growth_fault, sizeof hi->growth_fault,
+               "grew less than the floor's growth (%s %.3f ms against %.3f): the difference of two noisy times, or a "
+               "probe that read low", hi->growth_ratio >= 1 ? "best steps" : "median", 
+               hi->growth_ratio >= 1 ? hi->growth_best_ms : hi->growth_ms, hi->growth_floor_ms);
+  }
+}
+
 void bench_fill_machine(bmachine *mc, const bopts *o, const tpd_engine *e, const char *comm_name, const char *note) {
   tpd_engine_info info;
   tpd_engine_get_info(e, &info);
@@ -485,6 +525,7 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
   tpd_clear_error();
 
   bctx x = {e, timed, probe, &je};
+  const int first_row = res->n_rows;
   for (int ci = 0; ci < o->n_ctxs; ci++)
     for (int bi = 0; bi < o->n_batches; bi++) {
       if (res->n_rows >= BENCH_MAX_ROWS) break;
@@ -498,6 +539,7 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
     for (int i = 0; i < res->n_rows; i++)
       if (res->rows[i].backend == info.backend && res->rows[i].read_gbs * 1e9 > mc->hw.mem_bw)
         mc->hw.mem_bw = res->rows[i].read_gbs * 1e9;
+  growth_rows(&sm, mc, res->rows, first_row, res->n_rows);
 out:
   tpd_energy_close(je.m);
   tpd_membw_close(probe);

@@ -8,7 +8,8 @@
  *       formula; no bandwidth at one rank)
  *   bench_check jsonl FILE [--configs N]
  *       every line of --json output is a JSON object; N "decode" rows;
- *       "allreduce" rows as in comm.json
+ *       "allreduce" rows as in comm.json; "ctx_growth" objects (also in
+ *       bench.json) against the decode rows they name
  * Relations every decode row must keep: a measured / floor ratio below 1 is
  * flagged in "fault"; the floor's read bandwidth (best pass) is at least the
  * median pass; host comm time and exposed comm are numbers or null with a
@@ -170,6 +171,89 @@ static void check_config(const cJSON *c, int i) {
   }
 }
 
+static int same_str(const cJSON *a, const cJSON *b, const char *k) {
+  const cJSON *x = cJSON_GetObjectItemCaseSensitive(a, k), *y = cJSON_GetObjectItemCaseSensitive(b, k);
+  return cJSON_IsString(x) && cJSON_IsString(y) && !strcmp(x->valuestring, y->valuestring);
+}
+
+/* One "ctx_growth" object against the decode rows: it names the smallest
+ * and the largest context measured at its batch (and backend, TP), its
+ * growths are the differences of those rows' median and best steps, its
+ * ratios those over the floor's growth (positive), and its fault is set
+ * exactly when a ratio is below 1 (or not a number).  Where both rows'
+ * floors are memory-bound, the floor's growth is the bytes' growth over the
+ * bandwidth named, which is the better of the two rows' best probe passes. */
+static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, int k) {
+  int ok = 1;
+  const double tp = num(g, "tp", &ok), batch = num(g, "batch", &ok), from = num(g, "ctx_from", &ok);
+  const double to = num(g, "ctx_to", &ok), gm = num(g, "ms_growth_median", &ok), gb = num(g, "ms_growth_best", &ok);
+  const double fg = num(g, "floor_ms_growth", &ok), bw = num(g, "floor_read_bw_gbs", &ok);
+  CHECK(ok, "ctx_growth %d: a required number is missing", k);
+  if (!ok) return;
+  const cJSON *lo = NULL, *hi = NULL;
+  double cmin = INFINITY, cmax = -INFINITY;
+  for (int i = 0; i < n_rows; i++) {
+    int ok2 = 1;
+    const double c = num(rows[i], "ctx", &ok2);
+    if (!ok2 || num(rows[i], "tp", &ok2) != tp || num(rows[i], "batch", &ok2) != batch || !same_str(rows[i], g, "backend"))
+      continue;
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rows[i], "floor_ms_per_token"))) continue;
+    cmin = fmin(cmin, c);
+    cmax = fmax(cmax, c);
+    if (c == from && !lo) lo = rows[i]; /* the first row of the smallest context, the last of the largest, as the bench takes them */
+    if (c == to) hi = rows[i];
+  }
+  CHECK(lo && hi && from == cmin && to == cmax && from < to,
+        "ctx_growth %d: batch %g, ctx %g -> %g, but the rows with a floor at that batch run from ctx %g to %g", k, batch,
+        from, to, cmin, cmax);
+  if (!lo || !hi) return;
+  const double lm = num(lo, "ms_per_step_median", &ok), hm = num(hi, "ms_per_step_median", &ok);
+  const double lb = num(lo, "ms_per_step_best", &ok), hb = num(hi, "ms_per_step_best", &ok);
+  const double lr = num(lo, "read_bw_gbs", &ok), hr = num(hi, "read_bw_gbs", &ok);
+  CHECK(ok && fabs(gm - (hm - lm)) <= 1e-9 * (hm + lm) && fabs(gb - (hb - lb)) <= 1e-9 * (hb + lb),
+        "ctx_growth %d: growth %g / %g ms, the rows' steps %g - %g / %g - %g", k, gm, gb, hm, lm, hb, lb);
+  CHECK(fg > 0 && near(bw, fmax(lr, hr), 1e-9), "ctx_growth %d: floor growth %g ms at %g GB/s (rows' probes %g, %g)", k,
+        fg, bw, lr, hr);
+  const cJSON *rm = cJSON_GetObjectItemCaseSensitive(g, "ratio_median"), *rb = cJSON_GetObjectItemCaseSensitive(g, "ratio_best");
+  const int finite = cJSON_IsNumber(rm) && cJSON_IsNumber(rb);
+  if (finite)
+    CHECK(near(rm->valuedouble, gm / fg, 1e-9) && near(rb->valuedouble, gb / fg, 1e-9),
+          "ctx_growth %d: ratios %g / %g, growths %g / %g over %g", k, rm->valuedouble, rb->valuedouble, gm, gb, fg);
+  const cJSON *fault = cJSON_GetObjectItemCaseSensitive(g, "fault");
+  const int below = !finite || !(rm->valuedouble >= 1) || !(rb->valuedouble >= 1);
+  CHECK(below ? cJSON_IsString(fault) && fault->valuestring[0] : cJSON_IsNull(fault),
+        "ctx_growth %d: ratios %g / %g with fault %s", k, finite ? rm->valuedouble : NAN, finite ? rb->valuedouble : NAN,
+        cJSON_IsString(fault) ? fault->valuestring : "null");
+  const cJSON *bl = cJSON_GetObjectItemCaseSensitive(lo, "floor_bound"), *bh = cJSON_GetObjectItemCaseSensitive(hi, "floor_bound");
+  if (cJSON_IsString(bl) && cJSON_IsString(bh) && !strcmp(bl->valuestring, "memory") && !strcmp(bh->valuestring, "memory")) {
+    const double by = num(hi, "floor_bytes_per_step", &ok) - num(lo, "floor_bytes_per_step", &ok);
+    CHECK(ok && near(fg, by / (bw * 1e9) * 1e3, 1e-6), "ctx_growth %d: floor growth %g ms, the bytes' %g B at %g GB/s",
+          k, fg, by, bw);
+  }
+}
+
+/* the decode rows' growth objects: one per (backend, TP, batch) measured at
+ * two contexts or more with a floor, each checked */
+static void check_growths(const cJSON *const *rows, int n_rows, const cJSON *const *gs, int n_gs) {
+  int want = 0;
+  for (int i = 0; i < n_rows; i++) {
+    int ok = 1, first = 1, other_ctx = 0;
+    const double tp = num(rows[i], "tp", &ok), b = num(rows[i], "batch", &ok), c = num(rows[i], "ctx", &ok);
+    if (!ok || !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rows[i], "floor_ms_per_token"))) continue;
+    for (int j = 0; j < n_rows; j++) {
+      int ok2 = 1;
+      if (num(rows[j], "tp", &ok2) != tp || num(rows[j], "batch", &ok2) != b || !same_str(rows[i], rows[j], "backend") ||
+          !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rows[j], "floor_ms_per_token")))
+        continue;
+      if (j < i) first = 0;
+      if (num(rows[j], "ctx", &ok2) != c) other_ctx = 1;
+    }
+    want += first && other_ctx;
+  }
+  CHECK(n_gs == want, "%d ctx_growth objects, expected %d (one per batch measured at two contexts or more)", n_gs, want);
+  for (int k = 0; k < n_gs; k++) check_growth(gs[k], rows, n_rows, k);
+}
+
 /* one all-reduce row: no wrong values; algbw = size / time and the busbw
  * formula with more than one rank; no bandwidth (null, a reason) at one */
 static void check_allreduce(const cJSON *r, int k) {
@@ -203,6 +287,18 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
   const int n = cJSON_GetArraySize(configs);
   CHECK(want_configs < 0 ? n > 0 : n == want_configs, "bench.json: %d configs, expected %d", n, want_configs);
   int n_front = 0;
+  const cJSON *growth = cJSON_GetObjectItemCaseSensitive(doc, "ctx_growth");
+  CHECK(cJSON_IsArray(growth), "bench.json: no ctx_growth array");
+  if (cJSON_IsArray(growth) && n > 0) {
+    const int ng = cJSON_GetArraySize(growth);
+    const cJSON **rs = calloc((size_t)n, sizeof *rs), **gs = calloc((size_t)ng + 1, sizeof *gs);
+    for (int i = 0; rs && i < n; i++) rs[i] = cJSON_GetArrayItem(configs, i);
+    for (int k = 0; gs && k < ng; k++) gs[k] = cJSON_GetArrayItem(growth, k);
+    CHECK(rs && gs, "out of memory");
+    if (rs && gs) check_growths(rs, n, gs, ng);
+    free(rs);
+    free(gs);
+  }
   for (int i = 0; i < n; i++) {
     const cJSON *c = cJSON_GetArrayItem(configs, i);
     check_config(c, i);
@@ -301,21 +397,29 @@ static void check_dir(const char *dir, int want_configs, int want_predicted, int
 static void check_jsonl(const char *path, int want_configs) {
   char *t = slurp(".", path);
   if (!t) return;
-  int decode = 0, lines = 0;
+  int decode = 0, lines = 0, n_gs = 0;
+  cJSON *keep = cJSON_CreateArray(); /* the decode and ctx_growth objects, for check_growths */
+  const cJSON *rows[512], *gs[512];
   for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
     cJSON *o = cJSON_Parse(line);
     CHECK(cJSON_IsObject(o), "line %d is not a JSON object: %.60s", lines + 1, line);
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
     CHECK(cJSON_IsString(kind), "line %d: no kind", lines + 1);
+    int kept = 0;
     if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "decode")) {
       check_config(o, decode);
+      if (decode < 512) rows[decode] = o, kept = 1;
       decode++;
     }
+    if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "ctx_growth") && n_gs < 512) gs[n_gs++] = o, kept = 1;
     if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "allreduce")) check_allreduce(o, lines);
-    cJSON_Delete(o);
+    if (kept) cJSON_AddItemToArray(keep, o);
+    else cJSON_Delete(o);
     lines++;
   }
   free(t);
+  check_growths(rows, decode < 512 ? decode : 512, gs, n_gs);
+  cJSON_Delete(keep);
   CHECK(want_configs < 0 ? decode > 0 : decode == want_configs, "%d decode rows, expected %d", decode, want_configs);
 }
 

@@ -37,6 +37,10 @@ case $mode in
     cat "$work/stdout.txt"
     grep -q "busbw" "$work/stdout.txt" || fail "no all-reduce table"
     grep -q "meas/flr" "$work/stdout.txt" || fail "no measured/floor column"
+    for b in 1 2 4; do
+      grep -q "^batch $b, ctx 16 -> 64: ms/token [+-][0-9.]* (best steps [+-][0-9.]*), floor +[0-9.]* at [0-9.]* GB/s: [0-9.-]*x the floor's growth" \
+        "$work/stdout.txt" || fail "no growth-with-context line for batch $b"
+    done
     grep -q "energy: null" "$work/stdout.txt" || grep -q "energy: RAPL" "$work/stdout.txt" || fail "no energy line"
     "$check" dir "$work/out" --configs 6 --predicted --comm || fail "outputs do not check"
     if command -v xmllint > /dev/null 2>&1; then
@@ -45,10 +49,11 @@ case $mode in
     ;;
   json)
     # shellcheck disable=SC2086
-    "$bench" --preset tiny --batch 1,2 --ctx 8 $common --json --comm --comm-max 16384 --comm-iters 2 \
+    "$bench" --preset tiny --batch 1,2 --ctx 8,24 $common --json --comm --comm-max 16384 --comm-iters 2 \
       --comm-warmup 1 > "$work/out.jsonl" 2> "$work/stderr.txt" || fail "the benchmark failed"
-    "$check" jsonl "$work/out.jsonl" --configs 2 || fail "--json output does not check"
+    "$check" jsonl "$work/out.jsonl" --configs 4 || fail "--json output does not check"
     grep -q '"kind":"allreduce"' "$work/out.jsonl" || fail "no all-reduce rows"
+    [ "$(grep -c '"kind":"ctx_growth"' "$work/out.jsonl")" = 2 ] || fail "not one ctx_growth line per batch"
     ;;
   table)
     # shellcheck disable=SC2086
