@@ -405,7 +405,12 @@ static void growth_rows(const tpd_sol_model *sm, const bmachine *mc, brow *rows,
     hi->growth_floor_ms = (b.t_step - a.t_step) * 1e3;
     hi->growth_ratio = hi->growth_ms / hi->growth_floor_ms;
     hi->growth_ratio_best = hi->growth_best_ms / hi->growth_floor_ms;
-    if (!(hi->growth_ratio >= 1) || !(hi->growth_ratio_best >= 1))
+    const double drift = fmax(lo->read_gbs, hi->read_gbs) / fmin(lo->read_gbs, hi->read_gbs);
+    if (!strcmp(mc->hw.source, "measured") && !(drift <= 1 + BENCH_GROWTH_DRIFT))
+      snprintf(hi->growth_fault, sizeof hi->growth_fault,
+               "the two rows' best probe passes differ by %.0f %% (%.2f and %.2f GB/s): the machine's bandwidth changed "
+               "between them, so the growth mixes two machines", (drift - 1) * 100, lo->read_gbs, hi->read_gbs);
+    else if (!(hi->growth_ratio >= 1) || !(hi->growth_ratio_best >= 1))
       snprintf(hi->growth_fault, sizeof hi->growth_fault,
                "grew less than the floor's growth (%s %.3f ms against %.3f): the difference of two noisy times, or a "
                "probe that read low", hi->growth_ratio >= 1 ? "best steps" : "median", 

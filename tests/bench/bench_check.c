@@ -180,7 +180,8 @@ static int same_str(const cJSON *a, const cJSON *b, const char *k) {
  * and the largest context measured at its batch (and backend, TP), its
  * growths are the differences of those rows' median and best steps, its
  * ratios those over the floor's growth (positive), and its fault is set
- * exactly when a ratio is below 1 (or not a number).  Where both rows'
+ * exactly when a ratio is below 1 (or not a number) or, on a measured
+ * floor, the two rows' best probe passes differ by more than 10 %.  Where both rows'
  * floors are memory-bound, the floor's growth is the bytes' growth over the
  * bandwidth named, which is the better of the two rows' best probe passes. */
 static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, int k) {
@@ -220,7 +221,10 @@ static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, i
     CHECK(near(rm->valuedouble, gm / fg, 1e-9) && near(rb->valuedouble, gb / fg, 1e-9),
           "ctx_growth %d: ratios %g / %g, growths %g / %g over %g", k, rm->valuedouble, rb->valuedouble, gm, gb, fg);
   const cJSON *fault = cJSON_GetObjectItemCaseSensitive(g, "fault");
-  const int below = !finite || !(rm->valuedouble >= 1) || !(rb->valuedouble >= 1);
+  const cJSON *hw = cJSON_GetObjectItemCaseSensitive(hi, "floor_hw");
+  const int measured = cJSON_IsString(hw) && !strcmp(hw->valuestring, "this machine");
+  const int drift = measured && !(fmax(lr, hr) / fmin(lr, hr) <= 1.10); /* BENCH_GROWTH_DRIFT */
+  const int below = !finite || !(rm->valuedouble >= 1) || !(rb->valuedouble >= 1) || drift;
   CHECK(below ? cJSON_IsString(fault) && fault->valuestring[0] : cJSON_IsNull(fault),
         "ctx_growth %d: ratios %g / %g with fault %s", k, finite ? rm->valuedouble : NAN, finite ? rb->valuedouble : NAN,
         cJSON_IsString(fault) ? fault->valuestring : "null");
