@@ -121,6 +121,8 @@ static void test_matmul(void) {
   /* N large enough for shares of several panel pairs (the kernels' wide blocks: 4 panels per step) */
   for (int d = 0; d < 3; d++) {
     test_matmul_case((tpd_dtype)d, 1, 1100, 100, 1);
+    test_matmul_case((tpd_dtype)d, 8, 1100, 100, 0); /* 5-8 rows: three panels a step (AVX-512), the rest after */
+    test_matmul_case((tpd_dtype)d, 6, 35, 257, 1);
     test_matmul_case((tpd_dtype)d, 13, 1030, 257, 0);
     test_matmul_case((tpd_dtype)d, 40, 700, 64, 1);
     test_matmul_case((tpd_dtype)d, 20, 300, 512, 0); /* a part row tile second; Kp a multiple of 512 (AMX's padded x stride) */
