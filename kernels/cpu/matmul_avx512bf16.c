@@ -4,7 +4,8 @@
  * activation precision (the precision class of the GPU path).  The default
  * CPU path keeps fp32 activations (matmul_avx512.c), as fast while
  * memory-bound and the reference the other backends are checked against.
- * Blocks as in matmul_avx512.c: up to 4 rows x 4 panels, or 12 rows x 2. */
+ * Blocks: up to 4 rows x 4 panels, or 12 rows x 2 (the f32 kernel of
+ * matmul_avx512.c also takes 5-8 rows 3 panels at a time). */
 #include <immintrin.h>
 #include <string.h>
 
