@@ -143,7 +143,7 @@ typedef struct {
    * both floors on one bandwidth (the better of the two rows' best probe
    * passes), so that the ratio is the slope's and not the probe's drift
    * between the rows.  A ratio below 1, or two rows whose probes differ by
- * more than BENCH_GROWTH_DRIFT, is flagged in growth_fault. */
+   * more than BENCH_GROWTH_DRIFT, is flagged in growth_fault. */
 #define BENCH_GROWTH_DRIFT 0.10 /* the two rows' best probe passes may differ by 10 % */
   int have_growth, growth_from_ctx;
   double growth_ms, growth_best_ms, growth_floor_ms, growth_bw_gbs, growth_ratio, growth_ratio_best;

@@ -377,7 +377,10 @@ static void floor_row(const tpd_sol_model *sm, const bmachine *mc, brow *r) {
  * [first, n): from the smallest context of the run to the largest, against
  * the floor's growth over the same positions with both floors on one
  * bandwidth (brow: have_growth).  The difference of two noisy times: a
- * growth below the floor's is flagged, as a step under the floor is. */
+ * growth below the floor's is flagged, as a step under the floor is, and so
+ * is one whose two rows' best probe passes differ by more than
+ * BENCH_GROWTH_DRIFT (a shared machine's bandwidth can change between
+ * rows). */
 static void growth_rows(const tpd_sol_model *sm, const bmachine *mc, brow *rows, int first, int n) {
   for (int i = first; i < n; i++) {
     brow *hi = &rows[i], *lo = NULL;
@@ -413,7 +416,7 @@ static void growth_rows(const tpd_sol_model *sm, const bmachine *mc, brow *rows,
     else if (!(hi->growth_ratio >= 1) || !(hi->growth_ratio_best >= 1))
       snprintf(hi->growth_fault, sizeof hi->growth_fault,
                "grew less than the floor's growth (%s %.3f ms against %.3f): the difference of two noisy times, or a "
-               "probe that read low", hi->growth_ratio >= 1 ? "best steps" : "median", 
+               "probe that read low", hi->growth_ratio >= 1 ? "best steps" : "median",
                hi->growth_ratio >= 1 ? hi->growth_best_ms : hi->growth_ms, hi->growth_floor_ms);
   }
 }

@@ -181,9 +181,10 @@ static int same_str(const cJSON *a, const cJSON *b, const char *k) {
  * growths are the differences of those rows' median and best steps, its
  * ratios those over the floor's growth (positive), and its fault is set
  * exactly when a ratio is below 1 (or not a number) or, on a measured
- * floor, the two rows' best probe passes differ by more than 10 %.  Where both rows'
- * floors are memory-bound, the floor's growth is the bytes' growth over the
- * bandwidth named, which is the better of the two rows' best probe passes. */
+ * floor, the two rows' best probe passes differ by more than 10 %.  Where
+ * both rows' floors are memory-bound, the floor's growth is the bytes'
+ * growth over the bandwidth named: on a measured floor the better of the
+ * two rows' best probe passes. */
 static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, int k) {
   int ok = 1;
   const double tp = num(g, "tp", &ok), batch = num(g, "batch", &ok), from = num(g, "ctx_from", &ok);
@@ -201,8 +202,8 @@ static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, i
     if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rows[i], "floor_ms_per_token"))) continue;
     cmin = fmin(cmin, c);
     cmax = fmax(cmax, c);
-    if (c == from && !lo) lo = rows[i]; /* the first row of the smallest context, the last of the largest, as the bench takes them */
-    if (c == to) hi = rows[i];
+    if (c == from && !lo) lo = rows[i]; /* the first row of the smallest context, the last of the */
+    if (c == to) hi = rows[i];          /* largest, as the bench takes them */
   }
   CHECK(lo && hi && from == cmin && to == cmax && from < to,
         "ctx_growth %d: batch %g, ctx %g -> %g, but the rows with a floor at that batch run from ctx %g to %g", k, batch,
@@ -210,19 +211,21 @@ static void check_growth(const cJSON *g, const cJSON *const *rows, int n_rows, i
   if (!lo || !hi) return;
   const double lm = num(lo, "ms_per_step_median", &ok), hm = num(hi, "ms_per_step_median", &ok);
   const double lb = num(lo, "ms_per_step_best", &ok), hb = num(hi, "ms_per_step_best", &ok);
-  const double lr = num(lo, "read_bw_gbs", &ok), hr = num(hi, "read_bw_gbs", &ok);
   CHECK(ok && fabs(gm - (hm - lm)) <= 1e-9 * (hm + lm) && fabs(gb - (hb - lb)) <= 1e-9 * (hb + lb),
         "ctx_growth %d: growth %g / %g ms, the rows' steps %g - %g / %g - %g", k, gm, gb, hm, lm, hb, lb);
-  CHECK(fg > 0 && near(bw, fmax(lr, hr), 1e-9), "ctx_growth %d: floor growth %g ms at %g GB/s (rows' probes %g, %g)", k,
-        fg, bw, lr, hr);
+  /* a measured floor (the CPU's probe) is on the better of the rows' probes; a --hw one on the preset's */
+  const cJSON *hw = cJSON_GetObjectItemCaseSensitive(hi, "floor_hw");
+  const int measured = cJSON_IsString(hw) && !strcmp(hw->valuestring, "this machine");
+  int okr = 1;
+  const double lr = measured ? num(lo, "read_bw_gbs", &okr) : 0, hr = measured ? num(hi, "read_bw_gbs", &okr) : 0;
+  CHECK(fg > 0 && bw > 0 && (!measured || (okr && near(bw, fmax(lr, hr), 1e-9))),
+        "ctx_growth %d: floor growth %g ms at %g GB/s (rows' probes %g, %g)", k, fg, bw, lr, hr);
   const cJSON *rm = cJSON_GetObjectItemCaseSensitive(g, "ratio_median"), *rb = cJSON_GetObjectItemCaseSensitive(g, "ratio_best");
   const int finite = cJSON_IsNumber(rm) && cJSON_IsNumber(rb);
   if (finite)
     CHECK(near(rm->valuedouble, gm / fg, 1e-9) && near(rb->valuedouble, gb / fg, 1e-9),
           "ctx_growth %d: ratios %g / %g, growths %g / %g over %g", k, rm->valuedouble, rb->valuedouble, gm, gb, fg);
   const cJSON *fault = cJSON_GetObjectItemCaseSensitive(g, "fault");
-  const cJSON *hw = cJSON_GetObjectItemCaseSensitive(hi, "floor_hw");
-  const int measured = cJSON_IsString(hw) && !strcmp(hw->valuestring, "this machine");
   const int drift = measured && !(fmax(lr, hr) / fmin(lr, hr) <= 1.10); /* BENCH_GROWTH_DRIFT */
   const int below = !finite || !(rm->valuedouble >= 1) || !(rb->valuedouble >= 1) || drift;
   CHECK(below ? cJSON_IsString(fault) && fault->valuestring[0] : cJSON_IsNull(fault),
