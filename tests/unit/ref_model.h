@@ -27,5 +27,13 @@ void ref_set_act_bf16(ref_model *m, int on);
 /* greedy continuation: out[n_new]; -1 from the first step whose logits are
  * not all finite (so a comparison with the engine's ids fails) */
 void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, int *out, double *last_logits);
+/* The engine's greedy ids got[0 .. n_new) after prompt, checked step by
+ * step on the engine's own prefix: each id's reference logit must be within
+ * tol x max |logit| of the reference's largest (0 when it is the argmax; a
+ * near tie that f32 rounding may break either way is within tol).  Returns
+ * the first step that is not (NaN logits and ids out of range are not), or
+ * -1; *worst_gap: the largest gap seen, in units of max |logit|. */
+int ref_check_greedy(const ref_model *m, const int *prompt, int n_prompt, const int *got, int n_new, double tol,
+                     double *worst_gap);
 
 #endif

@@ -233,6 +233,8 @@ static void check_half_allreduce(tpd_comm *c, uint64_t seed, int wrank, int wsiz
 }
 
 enum { FROM_PROMPT = 7, FROM_DECODE = 3, FROM_TOKENS = 1 + FROM_DECODE };
+/* a near tie: twice the 1e-4 of max |logit| the engine's logits keep to the float64 reference (test_tp) */
+#define FROM_TIE 2e-4
 
 /* Greedy prefill + FROM_DECODE decode steps at TP = c->size on the model in
  * dir: out[FROM_TOKENS]. */
@@ -334,12 +336,17 @@ static int mode_from(int *argc, char ***argv) {
       ref_greedy(ref, pi, FROM_PROMPT, FROM_TOKENS, want, NULL);
       int same = 1;
       for (int t = 0; t < FROM_TOKENS; t++) same &= want[t] == tok[t];
-      CHECK(same, "greedy ids %d %d %d %d differ from the float64 reference's %d %d %d %d", tok[0], tok[1], tok[2],
-            tok[3], want[0], want[1], want[2], want[3]);
+      /* each id the reference's argmax on the engine's own prefix, or a near tie (random weights can put two
+       * logits closer than f32 rounding: a seed once did, 501 against 332 at the fourth step) */
+      double gap = 0;
+      const int bad = ref_check_greedy(ref, pi, FROM_PROMPT, tok, FROM_TOKENS, FROM_TIE, &gap);
+      CHECK(bad < 0, "greedy ids %d %d %d %d: step %d's id is %.3g of max |logit| below the float64 reference's best "
+            "(free-running reference: %d %d %d %d)", tok[0], tok[1], tok[2], tok[3], bad, gap, want[0], want[1], want[2],
+            want[3]);
+      printf("from: both halves (TP 2 each) generated %d %d %d %d, %s (largest gap %.2e of max |logit|)\n", tok[0],
+             tok[1], tok[2], tok[3], same ? "as the float64 reference" : "the float64 reference's up to a near tie", gap);
       ref_free(ref);
     }
-    printf("from: both halves (TP 2 each) generated %d %d %d %d, as the float64 reference\n", tok[0], tok[1],
-           tok[2], tok[3]);
     /* every engine is gone (the all-gather above follows each rank's destroy) */
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

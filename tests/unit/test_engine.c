@@ -86,9 +86,13 @@ static void test_against_reference(const model_case *mc) {
   for (int i = 0; i < n_new; i++) seq[n_prompt + i] = got[i];
   ref_forward(ref, seq, n_prompt + n_new - 1, rl);
   const double err = tu_max_diff_rel(lg, rl, V);
-  int same = 1;
-  for (int i = 0; i < n_new; i++) same &= got[i] == want[i];
-  CHECK(same, "%s: greedy ids differ from the float64 reference", mc->name);
+  int same = 1, gi[16];
+  for (int i = 0; i < n_new; i++) same &= got[i] == want[i], gi[i] = got[i];
+  /* or a near tie on the engine's own prefix: twice the case's logit tolerance (ref_check_greedy) */
+  double gap = 0;
+  const int bad = ref_check_greedy(ref, pi, n_prompt, gi, n_new, 2 * mc->tol, &gap);
+  CHECK(bad < 0, "%s: greedy id %d is %.3g of max |logit| below the float64 reference's best%s", mc->name, bad, gap,
+        same ? "" : " (the free-running reference's ids differ)");
   CHECK(tu_within(err, mc->tol), "%s: logits differ from the reference by %.3g of max |logit| (tolerance %.1g)", mc->name, err,
         mc->tol);
   printf("  %-24s logits max err %.2e of max |logit|, %d greedy ids %s\n", mc->name, err, n_new, same ? "equal" : "DIFFER");
