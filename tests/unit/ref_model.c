@@ -252,6 +252,17 @@ void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, 
   free(lg);
 }
 
+double ref_greedy_gap(const double *lg, int V, int id) {
+  double mx = -INFINITY, amax = 0;
+  int finite = 1;
+  for (int i = 0; i < V; i++) {
+    finite &= isfinite(lg[i]) != 0;
+    if (lg[i] > mx) mx = lg[i];
+    if (fabs(lg[i]) > amax) amax = fabs(lg[i]);
+  }
+  return finite && id >= 0 && id < V && amax > 0 ? (mx - lg[id]) / amax : NAN;
+}
+
 int ref_check_greedy(const ref_model *m, const int *prompt, int n_prompt, const int *got, int n_new, double tol,
                      double *worst_gap) {
   const int V = m->c.vocab;
@@ -262,15 +273,7 @@ int ref_check_greedy(const ref_model *m, const int *prompt, int n_prompt, const 
   if (seq) memcpy(seq, prompt, sizeof(int) * (size_t)n_prompt);
   for (int s = 0; s < n_new && bad < 0; s++) {
     ref_forward(m, seq, n_prompt + s, lg);
-    double mx = -INFINITY, amax = 0;
-    int finite = 1;
-    for (int i = 0; i < V; i++) {
-      finite &= isfinite(lg[i]) != 0;
-      if (lg[i] > mx) mx = lg[i];
-      if (fabs(lg[i]) > amax) amax = fabs(lg[i]);
-    }
-    /* NaN or an id out of range fails; a gap is the chosen id's shortfall */
-    const double gap = finite && got[s] >= 0 && got[s] < V && amax > 0 ? (mx - lg[got[s]]) / amax : NAN;
+    const double gap = ref_greedy_gap(lg, V, got[s]);
     if (!(gap <= tol)) bad = s;
     if (!(gap <= *worst_gap)) *worst_gap = gap;
     seq[n_prompt + s] = got[s];

@@ -27,6 +27,9 @@ void ref_set_act_bf16(ref_model *m, int on);
 /* greedy continuation: out[n_new]; -1 from the first step whose logits are
  * not all finite (so a comparison with the engine's ids fails) */
 void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, int *out, double *last_logits);
+/* How far id's logit is below the largest, in units of max |logit| (0: the
+ * argmax); NaN when a logit is not finite or id is outside [0, V). */
+double ref_greedy_gap(const double *logits, int V, int id);
 /* The engine's greedy ids got[0 .. n_new) after prompt, checked step by
  * step on the engine's own prefix: each id's reference logit must be within
  * tol x max |logit| of the reference's largest (0 when it is the argmax; a
