@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
           seq[LENS[i] + t] = g.tokens[i][t];
           ref_forward(ref, seq, LENS[i] + t, rl);
           const double gap = ref_greedy_gap(rl, V, g.tokens[i][t]);
-          CHECK(gap <= 2e-4, "%s TP=%d: prompt %d greedy id %d is %.3g of max |logit| below the float64 reference's best%s",
+          CHECK(gap <= 2e-4, "%s TP=%d: prompt %d step %d: its greedy id is %.3g of max |logit| below the float64 reference's best%s",
                 MODELS[m].name, tp, i, t, gap, same ? "" : " (the free-running reference's ids differ)");
           worst = tu_worst(worst, tu_max_diff_rel(g.step_logits + ((size_t)t * 3 + i) * V, rl, V));
         }
