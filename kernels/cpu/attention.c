@@ -142,6 +142,22 @@ static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1
   *i0 = first, *i1 = last > first ? last : first;
 }
 
+/* Unit i's first K row (head 0 of its item: the unit's KV head when units
+ * are single heads) and its rows to the end of that row's KV block; t: the
+ * wave token of unit i - 1 or earlier. */
+static const unsigned char *unit_first_k(const att_job *j, long i, int t, size_t row_bytes, int *rows) {
+  const tpd_step_meta *mt = j->a->meta;
+  const long pair = i / j->per;
+  const int bs = mt->block_size;
+  while ((long)j->cb[t + 1] <= pair) t++;
+  int p0, p1;
+  item_span(j, t, (int)(pair - (long)j->cb[t]), &p0, &p1);
+  const int32_t *table = mt->block_table + (size_t)mt->slot[j->t0 + t] * mt->max_blocks;
+  const int g = j->per > 1 ? (int)(i % j->per) : 0;
+  *rows = bs - p0 % bs < p1 - p0 + 1 ? bs - p0 % bs : p1 - p0 + 1;
+  return (const unsigned char *)j->a->k_cache + (((size_t)table[p0 / bs] * j->a->n_kv_heads + g) * bs + p0 % bs) * row_bytes;
+}
+
 static void item_task(void *arg, int ith, int nth) {
   const att_job *j = arg;
   const tpd_attention_args *a = j->a;
@@ -185,6 +201,9 @@ static void item_task(void *arg, int ith, int nth) {
       it.seg0 = seg - p0 % seg; /* to the end of p0's block (or chunk: the whole item) */
       it.q = (const float *)a->q + (size_t)tt * a->ldq + (size_t)g * G * Dh;
       it.part = j->part + ((size_t)(j->cb[t] + ci) * Hq + (size_t)g * G) * j->P;
+      /* the thread's next unit, after this unit's last item (the scalar
+       * kernel's items of one KV head do not prefetch) */
+      it.next_k = i + 1 < i1 && g + j->nkv >= g1 ? unit_first_k(j, i + 1, t, row_bytes, &it.next_rows) : NULL;
       j->fn(&it);
     }
   }

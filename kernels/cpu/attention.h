@@ -32,7 +32,12 @@
  * item reads, short enough that a single sequence of 1k positions already
  * gives 4 items per KV head to spread over the threads. */
 #define TPD_ATT_CHUNK 256
-/* Rows ahead of use the SIMD kernels prefetch, into L1: K by the scores pass, V by the values pass. */
+/* Rows ahead of use the SIMD kernels prefetch, into L1: K by the scores pass,
+ * V by the values pass.  Each stream runs on past the item's end: the last
+ * K rows' prefetches take V's first rows (read after the softmax), the last V
+ * rows' the thread's next item's first K rows (tpd_att_ahead_k, _v), so no
+ * pass starts on cold rows (docs/performance.md, "Prefetch across the
+ * passes"). */
 #define TPD_ATT_PREFETCH 16
 
 /* One item for the chunk kernels.  Rows are pointers (a chunk crosses KV
@@ -61,11 +66,30 @@ typedef struct {
   int nkv;
   int seg0, seg;
   size_t hstride;
+  /* The first K row of the thread's next item (its head 0, rows hstride
+   * bytes apart per head as here) and its rows to the end of their KV block;
+   * NULL for the thread's last item. */
+  const unsigned char *next_k;
+  int next_rows;
 } tpd_att_item;
 
 /* Row j of KV head g of an item (its rows point at head 0's): rows[j] +
  * g hstride bytes. */
 TPD_ATT_INLINE const void *tpd_att_row(const void *const *rows, int j, size_t off) { return (const char *)rows[j] + off; }
+
+/* What the scores pass prefetches for row u = j + TPD_ATT_PREFETCH of KV head
+ * g (off = g hstride): K row u, past the item's end V row u - n; NULL after
+ * those. */
+TPD_ATT_INLINE const void *tpd_att_ahead_k(const tpd_att_item *it, int u, size_t off) {
+  return u < it->n ? tpd_att_row(it->k, u, off) : u - it->n < it->n ? tpd_att_row(it->v, u - it->n, off) : NULL;
+}
+
+/* What the values pass prefetches for row u: V row u, past the item's end the
+ * next item's K row u - n of its first block; NULL after those. */
+TPD_ATT_INLINE const void *tpd_att_ahead_v(const tpd_att_item *it, int u, size_t off, int row_bytes) {
+  if (u < it->n) return tpd_att_row(it->v, u, off);
+  return it->next_k && u - it->n < it->next_rows ? it->next_k + off + (size_t)(u - it->n) * row_bytes : NULL;
+}
 
 /* The SIMD kernels go segment by segment, every KV head in turn in each
  * pass: the first segment is it->seg0 rows (to the end of the first KV

@@ -32,11 +32,14 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, int g, int h0, const int NH, 
   for (int j = j0; j < j1; j += 4) {
     const void *k[4];
     for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
-    /* the rows are scattered over KV blocks: prefetch K TPD_ATT_PREFETCH rows ahead (V is
-     * prefetched by the values pass, as it reads) */
+    /* the rows are scattered over KV blocks: prefetch K TPD_ATT_PREFETCH rows ahead, past
+     * the end V's first rows (V is prefetched by the values pass, as it reads) */
     if (h0 == 0)
-      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-        for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
+      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4; u++) {
+        const char *r = tpd_att_ahead_k(it, u, off);
+        if (r)
+          for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
+      }
     __m256 acc[2][4];
     for (int h = 0; h < NH; h++)
       for (int u = 0; u < 4; u++) acc[h][u] = _mm256_setzero_ps();
@@ -116,8 +119,9 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int d0, const in
       acc[h][s] = j0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(it->part + (size_t)(hq + h) * it->stride + d0 + 8 * s);
   const float *w = it->s + hq * TPD_ATT_CHUNK;
   for (int j = j0; j < j1; j++) {
-    if (pf && j + TPD_ATT_PREFETCH < it->n)
-      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->v, j + TPD_ATT_PREFETCH, off) + b, _MM_HINT_T0);
+    const char *r = pf ? tpd_att_ahead_v(it, j + TPD_ATT_PREFETCH, off, row_bytes) : NULL;
+    if (r)
+      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
     __m256 x[4];
     for (int s = 0; s < NS; s++) x[s] = load_row(tpd_att_row(it->v, j, off), d0 + 8 * s, bf16);
     for (int h = 0; h < NH; h++) {

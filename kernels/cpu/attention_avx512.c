@@ -10,7 +10,8 @@
  * numerator with a vector exp; then the V rows once per group of up to 4
  * heads, accumulators in registers.  Each pass prefetches its own rows
  * TPD_ATT_PREFETCH ahead (one KV block): K in the scores pass, V in the
- * values pass (docs/performance.md, "V prefetched by the values pass"). */
+ * values pass (docs/performance.md, "V prefetched by the values pass"), each
+ * on past the item's end (tpd_att_ahead_k, _v). */
 #include <immintrin.h>
 #include <math.h>
 
@@ -55,8 +56,11 @@ TPD_ATT_INLINE void scores(const tpd_att_item *it, const float *qd, int g, int h
     const void *k[4];
     for (int u = 0; u < 4; u++) k[u] = tpd_att_row(it->k, j + u < n ? j + u : n - 1, off); /* the last block repeats its last row */
     if (h0 == 0)
-      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4 && u < n; u++)
-        for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->k, u, off) + b, _MM_HINT_T0);
+      for (int u = j + TPD_ATT_PREFETCH; u < j + TPD_ATT_PREFETCH + 4; u++) {
+        const char *r = tpd_att_ahead_k(it, u, off);
+        if (r)
+          for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
+      }
     __m512 acc[4][4];
     for (int h = 0; h < NH; h++)
       for (int u = 0; u < 4; u++) acc[h][u] = _mm512_setzero_ps();
@@ -127,8 +131,9 @@ TPD_ATT_INLINE void vacc(const tpd_att_item *it, int g, int h0, int b0, const in
       acc[h][s] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(it->part + (size_t)(hq + h) * it->stride + 32 * b0 + 16 * s);
   const float *w = it->s + hq * TPD_ATT_CHUNK;
   for (int j = j0; j < j1; j++) {
-    if (pf && j + TPD_ATT_PREFETCH < it->n)
-      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)tpd_att_row(it->v, j + TPD_ATT_PREFETCH, off) + b, _MM_HINT_T0);
+    const char *r = pf ? tpd_att_ahead_v(it, j + TPD_ATT_PREFETCH, off, row_bytes) : NULL;
+    if (r)
+      for (int b = 0; b < row_bytes; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
     __m512 x[4];
     for (int s = 0; s < NS; s++) load_pair(tpd_att_row(it->v, j, off), b0 + s, bf16, &x[2 * s], &x[2 * s + 1]);
     for (int h = 0; h < NH; h++) {
