@@ -78,11 +78,10 @@ void tpd_att_item_scalar(const tpd_att_item *it) {
 
 /* ---- driver ---- */
 
-typedef void (*att_item_fn)(const tpd_att_item *);
 
 typedef struct {
   const tpd_attention_args *a;
-  att_item_fn fn;
+  tpd_att_item_fn fn;
   tpd_dtype kv;
   int G, P;
   int t0, nt;        /* this wave's tokens [t0, t0 + nt) */
@@ -141,6 +140,10 @@ static void split_by_rows(const att_job *j, int ith, int nth, long *i0, long *i1
   }
   *i0 = first, *i1 = last > first ? last : first;
 }
+
+static tpd_att_hook_fn g_hook;
+
+void tpd_att_set_hook(tpd_att_hook_fn hook) { g_hook = hook; }
 
 /* Unit i's first K row (head 0 of its item: the unit's KV head when units
  * are single heads) and its rows to the end of that row's KV block; t: the
@@ -204,7 +207,8 @@ static void item_task(void *arg, int ith, int nth) {
       /* the thread's next unit, after this unit's last item (the scalar
        * kernel's items of one KV head do not prefetch) */
       it.next_k = i + 1 < i1 && g + j->nkv >= g1 ? unit_first_k(j, i + 1, t, row_bytes, &it.next_rows) : NULL;
-      j->fn(&it);
+      if (g_hook) g_hook(&it, j->fn, j->t0);
+      else j->fn(&it);
     }
   }
 }
@@ -259,7 +263,7 @@ int tpd_cpu_att_blocks(void) {
 void tpd_cpu_set_att_blocks(int on) { g_att_blocks = on < 0 ? -1 : on != 0; }
 
 /* Whether the kernel takes several KV heads in one item. */
-static int takes_heads(att_item_fn fn) {
+static int takes_heads(tpd_att_item_fn fn) {
 #ifdef TPD_HAVE_X86_SIMD
   return fn == tpd_att_item_avx512 || fn == tpd_att_item_avx2;
 #else
@@ -268,7 +272,7 @@ static int takes_heads(att_item_fn fn) {
 #endif
 }
 
-static att_item_fn pick_kernel(int Dh) {
+static tpd_att_item_fn pick_kernel(int Dh) {
 #ifdef TPD_HAVE_X86_SIMD
   const tpd_isa isa = tpd_isa_active();
   if (isa >= TPD_ISA_AVX512 && Dh % 32 == 0) return tpd_att_item_avx512;

@@ -106,6 +106,16 @@ static inline int tpd_att_seg_end(const tpd_att_item *it, int j0) {
 /* Partial layout: acc at [0, Dh), m at Dh, l at Dh + 1. */
 static inline int tpd_att_part_stride(int Dh) { return Dh + 2; }
 
+/* A chunk kernel. */
+typedef void (*tpd_att_item_fn)(const tpd_att_item *it);
+/* Tests: hook(it, kernel, t0) runs in place of kernel(it) for every item of
+ * the later attention calls (the hook must run kernel(it) for the results),
+ * so a test sees each item as the driver built it; t0: the first token of
+ * the item's wave.  NULL: none.  Not to be changed while an attention call
+ * runs. */
+typedef void (*tpd_att_hook_fn)(const tpd_att_item *it, tpd_att_item_fn kernel, int t0);
+void tpd_att_set_hook(tpd_att_hook_fn hook);
+
 void tpd_att_item_scalar(const tpd_att_item *it);
 #ifdef TPD_HAVE_X86_SIMD
 /* Dh a multiple of 8 (avx2) or 32 (avx512); others take the scalar kernel. */

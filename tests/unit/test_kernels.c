@@ -645,6 +645,56 @@ static double fa_check(const fa_case *c, const float *out) {
   return worst;
 }
 
+/* The items the driver built in one call, in the order each thread ran them
+ * (a thread is known by its score scratch, it->s): whether each item's
+ * prefetch of the thread's next item (next_k, next_rows) names that item's
+ * first K rows.  A call runs in waves of tokens (a long prefill); the
+ * driver names no next item across waves. */
+typedef struct {
+  const void *s, *k0, *next_k;
+  int next_rows, n, scalar, wave;
+} fa_rec;
+static fa_rec fa_recs[4096];
+static int fa_nrec;
+static long fa_links; /* next_k checked against the item that followed, over all cases */
+static pthread_mutex_t fa_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void fa_hook(const tpd_att_item *it, tpd_att_item_fn kernel, int t0) {
+  pthread_mutex_lock(&fa_mu);
+  if (fa_nrec < (int)(sizeof fa_recs / sizeof fa_recs[0]))
+    fa_recs[fa_nrec++] = (fa_rec){it->s, it->k[0], it->next_k, it->next_rows, it->n, kernel == tpd_att_item_scalar, t0};
+  pthread_mutex_unlock(&fa_mu);
+  kernel(it);
+}
+
+static void fa_check_next(const fa_case *c, tpd_backend *be, const char *what) {
+  float *out = malloc(sizeof(float) * (size_t)c->T * c->Hq * c->Dh);
+  fa_nrec = 0;
+  tpd_att_set_hook(fa_hook);
+  CHECK_OK(fa_run(be, c, out));
+  tpd_att_set_hook(NULL);
+  CHECK(fa_nrec < (int)(sizeof fa_recs / sizeof fa_recs[0]), "attention %s: over %d items", what, fa_nrec);
+  const size_t row_bytes = (size_t)c->Dh * tpd_dtype_size(c->kv);
+  int bad = 0;
+  for (int i = 0; i < fa_nrec && !bad; i++) {
+    const fa_rec *r = &fa_recs[i], *nx = NULL;
+    for (int j = i + 1; j < fa_nrec && !nx; j++)
+      if (fa_recs[j].s == r->s) nx = &fa_recs[j];
+    if (!nx || nx->wave != r->wave) { /* the thread's last item of the call or of a wave */
+      bad = r->next_k != NULL;
+      CHECK(!bad, "attention %s (Dh=%d, bs=%d): a thread's last item names a next item", what, c->Dh, c->bs);
+    } else if (r->next_k || !r->scalar) { /* the scalar kernel's items of a pair's other KV heads name none */
+      const int in_block = (int)((size_t)((const unsigned char *)nx->k0 - (const unsigned char *)c->kc) / row_bytes % (size_t)c->bs);
+      const int rows = c->bs - in_block < nx->n ? c->bs - in_block : nx->n;
+      bad = r->next_k != nx->k0 || r->next_rows != rows;
+      CHECK(!bad, "attention %s (Dh=%d, bs=%d): item %d prefetches %p, %d rows; its thread's next item starts at %p, %d rows",
+            what, c->Dh, c->bs, i, r->next_k, r->next_rows, nx->k0, rows);
+      fa_links++;
+    }
+  }
+  free(out);
+}
+
 /* one case on 1, 2 and 3 threads in each order of reads (TPD_CPU_ATT_BLOCKS
  * 1 and 0): within ATT_TOL of the reference, the same bits */
 static void fa_case_run(fa_case *c, const char *what) {
@@ -669,6 +719,8 @@ static void fa_case_run(fa_case *c, const char *what) {
           "attention %s (%s KV, Dh=%d, %s): TPD_CPU_ATT_BLOCKS=%d on %d threads differs", what, tpd_dtype_name(c->kv),
           c->Dh, tpd_isa_name(tpd_isa_active()), !old_blocks, i - 2);
   for (int i = 0; i < 6; i++) free(out[i]);
+  fa_check_next(c, be_kv[k][1], what);
+  fa_check_next(c, be_kv[k][2], what);
 }
 
 static void test_attention_flash(void) {
@@ -744,6 +796,7 @@ static void test_attention_flash(void) {
       fa_free(&c);
     }
   }
+  CHECK(fa_links > 100, "attention: only %ld items' next-item prefetches were checked", fa_links);
 }
 
 /* A backend reserved for one row and 3000 positions takes a 40-token
