@@ -78,7 +78,6 @@ void tpd_att_item_scalar(const tpd_att_item *it) {
 
 /* ---- driver ---- */
 
-
 typedef struct {
   const tpd_attention_args *a;
   tpd_att_item_fn fn;
