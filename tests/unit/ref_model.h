@@ -27,6 +27,10 @@ void ref_set_act_bf16(ref_model *m, int on);
 /* greedy continuation: out[n_new]; -1 from the first step whose logits are
  * not all finite (so a comparison with the engine's ids fails) */
 void ref_greedy(const ref_model *m, const int *prompt, int n_prompt, int n_new, int *out, double *last_logits);
+/* A near tie for the engine's greedy ids on f32 KV: twice the 1e-4 of max
+ * |logit| its logits keep to this reference (test_tp), so a pair of logits
+ * closer than that may fall either way. */
+#define REF_GREEDY_TIE 2e-4
 /* How far id's logit is below the largest, in units of max |logit| (0: the
  * argmax); NaN when a logit is not finite or id is outside [0, V). */
 double ref_greedy_gap(const double *logits, int V, int id);

@@ -233,8 +233,6 @@ static void check_half_allreduce(tpd_comm *c, uint64_t seed, int wrank, int wsiz
 }
 
 enum { FROM_PROMPT = 7, FROM_DECODE = 3, FROM_TOKENS = 1 + FROM_DECODE };
-/* a near tie: twice the 1e-4 of max |logit| the engine's logits keep to the float64 reference (test_tp) */
-#define FROM_TIE 2e-4
 
 /* Greedy prefill + FROM_DECODE decode steps at TP = c->size on the model in
  * dir: out[FROM_TOKENS]. */
@@ -242,7 +240,7 @@ static void run_engine(tpd_comm *c, const char *dir, const int32_t *prompt, int3
   tpd_engine_opts o;
   tpd_engine_opts_init(&o);
   o.model_dir = dir, o.n_threads = 1, o.max_seqs = 1, o.max_ctx = 32, o.kv_block_size = 4;
-  /* f32 KV, as test_tp's 1e-4 (FROM_TIE) assumes: the bf16 model's default bf16 cache put a greedy id 2.7e-4 of max
+  /* f32 KV, as test_tp's 1e-4 (REF_GREEDY_TIE) assumes: the bf16 model's default bf16 cache put a greedy id 2.7e-4 of max
    * |logit| below the float64 reference's best, which keeps K and V in full precision */
   o.kv_cache = "f32";
   tpd_engine *e = NULL;
@@ -342,7 +340,7 @@ static int mode_from(int *argc, char ***argv) {
       /* each id the reference's argmax on the engine's own prefix, or a near tie (random weights can put two
        * logits closer than f32 rounding: a seed once did, 501 against 332 at the fourth step) */
       double gap = 0;
-      const int bad = ref_check_greedy(ref, pi, FROM_PROMPT, tok, FROM_TOKENS, FROM_TIE, &gap);
+      const int bad = ref_check_greedy(ref, pi, FROM_PROMPT, tok, FROM_TOKENS, REF_GREEDY_TIE, &gap);
       CHECK(bad < 0, "greedy ids %d %d %d %d: step %d's id is %.3g of max |logit| below the float64 reference's best "
             "(free-running reference: %d %d %d %d)", tok[0], tok[1], tok[2], tok[3], bad, gap, want[0], want[1], want[2],
             want[3]);
