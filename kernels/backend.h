@@ -214,15 +214,26 @@ struct tpd_backend {
   /* dtype of this instance's KV cache (tpd_backend_opts.kv_cache), set at
    * create: what rope_kv writes and attention reads */
   tpd_dtype kv_dtype;
+  /* dtype the matmuls of bf16 weights read their activations in, set at
+   * create: ops->act_dtype, except on the CPU backend, whose activations
+   * stay f32 between ops and whose bf16 path rounds a matmul's input to
+   * bf16 as it reads it (tpd_backend_opts.activations) */
+  tpd_dtype matmul_act_dtype;
 };
 
 typedef struct {
   int n_threads;  /* CPU: worker threads, 0 = all cores */
   int device;     /* CUDA: device ordinal, -1 = pick from the node-local rank */
   int local_rank; /* node-local rank (device choice) */
-  /* Activation dtype: NULL or "auto" = the backend's default (cpu: f32;
-   * cuda: bf16), "f32", "bf16".  Anything else, or a dtype the backend does
-   * not implement (bf16 on the cpu backend), is an error naming the value. */
+  /* Activation dtype: NULL or "auto" = the backend's default, "f32",
+   * "bf16"; anything else is an error naming the value.  cuda: activations
+   * stored in that dtype, auto = bf16.  cpu: activations stay f32 between
+   * ops; "bf16" rounds the input of every matmul of bf16 weights to bf16
+   * (AVX512-BF16 dot products or AMX-BF16 tiles; refused, naming the level,
+   * where the CPU kernels' level has neither); auto = TPD_CPU_BF16_DOT
+   * (0 or 1) where it is set, else bf16 where the CPU's vdpbf16ps rate,
+   * measured once per process, is at least 1.4x its f32 FMA rate, else f32
+   * (kernels/cpu/cpu_isa.h). */
   const char *activations;
   /* KV-cache dtype: NULL or "auto" = the backend's default (cpu: f32; cuda:
    * its activation dtype), "f32", "bf16" (cpu: K and V rounded to nearest
@@ -234,9 +245,9 @@ typedef struct {
 
 /* "cpu" always; "cuda" when built with CUDA and a device is present. */
 tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out);
-/* Resolves opts->activations for the named backend: *out = the dtype, or an
- * error (TPD_ERR_ARG for an unknown value, TPD_ERR_UNSUPPORTED for one the
- * backend does not implement). */
+/* Resolves opts->activations for the named backend: *out = the dtype (cpu:
+ * of the matmuls' inputs; auto there is f32, its create measures instead),
+ * or TPD_ERR_ARG for an unknown value. */
 tpd_status tpd_backend_activations(const char *backend, const tpd_backend_opts *opts, tpd_dtype *out);
 /* Resolves opts->kv_cache for the named backend whose activations are act,
  * as tpd_backend_activations does. */

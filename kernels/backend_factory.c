@@ -15,11 +15,7 @@ int tpd_backend_available(const char *name) {
 
 tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
-  if (!strcmp(name, "cpu")) {
-    tpd_dtype act;
-    TPD_TRY(tpd_backend_activations("cpu", opts, &act));
-    return tpd_backend_cpu_create(opts, out);
-  }
+  if (!strcmp(name, "cpu")) return tpd_backend_cpu_create(opts, out);
   if (!strcmp(name, "cuda")) {
 #ifdef TPD_HAVE_CUDA
     return tpd_backend_cuda_create(opts, out);

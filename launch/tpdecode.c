@@ -44,8 +44,9 @@ static void usage(FILE *f) {
           "  --ignore-eos           keep generating after an end-of-sequence token (default: stop)\n"
           "  --threads N            CPU threads per rank (default and maximum: online CPUs / ranks on the node)\n"
           "  --backend cpu|cuda     kernel backend (default cpu)\n"
-          "  --activations f32|bf16 activation dtype (default: the backend's, cpu f32, cuda bf16; cuda f32\n"
-          "                         reproduces the f32 reference ids, see docs/cuda.md)\n"
+          "  --activations auto|f32|bf16  activation dtype (default auto, the backend's; cuda bf16, f32 reproduces\n"
+          "                         the f32 reference ids, see docs/cuda.md; cpu: the dtype bf16 weights' matmuls\n"
+          "                         read, bf16 where the CPU's vdpbf16ps outruns its FMA, else f32, see docs/usage.md)\n"
           "  --kv-cache auto|f32|bf16  KV cache dtype (default auto: bf16 for a bf16 checkpoint on cpu, else f32;\n"
           "                         cuda: the activation dtype; see docs/architecture.md, \"KV cache dtype\")\n"
           "  --ctx N                context per sequence (default: longest prompt + n - 1, at most the model's)\n"
@@ -178,8 +179,9 @@ static tpd_status parse(int argc, char **argv, opts *o) {
   if (!o->n_prompts) return TPD_FAIL(TPD_ERR_ARG, "no prompt: pass --prompt TEXT or --prompt-ids 1,2,3");
   if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
     return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu or cuda", o->backend);
-  if (o->activations && strcmp(o->activations, "f32") && strcmp(o->activations, "bf16"))
-    return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected f32 or bf16", o->activations);
+  if (o->activations && strcmp(o->activations, "auto") && strcmp(o->activations, "f32") &&
+      strcmp(o->activations, "bf16"))
+    return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", o->activations);
   if (o->kv_cache && strcmp(o->kv_cache, "auto") && strcmp(o->kv_cache, "f32") && strcmp(o->kv_cache, "bf16"))
     return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", o->kv_cache);
   return TPD_OK;

@@ -134,15 +134,17 @@ static const tpd_backend_ops cpu_ops = {
  * the kernels do not implement is an error naming it, never a default.  The
  * kernels read each later through the same reader (kernels/cpu/cpu_isa.h,
  * pool.h), so they run with what was accepted here. */
-static tpd_status check_env(void) {
+static tpd_status check_env(int *bf16_dot, tpd_isa *level_out) {
   const tpd_isa best = tpd_isa_detect();
   tpd_isa cap = best;
   int on, n_bytes;
   long spin_us;
   TPD_TRY(tpd_isa_env(&cap));
   TPD_TRY(tpd_cpu_bf16_dot_env(&on));
+  *bf16_dot = on;
   const tpd_isa level = cap < best ? cap : best;
-  if (on && level < TPD_ISA_AVX512BF16) /* asked for, and nothing here would do it */
+  *level_out = level;
+  if (on == 1 && level < TPD_ISA_AVX512BF16) /* asked for, and nothing here would do it */
     return TPD_FAIL(TPD_ERR_UNSUPPORTED,
                     "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16, and the CPU kernels run at "
                     "level %s (%s); unset it or set 0 for f32 FMA",
@@ -158,16 +160,42 @@ static tpd_status check_env(void) {
  * here; without them the amx level runs the avx512bf16 kernels), and the
  * vdpbf16ps path is "avx512bf16-dot".  F32 and F16 weights always take the
  * f32 kernels of the level. */
-static const char *kernels_name(void) {
-  const tpd_isa isa = tpd_isa_active();
-  if (isa >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot())
+static const char *kernels_name(tpd_isa isa, int bf16_dot) {
+  if (isa >= TPD_ISA_AVX512BF16 && bf16_dot)
     return isa >= TPD_ISA_AMX && tpd_amx_grant() ? "amx-bf16" : "avx512bf16-dot";
   return tpd_isa_name(isa >= TPD_ISA_AMX ? TPD_ISA_AVX512BF16 : isa);
 }
 
+/* Whether bf16 weights' matmuls round their input to bf16
+ * (tpd_backend_opts.activations): asked ("bf16", refused where the level
+ * has no bf16 dot products; "f32"), or auto: TPD_CPU_BF16_DOT, else the
+ * rate probe (tpd_cpu_bf16_dot).  *measured: the probe chose. */
+static tpd_status choose_bf16_dot(const tpd_backend_opts *opts, int env_dot, tpd_isa level, int *on, int *measured) {
+  const char *a = opts ? opts->activations : NULL;
+  *measured = 0;
+  if (!a || !strcmp(a, "auto")) {
+    *on = level >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
+    *measured = env_dot < 0 && level >= TPD_ISA_AVX512BF16;
+    return TPD_OK;
+  }
+  tpd_dtype want;
+  TPD_TRY(tpd_backend_activations("cpu", opts, &want));
+  if (want == TPD_BF16 && level < TPD_ISA_AVX512BF16)
+    return TPD_FAIL(TPD_ERR_UNSUPPORTED,
+                    "activations 'bf16' on the cpu backend need AVX512-BF16 or AMX-BF16 dot products, and the CPU "
+                    "kernels run at level %s; use f32 or auto",
+                    tpd_isa_name(level));
+  *on = want == TPD_BF16;
+  return TPD_OK;
+}
+
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
-  TPD_TRY(check_env());
+  int env_dot; /* what TPD_CPU_BF16_DOT asks: -1 (unset) the rate probe chooses */
+  tpd_isa level; /* the level TPD_CPU_ISA allows, as the kernels read it (tpd_isa_active) */
+  TPD_TRY(check_env(&env_dot, &level));
+  int bf16_dot = 0, measured = 0;
+  TPD_TRY(choose_bf16_dot(opts, env_dot, level, &bf16_dot, &measured));
   tpd_dtype kv;
   TPD_TRY(tpd_backend_kv_cache("cpu", opts, TPD_F32, &kv));
   int n = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -182,14 +210,21 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
   be->ops = &cpu_ops;
   be->impl = cpu;
   be->kv_dtype = kv;
-  be->kernels = kernels_name();
+  be->matmul_act_dtype = bf16_dot ? TPD_BF16 : TPD_F32;
+  cpu->bf16_dot = bf16_dot;
+  be->kernels = kernels_name(level, bf16_dot);
   cpu->pool = tpd_pool_create(n);
   if (!cpu->pool) {
     cpu_destroy(be);
     return TPD_FAIL(TPD_ERR_OOM, "cannot start %d CPU threads", n);
   }
-  TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, be->kernels,
-           tpd_dtype_name(kv));
+  if (measured)
+    TPD_INFO("cpu backend: %d threads, kernels %s (bf16 weights: %s activations, vdpbf16ps measured at %.2fx the f32 "
+             "FMA rate, the threshold %.1f; --activations or TPD_CPU_BF16_DOT sets them), KV cache %s",
+             n, be->kernels, bf16_dot ? "bf16" : "f32", tpd_cpu_bf16_dot_speedup(), TPD_CPU_BF16_AUTO_MIN,
+             tpd_dtype_name(kv));
+  else
+    TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, be->kernels, tpd_dtype_name(kv));
   *out = be;
   return TPD_OK;
 }

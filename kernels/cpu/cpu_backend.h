@@ -12,7 +12,8 @@
 
 typedef struct {
   tpd_pool *pool;
-  void *scratch; /* matmul, [M, Kp]: x rounded to bf16 (the opt-in bf16 dot path) or a zero-padded f32 x */
+  int bf16_dot;  /* bf16 weights' matmuls round x to bf16 (tpd_backend_opts.activations), at levels with it */
+  void *scratch; /* matmul, [M, Kp]: x rounded to bf16 (the bf16 dot path) or a zero-padded f32 x */
   size_t scratch_bytes;
   int planned; /* reserve ran: the workspaces are fixed (a larger need is an error) */
   unsigned char *att;  /* attention: per-thread scratch, chunk partials, wave index (kernels/cpu/attention.h) */

@@ -24,13 +24,32 @@ tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
 void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
 const char *tpd_isa_name(tpd_isa isa);
 
-/* bf16 weights on AVX512-BF16: 0 (default) fp32 activations and FMA, the
- * reference precision; 1 activations rounded to bf16 (GPU-like precision)
- * and AMX-BF16 tiles where the level is amx, vdpbf16ps otherwise (not faster
- * than the f32 kernel on the Xeons measured; AMX is, from batch 8, see
- * docs/performance.md).  TPD_CPU_BF16_DOT=1 sets it. */
+/* The cpu backend's default for bf16 weights' matmuls (activations unset
+ * or "auto"; each backend keeps what it chose at create): 0 fp32
+ * activations and FMA, the reference precision; 1 activations rounded to
+ * bf16 as the matmuls read them (GPU-like precision) and AMX-BF16 tiles
+ * where the level is amx, vdpbf16ps otherwise.  TPD_CPU_BF16_DOT=0 or 1
+ * sets it; unset, it is 1 where the CPU has AVX512-BF16 and its vdpbf16ps
+ * rate is at least TPD_CPU_BF16_AUTO_MIN times its f32 FMA rate
+ * (tpd_cpu_bf16_dot_speedup: 1.87-1.92 on the Zen 5 measured, where every
+ * batch ran as fast or faster with it; about 1 on the Xeons measured, where
+ * vdpbf16ps was slower than the f32 kernel and AMX slower at batch 1;
+ * docs/performance.md). */
 int tpd_cpu_bf16_dot(void);
 void tpd_cpu_set_bf16_dot(int on); /* -1: back to TPD_CPU_BF16_DOT, read on next use */
+#define TPD_CPU_BF16_AUTO_MIN 1.4
+
+/* Arithmetic-rate probes (kernels/cpu/cpu_probe.c): one thread's loop of
+ * independent accumulator chains of one instruction kind, for the default
+ * above and the bench's compute floor.  The caller makes sure the CPU has
+ * the kind (AMX: tpd_amx_grant). */
+typedef enum { TPD_PROBE_SCALAR = 0, TPD_PROBE_AVX2, TPD_PROBE_AVX512, TPD_PROBE_BF16, TPD_PROBE_AMX } tpd_probe_kind;
+float tpd_cpu_probe_loop(tpd_probe_kind kind, long iters); /* a sum to keep, so the loop is not dropped */
+double tpd_cpu_probe_flops(tpd_probe_kind kind);          /* flops of one iteration */
+/* This CPU's vdpbf16ps rate over its AVX-512 f32 FMA rate, one thread, best
+ * of several short loops of each, measured once per process (a few ms); 0
+ * where the CPU has no AVX512-BF16. */
+double tpd_cpu_bf16_dot_speedup(void);
 
 /* Software prefetch distance of the matmul.  TPD_CPU_PREFETCH=N: N bytes
  * ahead of each weight stream, 0 turns it off.  Unset (the default,
@@ -59,9 +78,10 @@ void tpd_cpu_set_att_blocks(int on); /* -1: back to TPD_CPU_ATT_BLOCKS, read on 
 /* The environment's settings, checked (tpd_backend_cpu_create runs these
  * before it starts anything): TPD_CPU_ISA names one of the levels above;
  * TPD_CPU_BF16_DOT and TPD_CPU_ATT_BLOCKS are 0 or 1; TPD_CPU_PREFETCH an integer in
- * [0, TPD_CPU_PREFETCH_MAX].  Unset or empty: the default.  Anything else
- * is TPD_ERR_ARG naming the variable, its value and what it accepts.
- * *cap: the level TPD_CPU_ISA names (the highest when unset). */
+ * [0, TPD_CPU_PREFETCH_MAX].  Unset or empty: the default (TPD_CPU_BF16_DOT:
+ * *on = -1, the measured choice above).  Anything else is TPD_ERR_ARG naming
+ * the variable, its value and what it accepts.  *cap: the level TPD_CPU_ISA
+ * names (the highest when unset). */
 tpd_status tpd_isa_env(tpd_isa *cap);
 tpd_status tpd_cpu_bf16_dot_env(int *on);
 tpd_status tpd_cpu_prefetch_env(int *n_bytes);

@@ -57,7 +57,7 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
  * default. */
 tpd_status tpd_cpu_bf16_dot_env(int *on) {
   long v = 0;
-  TPD_TRY(tpd_param_range("CPU_BF16_DOT", 0, 0, 1, "0: f32 FMA, 1: bf16 dot products", &v));
+  TPD_TRY(tpd_param_range("CPU_BF16_DOT", -1, 0, 1, "0: f32 FMA, 1: bf16 dot products, unset: measured", &v));
   *on = (int)v;
   return TPD_OK;
 }
@@ -75,8 +75,9 @@ int tpd_cpu_bf16_dot(void) {
   if (g_bf16_dot < 0) {
     tpd_error_state saved;
     tpd_error_save(&saved);
-    int on = 0;
-    if (tpd_cpu_bf16_dot_env(&on) != TPD_OK) tpd_param_fallback(&saved, "the default, 0 (f32 FMA)");
+    int on = -1;
+    if (tpd_cpu_bf16_dot_env(&on) != TPD_OK) tpd_param_fallback(&saved, "the default (chosen by the rate probe)");
+    if (on < 0) on = tpd_cpu_bf16_dot_speedup() >= TPD_CPU_BF16_AUTO_MIN;
     g_bf16_dot = on;
   }
   return g_bf16_dot;
@@ -182,7 +183,7 @@ tpd_status tpd_cpu_matmul(tpd_backend *be, const tpd_matmul_args *a) {
 #endif
     default: j.kernel = tpd_mm_scalar; break;
   }
-  if (isa >= TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && tpd_cpu_bf16_dot()) {
+  if (isa >= TPD_ISA_AVX512BF16 && j.mm.wt == TPD_BF16 && cpu->bf16_dot) {
     const int amx = isa >= TPD_ISA_AMX && tpd_amx_grant();
 #ifdef TPD_HAVE_AMX
     if (amx) j.kernel = tpd_mm_amx;

@@ -1,6 +1,7 @@
-/* AMX-BF16 kernel (with TPD_CPU_BF16_DOT=1 on a CPU whose OS grants AMX
- * tiles): bf16 weights against activations rounded to bf16, 16 x 16 output
- * tiles, each tdpbf16ps a 16-row x 32-k by 32-k x 16-column product.
+/* AMX-BF16 kernel (bf16 activations, kernels/cpu/cpu_isa.h, on a CPU whose
+ * OS grants AMX tiles): bf16 weights against activations rounded to bf16,
+ * 16 x 16 output tiles, each tdpbf16ps a 16-row x 32-k by 32-k x 16-column
+ * product.
  *
  * The panel layout (mm_tile.h) is already the B operand's: a bf16 chunk is
  * 16 rows x one k pair, 64 bytes, which is one row of a B tile in the pair

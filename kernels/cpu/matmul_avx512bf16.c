@@ -1,9 +1,10 @@
-/* AVX-512 BF16 kernel (opt-in, TPD_CPU_BF16_DOT=1): bf16 weights against
+/* AVX-512 BF16 kernel (bf16 activations: the default on CPUs whose
+ * vdpbf16ps outruns their FMA, kernels/cpu/cpu_isa.h): bf16 weights against
  * activations rounded to bf16, one vdpbf16ps per chunk (16 rows x a k pair)
- * and row of X: twice the multiply rate of the fp32 FMA kernel, at bf16
- * activation precision (the precision class of the GPU path).  The default
- * CPU path keeps fp32 activations (matmul_avx512.c), as fast while
- * memory-bound and the reference the other backends are checked against.
+ * and row of X: twice the multiply rate of the fp32 FMA kernel per
+ * instruction, at bf16 activation precision (the precision class of the GPU
+ * path).  The f32 path (matmul_avx512.c) is the reference the other
+ * backends are checked against.
  * Blocks: up to 4 rows x 4 panels, or 12 rows x 2 (the f32 kernel of
  * matmul_avx512.c also takes 5-8 rows 3 panels at a time). */
 #include <immintrin.h>

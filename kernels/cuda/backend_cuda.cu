@@ -549,6 +549,7 @@ extern "C" tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_
   be->ops = &c->ops;
   be->impl = c;
   be->kv_dtype = kv;
+  be->matmul_act_dtype = act;
   const tpd_status st = setup(c);
   if (st != TPD_OK) {
     cuda_destroy(be);

@@ -273,7 +273,7 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
   tpd_status s = k.ms && k.gbs && k.pair && k.probe && rows ? TPD_OK : TPD_FAIL(TPD_ERR_OOM, "out of memory for the probes");
   int n = 0;
   const char *what = NULL;
-  const double peak = s == TPD_OK ? bench_peak_flops(threads, wt == TPD_BF16 && tpd_cpu_bf16_dot(), &what) : 0;
+  const double peak = s == TPD_OK ? bench_peak_flops(threads, wt == TPD_BF16 && be->matmul_act_dtype == TPD_BF16, &what) : 0;
   if (s == TPD_OK && !o->json)
     printf("tpdecode-bench --kernels: %s (dim %d, %d layers, %d/%d heads, ffn %d, vocab %d), %s weights, %s KV "
            "cache, cpu/%s, %d threads\nfloor: a %ld MB read-probe pass before every timed pass; of read = best "

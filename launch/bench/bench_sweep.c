@@ -501,7 +501,7 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
     snprintf(mc->hw.name, sizeof mc->hw.name, "this machine");
     snprintf(mc->hw.source, sizeof mc->hw.source, "measured");
     TPD_TRY_GOTO(comm->ops->barrier(comm), st, out);
-    double peak = bench_peak_flops(info.n_threads, info.weight_dtype == TPD_BF16 && tpd_cpu_bf16_dot(), &mc->peak_what);
+    double peak = bench_peak_flops(info.n_threads, info.weight_dtype == TPD_BF16 && info.matmul_act_dtype == TPD_BF16, &mc->peak_what);
     TPD_TRY_GOTO(min_over_ranks(comm, &peak), st, out);
     mc->hw.peak_flops = peak;
     tpd_membw copy;

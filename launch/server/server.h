@@ -81,6 +81,7 @@ typedef struct {
   const char *model_dir, *served_name, *host;
   int port, max_seqs, max_ctx, max_queue, threads, kv_blocks, backlog;
   const char *kv_cache; /* --kv-cache: NULL (auto), "f32", "bf16" */
+  const char *activations; /* --activations: NULL (auto), "f32", "bf16" */
   double drain_s;
   /* loaded */
   tpd_engine *engine;

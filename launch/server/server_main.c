@@ -54,6 +54,10 @@ static void usage(FILE *f) {
              "ranks on the node)\n"
              "  --kv-cache auto|f32|bf16 KV cache dtype (default auto: bf16 for a bf16 "
              "checkpoint, else f32)\n"
+             "  --activations auto|f32|bf16  the dtype bf16 weights' matmuls read (default "
+             "auto: bf16 on a CPU\n"
+             "                           whose vdpbf16ps outruns its FMA, else f32; "
+             "see docs/usage.md)\n"
              "  --backlog N              listen backlog, >= 64 (default 256)\n"
              "  --drain-seconds S        on SIGTERM/SIGINT, time in-flight requests "
              "get to finish (default 10)\n"
@@ -117,6 +121,10 @@ static tpd_status parse(int argc, char **argv, srv_state *s, int *help, int *ver
       if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
         return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
       s->kv_cache = v;
+    } else if (!strcmp(a, "--activations")) {
+      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
+        return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", v);
+      s->activations = v;
     } else if (!strcmp(a, "--backlog")) {
       TPD_TRY(tpd_cli_int_opt(a, v, 64, 65535, &x));
       s->backlog = (int)x;
@@ -306,6 +314,7 @@ int main(int argc, char **argv) {
   eo.max_seqs = s->max_seqs;
   eo.kv_blocks = s->kv_blocks;
   eo.kv_cache = s->kv_cache;
+  eo.activations = s->activations;
   eo.device = -1;
   eo.mode = TPD_MODE_LEADER;
   if ((st = tpd_engine_create(&eo, comm, &s->engine)) != TPD_OK)

@@ -84,6 +84,7 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->weight_dtype = e->layers[0].qkv.dtype;
   info->act_dtype = e->be->ops->act_dtype;
   info->kv_dtype = e->be->kv_dtype;
+  info->matmul_act_dtype = e->be->matmul_act_dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
   info->kernels = e->be->kernels ? e->be->kernels : e->be->ops->name;

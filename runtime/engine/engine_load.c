@@ -379,14 +379,23 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
   struct {
     int32_t status;
     char msg[TPD_POISON_MSG];
-  } mine = {(int32_t)s, {0}}, *all = calloc((size_t)comm->size, sizeof mine);
+    char kernels[32]; /* what this rank's backend runs: ranks may choose differently (CPU levels, rate probes) */
+  } mine = {(int32_t)s, {0}, {0}}, *all = calloc((size_t)comm->size, sizeof mine);
   if (s != TPD_OK) snprintf(mine.msg, sizeof mine.msg, "%s", tpd_last_error());
+  else snprintf(mine.kernels, sizeof mine.kernels, "%s", (*out)->be->kernels ? (*out)->be->kernels : (*out)->be->ops->name);
   tpd_status g = all ? comm->ops->host_allgather(comm, &mine, all, sizeof mine) : TPD_FAIL(TPD_ERR_OOM, "out of memory");
   for (int r = 0; g == TPD_OK && r < comm->size; r++) {
     if (all[r].status == TPD_OK) continue;
     all[r].msg[sizeof all[r].msg - 1] = 0;
     g = (tpd_status)all[r].status;
     if (r != comm->rank) TPD_FAIL(g, "rank %d could not create its engine: %s", r, all[r].msg);
+  }
+  for (int r = 1; g == TPD_OK && comm->rank == 0 && r < comm->size; r++) {
+    all[r].kernels[sizeof all[r].kernels - 1] = 0;
+    if (!strcmp(all[r].kernels, all[0].kernels)) continue;
+    TPD_WARN("rank %d runs kernels %s, rank 0 %s: the ranks' roundings differ (on CPUs TPD_CPU_ISA and "
+             "TPD_CPU_BF16_DOT set one choice for all)", r, all[r].kernels, all[0].kernels);
+    break; /* the first is enough to say so */
   }
   free(all);
   if (g != TPD_OK) {

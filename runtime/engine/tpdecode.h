@@ -77,9 +77,12 @@ typedef struct {
   int kv_block_size;      /* tokens per KV block; 0: 16 */
   int kv_blocks;          /* KV pool size in blocks; 0: enough for max_seqs full contexts */
   int device;             /* CUDA device; -1: node-local rank */
-  const char *activations; /* NULL/"auto": backend default (cpu f32, cuda bf16); "f32"; "bf16".  f32 on
-                            * cuda reproduces the f32 reference (docs/cuda.md, "Numerics policy"); an
-                            * unknown value, or bf16 on cpu, is an error naming it */
+  const char *activations; /* NULL/"auto": backend default; "f32"; "bf16".  cuda: the activations' dtype,
+                            * auto bf16; f32 reproduces the f32 reference (docs/cuda.md, "Numerics
+                            * policy").  cpu: activations stay f32, bf16 rounds bf16 weights' matmul
+                            * inputs (needs AVX512-BF16); auto: TPD_CPU_BF16_DOT, else bf16 where the
+                            * CPU's vdpbf16ps runs at >= 1.4x its FMA rate (measured), else f32
+                            * (docs/architecture.md, "CPU kernels").  An unknown value is an error */
   int mode;               /* tpd_engine_mode; the same on every rank */
   const char *kv_cache;   /* KV cache dtype (NULL: env TPD_KV_CACHE, else auto); "auto": bf16 when the
                            * model's projection weights are bf16 on the cpu backend, else f32 (cuda: its
@@ -137,13 +140,18 @@ typedef struct {
   tpd_dtype kv_dtype;        /* the KV cache's elements */
   int tp;
   const char *backend;
-  const char *kernels;       /* e.g. "avx512bf16"; "amx-bf16" with TPD_CPU_BF16_DOT=1 on AMX (bf16 weights) */
+  const char *kernels;       /* e.g. "avx512bf16"; "avx512bf16-dot" or "amx-bf16": bf16 matmul inputs on the CPU */
   int n_threads;
   /* the rest of this rank's memory plan, fixed at create (docs/architecture.md, "Memory plan") */
   double kv_bytes;           /* KV cache (backend memory) */
   double act_bytes;          /* step buffers: activations, logits, step metadata (backend memory) */
   double workspace_bytes;    /* the backend's kernel workspaces */
   double host_bytes;         /* host step buffers, sampler scratch, KV bookkeeping */
+  /* the dtype bf16 weights' matmuls read activations in: act_dtype, except
+   * on the CPU, whose activations stay f32 and whose bf16 path (the opts'
+   * activations "bf16", or auto on a CPU whose vdpbf16ps outruns its FMA)
+   * rounds each matmul's input to bf16 */
+  tpd_dtype matmul_act_dtype;
 } tpd_engine_info;
 
 tpd_status tpd_engine_create(const tpd_engine_opts *opts, tpd_comm *comm, tpd_engine **out);

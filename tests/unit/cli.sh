@@ -395,6 +395,20 @@ done
 "$B/tpdecode-server" -m "$T/m" --kv-cache bogus > /dev/null 2> "$T/err"
 [ $? -ne 0 ] && one_error tpdecode-server "$T/err" "'bogus'" && ok "server --kv-cache bogus: $(cat "$T/err")" \
   || { bad "server --kv-cache bogus:"; cat "$T/err"; }
+"$B/tpdecode-server" -m "$T/m" --activations bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode-server "$T/err" "'bogus'" && ok "server --activations bogus: $(cat "$T/err")" \
+  || { bad "server --activations bogus:"; cat "$T/err"; }
+# bf16 where the kernels' level has no bf16 dot products (capped at avx2): the engine refuses it, naming
+# the level, through each program's option
+TPD_CPU_ISA=avx2 "$B/tpdecode-server" -m "$T/m" --port 0 --activations bf16 > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && grep -q "activations 'bf16' on the cpu backend need AVX512-BF16" "$T/err" && grep -Eq "level (avx2|scalar)" "$T/err" \
+  && ok "server --activations bf16 at avx2: refused" || { bad "server --activations bf16 at avx2:"; cat "$T/err"; }
+TPD_CPU_ISA=avx2 "$B/tpdecode" "${ARGS[@]}" --activations bf16 > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode "$T/err" "activations 'bf16' on the cpu backend need AVX512-BF16" \
+  && ok "--activations bf16 at avx2: $(cat "$T/err")" || { bad "--activations bf16 at avx2:"; cat "$T/err"; }
+"$B/tpdecode" "${ARGS[@]}" --activations bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode "$T/err" "'bogus'" && ok "--activations bogus: $(cat "$T/err")" \
+  || { bad "--activations bogus:"; cat "$T/err"; }
 "$B/tpdecode-bench" -m "$T/m" --kv-cache bogus > /dev/null 2> "$T/err"
 [ $? -ne 0 ] && one_error tpdecode-bench "$T/err" "'bogus'" && ok "bench --kv-cache bogus: $(cat "$T/err")" \
   || { bad "bench --kv-cache bogus:"; cat "$T/err"; }
@@ -409,6 +423,33 @@ if "$B/tpdecode" --version | grep -q 'backends: cpu, cuda'; then
 else
   one_error tpdecode "$T/err" "backend 'cuda' is not in this build" && ok "cuda f32 + --kv-cache bf16 (no cuda here)" \
     || { bad "cuda f32 + --kv-cache bf16 without cuda:"; cat "$T/err"; }
+fi
+
+# ---- --activations on the cpu: f32 runs the f32 kernels; bf16 the bf16 dot path where the kernels' level
+# has AVX512-BF16, else one line naming the level; the plain line names the kernels ----
+"$B/tpdecode" "${ARGS[@]}" --activations f32 > "$T/act.txt" 2> "$T/err" && grep -q '^seq 2:' "$T/act.txt" \
+  && grep -q "cpu/" "$T/act.txt" && ! grep -Eq "cpu/(avx512bf16-dot|amx-bf16)," "$T/act.txt" \
+  && ok "--activations f32 on the cpu: $(grep -o 'cpu/[a-z0-9-]*' "$T/act.txt")" \
+  || { bad "--activations f32 on the cpu:"; cat "$T/act.txt" "$T/err"; }
+has_bf16=0
+grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null && [ -z "${TPD_CPU_ISA:-}" ] && has_bf16=1
+if "$B/tpdecode" "${ARGS[@]}" --activations bf16 > "$T/act.txt" 2> "$T/err"; then
+  grep -q '^seq 2:' "$T/act.txt" && grep -Eq "cpu/(avx512bf16-dot|amx-bf16)," "$T/act.txt" \
+    && ok "--activations bf16 on the cpu: $(grep -o 'cpu/[a-z0-9-]*' "$T/act.txt")" \
+    || { bad "--activations bf16 on the cpu runs no bf16 path:"; cat "$T/act.txt" "$T/err"; }
+else
+  [ $has_bf16 = 0 ] && one_error tpdecode "$T/err" "activations 'bf16'" \
+    && ok "--activations bf16 refused without AVX512-BF16: $(cat "$T/err")" \
+    || { bad "--activations bf16 on the cpu:"; cat "$T/err"; }
+fi
+# ranks whose kernels differ (here TPD_CPU_BF16_DOT per rank, two apps under one mpirun): the run
+# completes, and rank 0 names both in a warning
+if [ -n "$MPI" ] && [ $has_bf16 = 1 ]; then
+  "$MPI" -np 1 -x TPD_CPU_BF16_DOT=0 "$B/tpdecode" "${ARGS[@]}" : -np 1 -x TPD_CPU_BF16_DOT=1 "$B/tpdecode" \
+    "${ARGS[@]}" > "$T/act.txt" 2> "$T/err"
+  [ $? -eq 0 ] && grep -q '^seq 2:' "$T/act.txt" && grep -Eq "rank 1 runs kernels (avx512bf16-dot|amx-bf16), rank 0 avx512bf16:" "$T/err" \
+    && ok "ranks with different kernels: $(grep -o 'rank 1 runs kernels [^:]*' "$T/err")" \
+    || { bad "ranks with different kernels:"; cat "$T/act.txt" "$T/err"; }
 fi
 
 # ---- --backend cuda: the CPU's greedy ids where a GPU runs it, else one line saying why ----

@@ -20,7 +20,7 @@ void ref_forward(const ref_model *m, const int *tokens, int n, double *logits);
 void ref_set_kv_bf16(ref_model *m, int on);
 /* on != 0: every matmul's input (both rmsnorm outputs, the attention output,
  * the SwiGLU output, the final norm's output) rounded to bf16 the same way,
- * as the CPU's bf16-activation matmuls (TPD_CPU_BF16_DOT=1) round theirs
+ * as the CPU's bf16-activation matmuls (activations "bf16") round theirs
  * (they do so only for bf16 weights: this assumes every matmul weight of
  * the checkpoint is bf16) */
 void ref_set_act_bf16(ref_model *m, int on);

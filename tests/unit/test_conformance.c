@@ -34,7 +34,7 @@
  * at the f32 level. */
 static double kv_bf16_rho_max(int n_layers) { return 8.0 * 0x1p-8 / sqrt(3.0) * sqrt(2.0 * n_layers); }
 
-/* bf16 activations in the CPU matmuls (TPD_CPU_BF16_DOT=1: AMX tiles or
+/* bf16 activations in the CPU matmuls (activations "bf16": AMX tiles or
  * vdpbf16ps, bf16 weights), with an f32 KV cache: the matmul inputs are
  * rounded to bf16, R = 4 L + 1 sites (per layer the q/k/v input, the
  * attention output, the MLP input and the SwiGLU output; the final norm's
@@ -117,13 +117,24 @@ int main(int argc, char **argv) {
   CHECK_OK(tpd_comm_agree(comm, tpd_isa_active() >= TPD_ISA_AVX512BF16, &first_without));
   const int bf16_isa = first_without < 0;
   if (!bf16_isa && comm->rank == 0)
-    printf("bf16 activations (TPD_CPU_BF16_DOT=1) not checked: rank %d's CPU has no AVX512-BF16\n", first_without);
-  for (int kvi = 0; kvi < 2 + bf16_isa; kvi++) /* f32 KV, then the default (auto), then bf16 activations */
+    printf("bf16 activations (activations 'bf16') not checked: rank %d's CPU has no AVX512-BF16\n", first_without);
+  /* Whether the default (activations auto: TPD_CPU_BF16_DOT, else the rate probe) gives bf16 matmul
+   * inputs on some rank; a rank that does not rounds fewer inputs, so the bound of the sites of all
+   * holds for a mix */
+  const int auto_mine = tpd_isa_active() >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
+  int first_auto = -1;
+  CHECK_OK(tpd_comm_agree(comm, !auto_mine, &first_auto));
+  if (comm->rank == 0)
+    printf("the default's activations: %s (vdpbf16ps / f32 FMA rate on rank 0: %.2f)\n",
+           first_auto >= 0 ? "bf16 on some rank" : "f32", tpd_cpu_bf16_dot_speedup());
+  /* f32 KV and activations; then the defaults (KV cache auto, activations as the rate probe chose); then
+   * bf16 activations with an f32 KV cache */
+  for (int kvi = 0; kvi < 2 + bf16_isa; kvi++)
   cJSON_ArrayForEach(c, cases) {
     const char *model = cJSON_GetObjectItem(c, "model")->valuestring;
-    const int act_bf16 = kvi == 2; /* only the bf16 checkpoint has a bf16 matmul path */
-    if (act_bf16 && !strstr(model, "bf16")) continue;
-    tpd_cpu_set_bf16_dot(act_bf16);
+    /* only the bf16 checkpoint has a bf16 matmul path */
+    const int act_bf16 = strstr(model, "bf16") && (kvi == 2 || (kvi == 1 && first_auto >= 0));
+    if (kvi == 2 && !act_bf16) continue;
     const cJSON *pj = cJSON_GetObjectItem(c, "prompt_ids"), *oj = cJSON_GetObjectItem(c, "output_ids");
     const cJSON *shape = cJSON_GetObjectItem(c, "logits_shape");
     const int n = cJSON_GetObjectItem(c, "n")->valueint, np = cJSON_GetArraySize(pj);
@@ -136,7 +147,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < np; i++) prompt[i] = cJSON_GetArrayItem(pj, i)->valueint;
     snprintf(path, sizeof path, "%s/%s", dir, model);
     tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = path, .n_threads = 1, .max_seqs = 1, .max_ctx = np + n,
-                         .kv_cache = kvi == 1 ? "auto" : "f32"};
+                         .kv_cache = kvi == 1 ? "auto" : "f32", .activations = kvi == 1 ? NULL : kvi ? "bf16" : "f32"};
     tpd_engine *e = NULL;
     CHECK_OK(tpd_engine_create(&o, comm, &e));
     if (!e) break;
@@ -146,6 +157,9 @@ int main(int argc, char **argv) {
     const int bf16_kv = kvi == 1 && strstr(model, "bf16") != NULL; /* auto: bf16 for the bf16 checkpoint */
     CHECK(info.kv_dtype == (bf16_kv ? TPD_BF16 : TPD_F32), "%s kv_cache %s: a %s KV cache", model, o.kv_cache,
           tpd_dtype_name(info.kv_dtype));
+    const int mm_bf16 = kvi == 2 || (kvi == 1 && auto_mine); /* this rank's */
+    CHECK(info.matmul_act_dtype == (mm_bf16 ? TPD_BF16 : TPD_F32), "%s activations %s: matmul inputs %s", model,
+          o.activations ? o.activations : "auto", tpd_dtype_name(info.matmul_act_dtype));
     const int32_t *pp[1] = {prompt};
     tpd_gen_request q = {.n_seqs = 1, .prompts = pp, .prompt_lens = &np, .n_new = n, .logits_steps = steps};
     tpd_gen_result r;
@@ -166,12 +180,13 @@ int main(int argc, char **argv) {
       CHECK_OK(tpd_read_text_file(path, &raw, &nb));
       forced_result fr = {INFINITY, INFINITY, 0, 0, INFINITY, 0};
       const int L = tpd_engine_config(e)->n_layers;
-      const double rho_max = act_bf16 ? act_bf16_rho_max(L) : kv_bf16_rho_max(L), eta_max = 5 * rho_max;
+      /* both roundings (the default where the probe chose bf16): independent errors add in squares */
+      const double rho_act = act_bf16 ? act_bf16_rho_max(L) : 0, rho_kv = bf16_kv ? kv_bf16_rho_max(L) : 0;
+      const double rho_max = sqrt(rho_act * rho_act + rho_kv * rho_kv), eta_max = 5 * rho_max;
       snprintf(path, sizeof path, "%s/%s", dir, model);
       ref_model *sim = NULL; /* the float64 simulation of the roundings */
       CHECK(ref_load(path, &sim) == 0, "%s: the float64 reference loads", model);
-      if (sim && act_bf16) ref_set_act_bf16(sim, 1);
-      else if (sim) ref_set_kv_bf16(sim, 1);
+      if (sim) ref_set_act_bf16(sim, act_bf16), ref_set_kv_bf16(sim, bf16_kv);
       if (sim && raw && nb == sizeof(float) * (size_t)steps * V)
         forced_run(e, sim, prompt, np, oj, steps, V, (const float *)raw, eta_max, &fr);
       ref_free(sim);
@@ -186,11 +201,11 @@ int main(int argc, char **argv) {
       CHECK(!act_bf16 || fr.rho > 1e-4, "%s prompt of %d, %s: logits within f32 rounding of the pack (the bf16 path did not run?)",
             model, np, what);
       if (comm->rank == 0 && act_bf16)
-        printf("%-18s TP=%d prompt of %2d, F32 KV, matmuls %s (bf16 activations; teacher-forced, %d steps): normwise "
+        printf("%-18s TP=%d prompt of %2d, %s KV, matmuls %s (bf16 activations; teacher-forced, %d steps): normwise "
                "%.2e (bound %.2e), elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs "
-               "float64 with bf16 matmul inputs %.2e (vs pack %.2e); free-running %d of %d ids as the pack\n",
-               model, comm->size, np, what, steps, fr.rho, rho_max, fr.eta, eta_max, fr.ids_equal, fr.ids_checked,
-               fr.sim, fr.dev, same, n);
+               "float64 with bf16 matmul inputs%s %.2e (vs pack %.2e); free-running %d of %d ids as the pack\n",
+               model, comm->size, np, bf16_kv ? "BF16" : "F32", what, steps, fr.rho, rho_max, fr.eta, eta_max,
+               fr.ids_equal, fr.ids_checked, bf16_kv ? " and K/V" : "", fr.sim, fr.dev, same, n);
       else if (comm->rank == 0)
         printf("%-18s TP=%d prompt of %2d, BF16 KV (teacher-forced, %d steps): normwise %.2e (bound %.2e), "
                "elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs float64 with bf16 K/V "
@@ -223,7 +238,6 @@ int main(int argc, char **argv) {
     tpd_engine_destroy(e);
     free(prompt);
   }
-  tpd_cpu_set_bf16_dot(-1);
   cJSON_Delete(root);
   free(text);
   int bad = -1;

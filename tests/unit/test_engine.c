@@ -19,10 +19,11 @@ static void random_prompt(int32_t *p, int n, int V) {
 }
 
 static tpd_engine *open_engine(const char *dir, int threads, int max_seqs, int max_ctx, int step_tokens) {
-  /* an f32 KV cache: the float64 reference's numerics (a bf16 cache, the
-   * default for bf16 checkpoints, is held to its own bounds in test_conformance) */
+  /* an f32 KV cache and f32 matmul inputs: the float64 reference's numerics (a bf16 cache, the
+   * default for bf16 checkpoints, and bf16 matmul inputs, the default on CPUs whose vdpbf16ps outruns
+   * their FMA, are held to their own bounds in test_conformance) */
   tpd_engine_opts o = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .n_threads = threads, .max_seqs = max_seqs, .max_ctx = max_ctx,
-                       .max_step_tokens = step_tokens, .kv_block_size = 4, .kv_cache = "f32"};
+                       .max_step_tokens = step_tokens, .kv_block_size = 4, .kv_cache = "f32", .activations = "f32"};
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, g_comm, &e));
   return e;
