@@ -84,6 +84,7 @@ double bench_peak_flops(int n_threads, int bf16, const char **what);
 typedef struct {
   const char *model, *preset, *cache, *out_dir, *hw;
   const char *kv_cache; /* --kv-cache: every engine's tpd_engine_opts.kv_cache (NULL: TPD_KV_CACHE, else auto) */
+  const char *activations; /* --activations: every engine's tpd_engine_opts.activations (NULL: auto) */
   const char *backends[4];
   int n_backends;
   tpd_dtype dtype;

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
-#include "kernels/cpu/cpu_isa.h"
 #include "launch/bench/bench.h"
 #include "launch/tools/membw.h"
 #include "launch/tools/stats.h"
@@ -262,7 +261,7 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
   if (!kv || !*kv || !strcmp(kv, "auto")) kv = wt == TPD_BF16 ? "bf16" : "f32";
   long online = sysconf(_SC_NPROCESSORS_ONLN);
   const int threads = o->threads > 0 ? (int)o->threads : online > 0 ? (int)online : 1;
-  tpd_backend_opts bo = {.n_threads = threads, .kv_cache = kv};
+  tpd_backend_opts bo = {.n_threads = threads, .kv_cache = kv, .activations = o->activations};
   tpd_backend *be = NULL;
   TPD_TRY(tpd_backend_create("cpu", &bo, &be));
   kctx k = {.be = be, .steps = (int)o->steps, .warmup = (int)o->warmup};

@@ -43,6 +43,8 @@ static void usage(FILE *f) {
           "  --backend LIST         cpu and/or cuda (default cpu); TP comes from the launch\n"
           "  --kv-cache auto|f32|bf16  KV cache dtype of the engines (default $TPD_KV_CACHE, else auto: bf16\n"
           "                         for a bf16 model on cpu, else f32)\n"
+          "  --activations auto|f32|bf16  activations of the engines (default auto: cuda bf16; cpu bf16 matmul\n"
+          "                         inputs where the CPU's vdpbf16ps outruns its FMA, else f32; docs/usage.md)\n"
           "  --hw h100|h200         floor hardware for a GPU backend (default: none; CPU rows use this\n"
           "                         machine, measured)\n"
           "outputs (rank 0)\n"
@@ -99,7 +101,8 @@ static const struct {
                {"--threads", 1}, {"--membw-mb", 1}, {"--comm-min", 1}, {"--comm-max", 1}, {"--comm-iters", 1},
                {"--comm-warmup", 1}, {"--json", 0}, {"--csv", 0}, {"--sweep", 0}, {"--comm", 0},
                {"--serve", 0}, {"--sched-batch", 1}, {"--tokenize", 1}, {"--text", 1}, {"--tok-mb", 1},
-               {"--tok-repeat", 1}, {"--plot-serving", 1}, {"--kv-cache", 1}, {"--kernels", 0}};
+               {"--tok-repeat", 1}, {"--plot-serving", 1}, {"--kv-cache", 1}, {"--kernels", 0},
+               {"--activations", 1}};
 
 /* 1: takes a value, 0: a flag, -1: unknown */
 static int option_kind(const char *a) {
@@ -209,6 +212,11 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
       if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
         return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
       o->kv_cache = v;
+    }
+    else if (!strcmp(a, "--activations")) { /* tpd_engine_opts.activations of every engine */
+      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
+        return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", v);
+      o->activations = v;
     }
     else if (!strcmp(a, "--hw")) o->hw = v;
     else if (!strcmp(a, "--backend")) {

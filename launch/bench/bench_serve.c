@@ -329,6 +329,7 @@ tpd_status bench_run_serve(const bopts *o, tpd_comm *comm, const char *dir, bser
   eo.max_step_tokens = STEP_TOKENS;
   eo.device = -1;
   eo.kv_cache = o->kv_cache;
+  eo.activations = o->activations;
 
   /* every mode's samples of every batch, the floor's; the prompts */
   const int cap = ROUNDS * (int)o->steps;

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "kernels/cpu/cpu_isa.h"
 #include "launch/bench/bench.h"
 #include "launch/cli.h"
 #include "launch/tools/energy.h"
@@ -451,7 +450,8 @@ tpd_status bench_run_backend(const bopts *o, tpd_comm *comm, const char *dir, co
   /* every block of steps starts from fresh sequences at the context: the
    * longest is the context, the warm-up (at least 1) and the timed steps */
   tpd_engine_opts eo = {TPD_ENGINE_OPTS_INIT, .model_dir = dir, .backend = backend, .n_threads = (int)o->threads, .max_seqs = max_b,
-                        .max_ctx = (int)(max_c + o->warmup + o->steps + 2), .device = -1, .kv_cache = o->kv_cache};
+                        .max_ctx = (int)(max_c + o->warmup + o->steps + 2), .device = -1, .kv_cache = o->kv_cache,
+                        .activations = o->activations};
   tpd_engine *e = NULL;
   tpd_status st = tpd_engine_create(&eo, timed, &e);
   int bad = -1;

@@ -101,13 +101,22 @@ case $mode in
       fi
       echo "TPD_CPU_BF16_DOT=1 refused here, as it should be: $(head -1 "$work/stderr.txt")"
     fi
-    # TPD_CPU_BF16_DOT=0: the f32 kernels and the f32 probe, whatever the rate probe would choose
-    # shellcheck disable=SC2086
-    TPD_CPU_BF16_DOT=0 "$bench" --kernels --preset tiny --batch 1 --ctx 8 $common > "$work/f32.txt" \
-      2> "$work/stderr.txt" || { cat "$work/stderr.txt"; fail "the TPD_CPU_BF16_DOT=0 run failed"; }
-    if grep -Eq "cpu/(amx-bf16|avx512bf16-dot), " "$work/f32.txt" || grep -Eq "\((AMX-BF16 tiles|AVX512_BF16 dot products)\)" "$work/f32.txt"; then
-      cat "$work/f32.txt"; fail "TPD_CPU_BF16_DOT=0 ran a bf16 path"
-    fi
+    # TPD_CPU_BF16_DOT=0, and --activations f32 (the variable unset): the f32 kernels and the f32
+    # probe, whatever the rate probe would choose
+    for how in env opt; do
+      if [ $how = env ]; then
+        # shellcheck disable=SC2086
+        TPD_CPU_BF16_DOT=0 "$bench" --kernels --preset tiny --batch 1 --ctx 8 $common > "$work/f32.txt" \
+          2> "$work/stderr.txt" || { cat "$work/stderr.txt"; fail "the TPD_CPU_BF16_DOT=0 run failed"; }
+      else
+        # shellcheck disable=SC2086
+        TPD_CPU_BF16_DOT= "$bench" --kernels --preset tiny --batch 1 --ctx 8 --activations f32 $common \
+          > "$work/f32.txt" 2> "$work/stderr.txt" || { cat "$work/stderr.txt"; fail "the --activations f32 run failed"; }
+      fi
+      if grep -Eq "cpu/(amx-bf16|avx512bf16-dot), " "$work/f32.txt" || grep -Eq "\((AMX-BF16 tiles|AVX512_BF16 dot products)\)" "$work/f32.txt"; then
+        cat "$work/f32.txt"; fail "f32 activations ($how) ran a bf16 path"
+      fi
+    done
     # shellcheck disable=SC2086
     "$bench" --kernels --preset tiny --batch 2 --ctx 16 $common > "$work/stdout.txt" 2> "$work/stderr.txt" ||
       fail "the table run failed"

@@ -395,6 +395,9 @@ done
 "$B/tpdecode-server" -m "$T/m" --kv-cache bogus > /dev/null 2> "$T/err"
 [ $? -ne 0 ] && one_error tpdecode-server "$T/err" "'bogus'" && ok "server --kv-cache bogus: $(cat "$T/err")" \
   || { bad "server --kv-cache bogus:"; cat "$T/err"; }
+"$B/tpdecode-bench" -m "$T/m" --activations bogus > /dev/null 2> "$T/err"
+[ $? -ne 0 ] && one_error tpdecode-bench "$T/err" "'bogus'" && ok "bench --activations bogus: $(cat "$T/err")" \
+  || { bad "bench --activations bogus:"; cat "$T/err"; }
 "$B/tpdecode-server" -m "$T/m" --activations bogus > /dev/null 2> "$T/err"
 [ $? -ne 0 ] && one_error tpdecode-server "$T/err" "'bogus'" && ok "server --activations bogus: $(cat "$T/err")" \
   || { bad "server --activations bogus:"; cat "$T/err"; }
