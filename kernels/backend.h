@@ -209,8 +209,12 @@ struct tpd_backend {
   const tpd_backend_ops *ops;
   void *impl;
   /* the kernels this instance runs, for reports: the CPU backend's
-   * instruction-set level ("avx512bf16", ...); NULL = ops->name */
+   * instruction-set level ("avx512bf16", ...) or bf16 path
+   * ("avx512bf16-dot", "amx-bf16"); NULL = ops->name.  kernels_f32: what
+   * f32 and f16 weights run where that differs (the CPU's bf16 path is for
+   * bf16 weights only), else NULL */
   const char *kernels;
+  const char *kernels_f32;
   /* dtype of this instance's KV cache (tpd_backend_opts.kv_cache), set at
    * create: what rope_kv writes and attention reads */
   tpd_dtype kv_dtype;
@@ -245,6 +249,12 @@ typedef struct {
 
 /* "cpu" always; "cuda" when built with CUDA and a device is present. */
 tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tpd_backend **out);
+/* What activations NULL or "auto" give the named backend in this process,
+ * without creating one: cuda bf16; cpu bf16 (matmul inputs) where the
+ * environment (TPD_CPU_BF16_DOT, TPD_CPU_ISA, checked as create checks
+ * them) or the rate probe chooses it, else f32.  The engine agrees one
+ * choice for all ranks with it. */
+tpd_status tpd_backend_auto_activations(const char *name, tpd_dtype *out);
 /* Resolves opts->activations for the named backend: *out = the dtype (cpu:
  * of the matmuls' inputs; auto there is f32, its create measures instead),
  * or TPD_ERR_ARG for an unknown value. */
@@ -257,6 +267,7 @@ void tpd_backend_destroy(tpd_backend *be);
 int tpd_backend_available(const char *name);
 
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out);
+tpd_status tpd_backend_cpu_auto_activations(tpd_dtype *out);
 #ifdef TPD_HAVE_CUDA
 tpd_status tpd_backend_cuda_create(const tpd_backend_opts *opts, tpd_backend **out);
 #endif

@@ -26,3 +26,12 @@ tpd_status tpd_backend_create(const char *name, const tpd_backend_opts *opts, tp
   return TPD_FAIL(TPD_ERR_ARG, "unknown backend '%s' (available: cpu%s)", name,
                   tpd_backend_available("cuda") ? ", cuda" : "");
 }
+
+tpd_status tpd_backend_auto_activations(const char *name, tpd_dtype *out) {
+  if (!strcmp(name, "cpu")) return tpd_backend_cpu_auto_activations(out);
+  if (!strcmp(name, "cuda")) {
+    *out = TPD_BF16;
+    return TPD_OK;
+  }
+  return TPD_FAIL(TPD_ERR_ARG, "unknown backend '%s'", name);
+}

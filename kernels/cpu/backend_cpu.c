@@ -133,22 +133,20 @@ static const tpd_backend_ops cpu_ops = {
 /* The environment's CPU settings, checked before anything starts: a value
  * the kernels do not implement is an error naming it, never a default.  The
  * kernels read each later through the same reader (kernels/cpu/cpu_isa.h,
- * pool.h), so they run with what was accepted here. */
-static tpd_status check_env(int *bf16_dot, tpd_isa *level_out) {
-  const tpd_isa best = tpd_isa_detect();
-  tpd_isa cap = best;
+ * pool.h), so they run with what was accepted here; the bf16 choice is the
+ * backend's own (choose_bf16_dot).  *env_dot: TPD_CPU_BF16_DOT, -1 unset;
+ * *level: the kernels' level (TPD_CPU_ISA's cap, or a test's
+ * tpd_isa_force), *best: the CPU's. */
+static tpd_status check_env(int *env_dot, tpd_isa *level, tpd_isa *best) {
+  *best = tpd_isa_detect();
+  tpd_isa cap = *best;
   int on, n_bytes;
   long spin_us;
   TPD_TRY(tpd_isa_env(&cap));
-  TPD_TRY(tpd_cpu_bf16_dot_env(&on));
-  *bf16_dot = on;
-  const tpd_isa level = cap < best ? cap : best;
-  *level_out = level;
-  if (on == 1 && level < TPD_ISA_AVX512BF16) /* asked for, and nothing here would do it */
-    return TPD_FAIL(TPD_ERR_UNSUPPORTED,
-                    "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16, and the CPU kernels run at "
-                    "level %s (%s); unset it or set 0 for f32 FMA",
-                    tpd_isa_name(level), level < best ? "capped by TPD_CPU_ISA" : "this CPU's best");
+  TPD_TRY(tpd_cpu_bf16_dot_env(env_dot));
+  const tpd_isa active = tpd_isa_active();
+  *level = cap < *best ? cap : *best;
+  if (active < *level) *level = active;
   TPD_TRY(tpd_cpu_prefetch_env(&n_bytes));
   TPD_TRY(tpd_cpu_att_blocks_env(&on));
   TPD_TRY(tpd_pool_env(&spin_us, &on));
@@ -159,7 +157,7 @@ static tpd_status check_env(int *bf16_dot, tpd_isa *level_out) {
  * AMX runs only with bf16 activations ("amx-bf16", the OS's grant asked
  * here; without them the amx level runs the avx512bf16 kernels), and the
  * vdpbf16ps path is "avx512bf16-dot".  F32 and F16 weights always take the
- * f32 kernels of the level. */
+ * f32 kernels of the level (the engine reports those for such checkpoints). */
 static const char *kernels_name(tpd_isa isa, int bf16_dot) {
   if (isa >= TPD_ISA_AVX512BF16 && bf16_dot)
     return isa >= TPD_ISA_AMX && tpd_amx_grant() ? "amx-bf16" : "avx512bf16-dot";
@@ -168,34 +166,53 @@ static const char *kernels_name(tpd_isa isa, int bf16_dot) {
 
 /* Whether bf16 weights' matmuls round their input to bf16
  * (tpd_backend_opts.activations): asked ("bf16", refused where the level
- * has no bf16 dot products; "f32"), or auto: TPD_CPU_BF16_DOT, else the
- * rate probe (tpd_cpu_bf16_dot).  *measured: the probe chose. */
-static tpd_status choose_bf16_dot(const tpd_backend_opts *opts, int env_dot, tpd_isa level, int *on, int *measured) {
-  const char *a = opts ? opts->activations : NULL;
+ * has no bf16 dot products; "f32"), or auto: TPD_CPU_BF16_DOT (1 refused
+ * likewise), else the rate probe (tpd_cpu_bf16_dot).  *measured: the probe
+ * chose. */
+static tpd_status choose_bf16_dot(const char *a, int env_dot, tpd_isa level, tpd_isa best, int *on, int *measured) {
+  const char *why = level < best ? "capped by TPD_CPU_ISA" : "this CPU's best";
   *measured = 0;
   if (!a || !strcmp(a, "auto")) {
+    if (env_dot == 1 && level < TPD_ISA_AVX512BF16) /* asked for, and nothing here would do it */
+      return TPD_FAIL(TPD_ERR_UNSUPPORTED,
+                      "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16, and the CPU kernels run at "
+                      "level %s (%s); unset it or set 0 for f32 FMA",
+                      tpd_isa_name(level), why);
     *on = level >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
     *measured = env_dot < 0 && level >= TPD_ISA_AVX512BF16;
     return TPD_OK;
   }
+  tpd_backend_opts o = {.activations = a};
   tpd_dtype want;
-  TPD_TRY(tpd_backend_activations("cpu", opts, &want));
+  TPD_TRY(tpd_backend_activations("cpu", &o, &want));
   if (want == TPD_BF16 && level < TPD_ISA_AVX512BF16)
     return TPD_FAIL(TPD_ERR_UNSUPPORTED,
                     "activations 'bf16' on the cpu backend need AVX512-BF16 or AMX-BF16 dot products, and the CPU "
-                    "kernels run at level %s; use f32 or auto",
-                    tpd_isa_name(level));
+                    "kernels run at level %s (%s); use f32 or auto",
+                    tpd_isa_name(level), why);
   *on = want == TPD_BF16;
+  return TPD_OK;
+}
+
+tpd_status tpd_backend_cpu_auto_activations(tpd_dtype *out) {
+  int env_dot, on = 0, measured;
+  tpd_isa level, best;
+  TPD_TRY(check_env(&env_dot, &level, &best));
+  TPD_TRY(choose_bf16_dot(NULL, env_dot, level, best, &on, &measured));
+  *out = on ? TPD_BF16 : TPD_F32;
+  if (measured)
+    TPD_INFO("cpu activations auto: %s (bf16 weights' matmul inputs; vdpbf16ps measured at %.2fx the f32 FMA rate, "
+             "the threshold %.1f)", on ? "bf16" : "f32", tpd_cpu_bf16_dot_speedup(), TPD_CPU_BF16_AUTO_MIN);
   return TPD_OK;
 }
 
 tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **out) {
   *out = NULL;
   int env_dot; /* what TPD_CPU_BF16_DOT asks: -1 (unset) the rate probe chooses */
-  tpd_isa level; /* the level TPD_CPU_ISA allows, as the kernels read it (tpd_isa_active) */
-  TPD_TRY(check_env(&env_dot, &level));
+  tpd_isa level, best;
+  TPD_TRY(check_env(&env_dot, &level, &best));
   int bf16_dot = 0, measured = 0;
-  TPD_TRY(choose_bf16_dot(opts, env_dot, level, &bf16_dot, &measured));
+  TPD_TRY(choose_bf16_dot(opts ? opts->activations : NULL, env_dot, level, best, &bf16_dot, &measured));
   tpd_dtype kv;
   TPD_TRY(tpd_backend_kv_cache("cpu", opts, TPD_F32, &kv));
   int n = opts && opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -213,6 +230,7 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
   be->matmul_act_dtype = bf16_dot ? TPD_BF16 : TPD_F32;
   cpu->bf16_dot = bf16_dot;
   be->kernels = kernels_name(level, bf16_dot);
+  be->kernels_f32 = kernels_name(level, 0);
   cpu->pool = tpd_pool_create(n);
   if (!cpu->pool) {
     cpu_destroy(be);

@@ -31,7 +31,7 @@ const char *tpd_isa_name(tpd_isa isa);
  * where the level is amx, vdpbf16ps otherwise.  TPD_CPU_BF16_DOT=0 or 1
  * sets it; unset, it is 1 where the CPU has AVX512-BF16 and its vdpbf16ps
  * rate is at least TPD_CPU_BF16_AUTO_MIN times its f32 FMA rate
- * (tpd_cpu_bf16_dot_speedup: 1.87-1.92 on the Zen 5 measured, where every
+ * (tpd_cpu_bf16_dot_speedup: 2.00 on the Zen 5 measured, where every
  * batch ran as fast or faster with it; about 1 on the Xeons measured, where
  * vdpbf16ps was slower than the f32 kernel and AMX slower at batch 1;
  * docs/performance.md). */

@@ -21,8 +21,8 @@
  * Every kernel computes each output y[m, n] as one fp32 sum in ascending k
  * (acc = fma(w[n,k], x[m,k], acc), k = 0, 1, ..., then + bias), the same
  * whatever the block it sits in, so results do not depend on the batch
- * size, the batch composition or the thread count.  The opt-in bf16 paths
- * round x to bf16: vdpbf16ps adds one k pair per step, also in ascending
+ * size, the batch composition or the thread count.  The bf16 paths (bf16
+ * activations, kernels/cpu/cpu_isa.h) round x to bf16: vdpbf16ps adds one k pair per step, also in ascending
  * order; AMX (matmul_amx.c) adds 32-k blocks in ascending order, within a
  * block in the hardware's order, the same for every row. */
 #ifndef TPD_CPU_MM_TILE_H
@@ -53,7 +53,7 @@ typedef struct {
   int M, N, K, Kp;
   const float *x; /* [M, ldx] */
   int ldx;
-  const uint16_t *xb; /* [M, ldxb] x rounded to bf16, zero padded (the opt-in bf16 paths), else NULL */
+  const uint16_t *xb; /* [M, ldxb] x rounded to bf16, zero padded (the bf16 paths), else NULL */
   int ldxb;           /* Kp, or for AMX tpd_amx_ld(Kp) with rows to tpd_amx_rows(M) */
   const void *w;      /* panels */
   tpd_dtype wt;

@@ -84,10 +84,13 @@ void tpd_engine_get_info(const tpd_engine *e, tpd_engine_info *info) {
   info->weight_dtype = e->layers[0].qkv.dtype;
   info->act_dtype = e->be->ops->act_dtype;
   info->kv_dtype = e->be->kv_dtype;
-  info->matmul_act_dtype = e->be->matmul_act_dtype;
+  /* the CPU's bf16 path rounds only bf16 weights' inputs */
+  const int bf16_w = info->weight_dtype == TPD_BF16;
+  info->matmul_act_dtype = bf16_w ? e->be->matmul_act_dtype : e->be->ops->act_dtype;
   info->tp = e->plan.tp;
   info->backend = e->be->ops->name;
   info->kernels = e->be->kernels ? e->be->kernels : e->be->ops->name;
+  if (!bf16_w && e->be->kernels_f32) info->kernels = e->be->kernels_f32;
   info->n_threads = e->n_threads;
   info->kv_bytes = (double)e->mem.kv_bytes;
   info->act_bytes = (double)e->mem.act_bytes;

@@ -264,7 +264,8 @@ static const char *kv_cache_for(const tpd_engine_opts *o, tpd_dtype weight_dtype
   return weight_dtype == TPD_BF16 ? "bf16" : "f32";
 }
 
-static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **out) {
+/* act: the activations agreed across ranks (tpd_engine_create), else NULL: o's */
+static tpd_status create(const tpd_engine_opts *o, const char *act, tpd_comm *comm, tpd_engine **out) {
   *out = NULL;
   if (!o) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: options are NULL");
   if (o->struct_size != sizeof *o || o->version != TPD_ENGINE_OPTS_VERSION)
@@ -301,7 +302,8 @@ static tpd_status create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engine **
   int kv_from_weights = 0;
   const tpd_dtype weight_dtype = engine_weight_dtype(e);
   tpd_backend_opts bo = {.n_threads = e->n_threads, .device = o->device, .local_rank = comm->local_rank,
-                         .activations = o->activations, .kv_cache = kv_cache_for(o, weight_dtype, &kv_from_weights)};
+                         .activations = act ? act : o->activations,
+                         .kv_cache = kv_cache_for(o, weight_dtype, &kv_from_weights)};
   TPD_TRY_GOTO(tpd_backend_create(o->backend ? o->backend : "cpu", &bo, &e->be), s, fail);
 
   const int max_ctx = o->max_ctx > 0 ? o->max_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
@@ -371,7 +373,29 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
   if (!out) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: out is NULL");
   *out = NULL;
   if (!comm) return TPD_FAIL(TPD_ERR_ARG, "tpd_engine_create: a communicator is required");
-  tpd_status s = create(o, comm, out);
+  /* Activations auto on the cpu backend: each process's choice comes from
+   * its environment and a rate probe (kernels/backend.h), which can differ
+   * between processes (different CPUs, or a probe disturbed by ranks sharing
+   * cores); the ranks take one: bf16 where every rank's is, else f32.  Every
+   * rank arrives here with the same options (a malformed struct is left to
+   * create, on every rank alike). */
+  const char *act = NULL;
+  if (comm->size > 1 && o && o->struct_size == sizeof *o && o->version == TPD_ENGINE_OPTS_VERSION &&
+      (!o->activations || !strcmp(o->activations, "auto")) && (!o->backend || !strcmp(o->backend, "cpu"))) {
+    tpd_error_state saved;
+    tpd_error_save(&saved);
+    tpd_dtype mine = TPD_F32;
+    if (tpd_backend_auto_activations("cpu", &mine) != TPD_OK) mine = TPD_F32; /* create reports the environment */
+    tpd_error_restore(&saved);
+    int first_f32 = -1, first_bf16 = -1;
+    TPD_TRY(tpd_comm_agree(comm, mine == TPD_BF16, &first_f32));
+    TPD_TRY(tpd_comm_agree(comm, mine == TPD_F32, &first_bf16));
+    act = first_f32 < 0 ? "bf16" : "f32";
+    if (first_f32 >= 0 && first_bf16 >= 0 && comm->rank == 0)
+      TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
+               "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
+  }
+  tpd_status s = create(o, act, comm, out);
   if (comm->size == 1) {
     if (s == TPD_OK) (*out)->live = 1;
     return s;
@@ -382,7 +406,11 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     char kernels[32]; /* what this rank's backend runs: ranks may choose differently (CPU levels, rate probes) */
   } mine = {(int32_t)s, {0}, {0}}, *all = calloc((size_t)comm->size, sizeof mine);
   if (s != TPD_OK) snprintf(mine.msg, sizeof mine.msg, "%s", tpd_last_error());
-  else snprintf(mine.kernels, sizeof mine.kernels, "%s", (*out)->be->kernels ? (*out)->be->kernels : (*out)->be->ops->name);
+  else {
+    tpd_engine_info info;
+    tpd_engine_get_info(*out, &info);
+    snprintf(mine.kernels, sizeof mine.kernels, "%s", info.kernels);
+  }
   tpd_status g = all ? comm->ops->host_allgather(comm, &mine, all, sizeof mine) : TPD_FAIL(TPD_ERR_OOM, "out of memory");
   for (int r = 0; g == TPD_OK && r < comm->size; r++) {
     if (all[r].status == TPD_OK) continue;
@@ -393,8 +421,8 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
   for (int r = 1; g == TPD_OK && comm->rank == 0 && r < comm->size; r++) {
     all[r].kernels[sizeof all[r].kernels - 1] = 0;
     if (!strcmp(all[r].kernels, all[0].kernels)) continue;
-    TPD_WARN("rank %d runs kernels %s, rank 0 %s: the ranks' roundings differ (on CPUs TPD_CPU_ISA and "
-             "TPD_CPU_BF16_DOT set one choice for all)", r, all[r].kernels, all[0].kernels);
+    TPD_WARN("rank %d runs kernels %s, rank 0 %s: the ranks' roundings differ (on CPUs TPD_CPU_ISA caps the "
+             "level of all)", r, all[r].kernels, all[0].kernels);
     break; /* the first is enough to say so */
   }
   free(all);

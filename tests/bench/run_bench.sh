@@ -113,8 +113,9 @@ case $mode in
         TPD_CPU_BF16_DOT= "$bench" --kernels --preset tiny --batch 1 --ctx 8 --activations f32 $common \
           > "$work/f32.txt" 2> "$work/stderr.txt" || { cat "$work/stderr.txt"; fail "the --activations f32 run failed"; }
       fi
-      if grep -Eq "cpu/(amx-bf16|avx512bf16-dot), " "$work/f32.txt" || grep -Eq "\((AMX-BF16 tiles|AVX512_BF16 dot products)\)" "$work/f32.txt"; then
-        cat "$work/f32.txt"; fail "f32 activations ($how) ran a bf16 path"
+      if ! grep -Eq "cpu/(avx512bf16|avx512|avx2|scalar), " "$work/f32.txt" ||
+        ! grep -Eq "\((AVX-512 f32 FMA|AVX2 f32 FMA|scalar f32 multiply-add)\)" "$work/f32.txt"; then
+        cat "$work/f32.txt"; fail "f32 activations ($how): not the f32 kernels and the f32 probe"
       fi
     done
     # shellcheck disable=SC2086

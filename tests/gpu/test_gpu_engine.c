@@ -95,9 +95,11 @@ static void run_case(const engine_case *ec, tpd_comm *comm) {
   tpd_engine *e[2] = {NULL, NULL}; /* 0: cpu, 1: cuda */
   o.backend = "cpu";
   o.kv_cache = "f32"; /* the f32 reference (auto would pick bf16 for a bf16 model) */
+  o.activations = "f32"; /* (auto rounds bf16 weights' matmul inputs on a CPU whose vdpbf16ps outruns its FMA) */
   TU_TRY(tpd_engine_create(&o, comm, &e[0]));
   o.backend = "cuda";
   o.kv_cache = NULL; /* cuda: the activation dtype */
+  o.activations = NULL;
   TU_TRY(tpd_engine_create(&o, comm, &e[1]));
   tpd_engine_info info;
   tpd_engine_get_info(e[1], &info);

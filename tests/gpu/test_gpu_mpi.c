@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     TU_TRY(tpd_comm_single_create(&single));
     o.backend = "cpu";
     o.kv_cache = "f32"; /* the f32 reference (auto would pick bf16 for a bf16 model) */
+    o.activations = "f32"; /* (auto rounds bf16 weights' matmul inputs on a CPU whose vdpbf16ps outruns its FMA) */
     o.n_threads = 2;
     TU_TRY(tpd_engine_create(&o, single, &ec));
   }

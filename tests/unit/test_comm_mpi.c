@@ -243,6 +243,9 @@ static void run_engine(tpd_comm *c, const char *dir, const int32_t *prompt, int3
   /* f32 KV, as test_tp's 1e-4 (REF_GREEDY_TIE) assumes: the bf16 model's default bf16 cache put a greedy id 2.7e-4 of max
    * |logit| below the float64 reference's best, which keeps K and V in full precision */
   o.kv_cache = "f32";
+  /* and f32 matmul inputs (auto rounds them to bf16 on a CPU whose vdpbf16ps outruns its FMA: 2 of 200
+   * seeds put a greedy id 7e-4 of max |logit| below the float64 reference's best) */
+  o.activations = "f32";
   tpd_engine *e = NULL;
   CHECK_OK(tpd_engine_create(&o, c, &e));
   if (!e) return;

@@ -1054,14 +1054,15 @@ static void test_activations_option(void) {
   for (int capped = 0; capped < 2; capped++)
     for (int env = -1; env <= 1; env++) {
       char *saved_isa = env_swap("TPD_CPU_ISA", capped ? "avx2" : NULL);
-      /* TPD_CPU_BF16_DOT=1 where nothing would do it is refused by itself (test_env_settings) */
-      const int env_ok = env < 1 || (!capped && best >= TPD_ISA_AVX512BF16);
       char *saved_dot = env_swap("TPD_CPU_BF16_DOT", env < 0 ? NULL : env ? "1" : "0");
       tpd_cpu_set_bf16_dot(-1);
       const tpd_isa level = capped && TPD_ISA_AVX2 < best ? TPD_ISA_AVX2 : best;
       const int has = level >= TPD_ISA_AVX512BF16;
       const char *values[] = {NULL, "auto", "f32", "bf16", "fp8", "BF16"};
-      for (int i = 0; i < 6 && env_ok; i++) {
+      /* what the engine agrees across ranks with: the auto backend's choice, or its refusal */
+      tpd_dtype auto_dt = TPD_DTYPE_COUNT;
+      const tpd_status auto_st = tpd_backend_auto_activations("cpu", &auto_dt);
+      for (int i = 0; i < 6; i++) {
         tpd_backend_opts o = {.n_threads = 1, .activations = values[i]};
         tpd_backend *be = NULL;
         tpd_clear_error();
@@ -1071,11 +1072,16 @@ static void test_activations_option(void) {
           CHECK(st == TPD_ERR_ARG && !be && strstr(msg, values[i]) && !strchr(msg, '\n'),
                 "activations '%s' must be a one-line TPD_ERR_ARG naming it: %s (%s)", values[i], tpd_status_name(st),
                 msg);
-        } else if (i == 3 && !has) {
-          CHECK(st == TPD_ERR_UNSUPPORTED && !be && strstr(msg, "'bf16'") && strstr(msg, tpd_isa_name(level)) &&
+        } else if ((i == 3 || (i < 2 && env == 1)) && !has) {
+          /* asked for by the option or, for auto, by TPD_CPU_BF16_DOT=1 (f32 wins over the variable) */
+          CHECK(st == TPD_ERR_UNSUPPORTED && !be && strstr(msg, i == 3 ? "'bf16'" : "TPD_CPU_BF16_DOT=1") &&
+                    strstr(msg, tpd_isa_name(level)) && (!capped || strstr(msg, "capped by TPD_CPU_ISA")) &&
                     !strchr(msg, '\n'),
-                "activations 'bf16' at level %s must be refused in one line naming both: %s (%s)",
-                tpd_isa_name(level), tpd_status_name(st), msg);
+                "activations %s, TPD_CPU_BF16_DOT %d at level %s must be refused in one line naming both: %s (%s)",
+                values[i] ? values[i] : "NULL", env, tpd_isa_name(level), tpd_status_name(st), msg);
+          if (i == 0)
+            CHECK(auto_st == TPD_ERR_UNSUPPORTED, "tpd_backend_auto_activations where create refuses: %s",
+                  tpd_status_name(auto_st));
         } else {
           const int want = i == 3 || (i < 2 && has && (env < 0 ? tpd_cpu_bf16_dot_speedup() >= TPD_CPU_BF16_AUTO_MIN
                                                                  : env == 1));
@@ -1083,6 +1089,10 @@ static void test_activations_option(void) {
                 "activations %s, TPD_CPU_BF16_DOT %d, level %s: %s, matmul inputs %s, kernels %s (%s)",
                 values[i] ? values[i] : "NULL", env, tpd_isa_name(level), tpd_status_name(st),
                 be ? tpd_dtype_name(be->matmul_act_dtype) : "-", be ? be->kernels : "-", msg);
+          if (i == 0)
+            CHECK(auto_st == TPD_OK && auto_dt == (want ? TPD_BF16 : TPD_F32),
+                  "tpd_backend_auto_activations: %s %s, the auto backend's matmul inputs %s", tpd_status_name(auto_st),
+                  auto_dt < TPD_DTYPE_COUNT ? tpd_dtype_name(auto_dt) : "-", want ? "BF16" : "F32");
           if (be) {
             const int named = strstr(be->kernels, "-dot") || strstr(be->kernels, "amx-bf16");
             CHECK(named == want, "activations %s at level %s: kernels %s", values[i] ? values[i] : "NULL",
