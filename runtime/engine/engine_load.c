@@ -377,20 +377,32 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
    * its environment and a rate probe (kernels/backend.h), which can differ
    * between processes (different CPUs, or a probe disturbed by ranks sharing
    * cores); the ranks take one: bf16 where every rank's is, else f32.  Every
-   * rank arrives here with the same options (a malformed struct is left to
-   * create, on every rank alike). */
+   * rank takes part in the agreement whatever its options (the same on all
+   * ranks by contract; a rank without auto on the cpu votes neither way), so
+   * the collectives match even when they are not. */
   const char *act = NULL;
-  if (comm->size > 1 && o && o->struct_size == sizeof *o && o->version == TPD_ENGINE_OPTS_VERSION &&
-      (!o->activations || !strcmp(o->activations, "auto")) && (!o->backend || !strcmp(o->backend, "cpu"))) {
-    tpd_error_state saved;
-    tpd_error_save(&saved);
+  if (comm->size > 1) {
+    const int auto_cpu = o && o->struct_size == sizeof *o && o->version == TPD_ENGINE_OPTS_VERSION &&
+                         (!o->activations || !strcmp(o->activations, "auto")) && (!o->backend || !strcmp(o->backend, "cpu"));
     tpd_dtype mine = TPD_F32;
-    if (tpd_backend_auto_activations("cpu", &mine) != TPD_OK) mine = TPD_F32; /* create reports the environment */
-    tpd_error_restore(&saved);
+    if (auto_cpu) {
+      tpd_error_state saved;
+      tpd_error_save(&saved);
+      if (tpd_backend_auto_activations("cpu", &mine) != TPD_OK) mine = TPD_F32; /* create reports the environment */
+      tpd_error_restore(&saved);
+    }
+    const int32_t vote = auto_cpu ? mine == TPD_BF16 : -1; /* 1 bf16, 0 f32, -1 neither */
+    int32_t *votes = calloc((size_t)comm->size, sizeof vote);
+    if (!votes) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    const tpd_status g = comm->ops->host_allgather(comm, &vote, votes, sizeof vote);
     int first_f32 = -1, first_bf16 = -1;
-    TPD_TRY(tpd_comm_agree(comm, mine == TPD_BF16, &first_f32));
-    TPD_TRY(tpd_comm_agree(comm, mine == TPD_F32, &first_bf16));
-    act = first_f32 < 0 ? "bf16" : "f32";
+    for (int r = 0; g == TPD_OK && r < comm->size; r++) {
+      if (votes[r] == 0 && first_f32 < 0) first_f32 = r;
+      if (votes[r] == 1 && first_bf16 < 0) first_bf16 = r;
+    }
+    free(votes);
+    TPD_TRY(g);
+    if (auto_cpu) act = first_f32 < 0 ? "bf16" : "f32";
     if (first_f32 >= 0 && first_bf16 >= 0 && comm->rank == 0)
       TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
                "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
