@@ -211,8 +211,8 @@ struct tpd_backend {
   /* the kernels this instance runs, for reports: the CPU backend's
    * instruction-set level ("avx512bf16", ...) or bf16 path
    * ("avx512bf16-dot", "amx-bf16"); NULL = ops->name.  kernels_f32: what
-   * f32 and f16 weights run where that differs (the CPU's bf16 path is for
-   * bf16 weights only), else NULL */
+   * f32 and f16 weights run (the CPU's bf16 path is for bf16 weights only;
+   * the same name where it takes no bf16 path); NULL = kernels */
   const char *kernels;
   const char *kernels_f32;
   /* dtype of this instance's KV cache (tpd_backend_opts.kv_cache), set at

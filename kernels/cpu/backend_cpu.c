@@ -76,12 +76,12 @@ static tpd_status cpu_weight_view(tpd_backend *be, const tpd_weight *w, int row0
 }
 
 /* The workspaces for every step within the plan: the matmul scratch (x
- * rounded to bf16 where the bf16 dot path may run) and the attention
- * workspace (kernels/cpu/matmul.c, attention.h). */
-static void plan_sizes(const tpd_backend_plan *p, int n_threads, size_t *scratch, tpd_att_sizes *att) {
+ * rounded to bf16, where this backend's bf16 dot path may run) and the
+ * attention workspace (kernels/cpu/matmul.c, attention.h). */
+static void plan_sizes(const tpd_backend_plan *p, int n_threads, int bf16_dot, size_t *scratch, tpd_att_sizes *att) {
   const tpd_isa isa = tpd_isa_active();
   size_t need = 0;
-  for (int i = 0; i < p->n_k && isa >= TPD_ISA_AVX512BF16; i++) { /* at AMX's padding, which covers the other's */
+  for (int i = 0; i < p->n_k && bf16_dot && isa >= TPD_ISA_AVX512BF16; i++) { /* at AMX's padding, which covers the other's */
     const size_t Mp = (size_t)tpd_amx_rows(p->max_rows) * (size_t)tpd_amx_ld(tpd_tile_kp(p->k[i]));
     if (Mp * sizeof(uint16_t) > need) need = Mp * sizeof(uint16_t);
   }
@@ -93,7 +93,7 @@ static tpd_status cpu_reserve(tpd_backend *be, const tpd_backend_plan *p, int co
   tpd_cpu *cpu = be->impl;
   size_t scratch = 0;
   tpd_att_sizes att;
-  plan_sizes(p, tpd_pool_size(cpu->pool), &scratch, &att);
+  plan_sizes(p, tpd_pool_size(cpu->pool), cpu->bf16_dot, &scratch, &att);
   *n_bytes = scratch + att.total_bytes;
   if (!commit) return TPD_OK;
   tpd_cpu_free(cpu->scratch);
@@ -178,7 +178,8 @@ static tpd_status choose_bf16_dot(const char *a, int env_dot, tpd_isa level, tpd
                       "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16 or AMX-BF16, and the CPU kernels run at "
                       "level %s (%s); unset it or set 0 for f32 FMA",
                       tpd_isa_name(level), why);
-    *on = level >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
+    *on = level >= TPD_ISA_AVX512BF16 &&
+          (env_dot >= 0 ? env_dot : tpd_cpu_bf16_dot_speedup() >= TPD_CPU_BF16_AUTO_MIN);
     *measured = env_dot < 0 && level >= TPD_ISA_AVX512BF16;
     return TPD_OK;
   }
@@ -237,12 +238,14 @@ tpd_status tpd_backend_cpu_create(const tpd_backend_opts *opts, tpd_backend **ou
     return TPD_FAIL(TPD_ERR_OOM, "cannot start %d CPU threads", n);
   }
   if (measured)
-    TPD_INFO("cpu backend: %d threads, kernels %s (bf16 weights: %s activations, vdpbf16ps measured at %.2fx the f32 "
-             "FMA rate, the threshold %.1f; --activations or TPD_CPU_BF16_DOT sets them), KV cache %s",
+    TPD_INFO("cpu backend: %d threads, kernels %s for bf16 weights (%s activations, vdpbf16ps measured at %.2fx the "
+             "f32 FMA rate, the threshold %.1f; --activations or TPD_CPU_BF16_DOT sets them), %s for others, KV "
+             "cache %s",
              n, be->kernels, bf16_dot ? "bf16" : "f32", tpd_cpu_bf16_dot_speedup(), TPD_CPU_BF16_AUTO_MIN,
-             tpd_dtype_name(kv));
+             be->kernels_f32, tpd_dtype_name(kv));
   else
-    TPD_INFO("cpu backend: %d threads, kernels %s, KV cache %s", n, be->kernels, tpd_dtype_name(kv));
+    TPD_INFO("cpu backend: %d threads, kernels %s for bf16 weights, %s for others, KV cache %s", n, be->kernels,
+             be->kernels_f32, tpd_dtype_name(kv));
   *out = be;
   return TPD_OK;
 }

@@ -24,19 +24,17 @@ tpd_isa tpd_isa_active(void);   /* detect, capped by TPD_CPU_ISA */
 void tpd_isa_force(tpd_isa isa); /* tests: use this level (capped by detect) */
 const char *tpd_isa_name(tpd_isa isa);
 
-/* The cpu backend's default for bf16 weights' matmuls (activations unset
- * or "auto"; each backend keeps what it chose at create): 0 fp32
- * activations and FMA, the reference precision; 1 activations rounded to
- * bf16 as the matmuls read them (GPU-like precision) and AMX-BF16 tiles
- * where the level is amx, vdpbf16ps otherwise.  TPD_CPU_BF16_DOT=0 or 1
- * sets it; unset, it is 1 where the CPU has AVX512-BF16 and its vdpbf16ps
- * rate is at least TPD_CPU_BF16_AUTO_MIN times its f32 FMA rate
- * (tpd_cpu_bf16_dot_speedup: 2.00 on the Zen 5 measured, where every
- * batch ran as fast or faster with it; about 1 on the Xeons measured, where
- * vdpbf16ps was slower than the f32 kernel and AMX slower at batch 1;
- * docs/performance.md). */
-int tpd_cpu_bf16_dot(void);
-void tpd_cpu_set_bf16_dot(int on); /* -1: back to TPD_CPU_BF16_DOT, read on next use */
+/* The cpu backend's bf16 path for bf16 weights' matmuls, chosen per
+ * backend at create (tpd_backend_opts.activations; kernels/cpu/backend_cpu.c):
+ * 0 fp32 activations and FMA, the reference precision; 1 activations
+ * rounded to bf16 as the matmuls read them (GPU-like precision) and
+ * AMX-BF16 tiles where the level is amx, vdpbf16ps otherwise.  For
+ * activations auto, TPD_CPU_BF16_DOT=0 or 1 decides; unset, it is 1 where
+ * the CPU has AVX512-BF16 and its vdpbf16ps rate is at least
+ * TPD_CPU_BF16_AUTO_MIN times its f32 FMA rate (tpd_cpu_bf16_dot_speedup:
+ * 2.00 on the Zen 5 measured, where every batch ran as fast or faster with
+ * it; about 1 on the Xeons measured, where vdpbf16ps was slower than the
+ * f32 kernel and AMX slower at batch 1; docs/performance.md). */
 #define TPD_CPU_BF16_AUTO_MIN 1.4
 
 /* Arithmetic-rate probes (kernels/cpu/cpu_probe.c): one thread's loop of

@@ -54,9 +54,8 @@ void tpd_mm_scalar(const tpd_mm *p, int m0, int m1, int n0, int n1) {
  * readers that tpd_backend_cpu_create runs before it starts anything: with
  * a backend they hold what its create accepted.  A program that runs the
  * kernels without creating a backend gets a bad value as a warning and the
- * default.  (tpd_cpu_bf16_dot is only the default a backend takes at create
- * for activations auto; the matmuls follow the backend's own choice,
- * tpd_cpu.bf16_dot.) */
+ * default.  (TPD_CPU_BF16_DOT is read only by create: each backend keeps its
+ * own choice, tpd_cpu.bf16_dot.) */
 tpd_status tpd_cpu_bf16_dot_env(int *on) {
   long v = 0;
   TPD_TRY(tpd_param_range("CPU_BF16_DOT", -1, 0, 1, "0: f32 FMA, 1: bf16 dot products, unset: measured", &v));
@@ -71,23 +70,6 @@ tpd_status tpd_cpu_prefetch_env(int *n_bytes) {
   return TPD_OK;
 }
 
-/* atomic: backends may be created on several threads at once (two that
- * find it unset both compute the same value) */
-static atomic_int g_bf16_dot = -1;
-
-int tpd_cpu_bf16_dot(void) {
-  int on = atomic_load(&g_bf16_dot);
-  if (on < 0) {
-    tpd_error_state saved;
-    tpd_error_save(&saved);
-    if (tpd_cpu_bf16_dot_env(&on) != TPD_OK) tpd_param_fallback(&saved, "the default (chosen by the rate probe)");
-    if (on < 0) on = tpd_cpu_bf16_dot_speedup() >= TPD_CPU_BF16_AUTO_MIN;
-    atomic_store(&g_bf16_dot, on);
-  }
-  return on;
-}
-
-void tpd_cpu_set_bf16_dot(int on) { atomic_store(&g_bf16_dot, on < 0 ? -1 : on != 0); }
 
 static int g_prefetch = -1;
 

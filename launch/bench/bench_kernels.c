@@ -279,7 +279,9 @@ tpd_status bench_run_kernels(const bopts *o, const char *dir) {
            "pass / best probe, med/med = median pass / median probe, paired = median of each pass / the probe pass "
            "before it; peak %.1f GFLOP/s (%s)\n",
            dir, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab, tpd_dtype_name(wt),
-           tpd_dtype_name(be->kv_dtype), be->kernels ? be->kernels : "cpu", threads, o->membw_mb, peak / 1e9,
+           tpd_dtype_name(be->kv_dtype),
+           wt != TPD_BF16 && be->kernels_f32 ? be->kernels_f32 : be->kernels ? be->kernels : "cpu", threads, o->membw_mb,
+           peak / 1e9,
            what ? what : "n/a");
   if (s == TPD_OK) s = matmul_rows(&k, &c, wt, o, rows, &n);
   for (int i = 0; i < o->n_batches && s == TPD_OK; i++)

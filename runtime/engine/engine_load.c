@@ -379,33 +379,33 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
    * cores); the ranks take one: bf16 where every rank's is, else f32.  Every
    * rank takes part in the agreement whatever its options (the same on all
    * ranks by contract; a rank without auto on the cpu votes neither way), so
-   * the collectives match even when they are not. */
+   * the collectives match even when they are not.  A rank whose own choice
+   * fails (its environment refused) votes neither way and keeps auto, so its
+   * create fails with that message, which every rank then reports. */
   const char *act = NULL;
+  int first_f32 = -1, first_bf16 = -1;
   if (comm->size > 1) {
-    const int auto_cpu = o && o->struct_size == sizeof *o && o->version == TPD_ENGINE_OPTS_VERSION &&
-                         (!o->activations || !strcmp(o->activations, "auto")) && (!o->backend || !strcmp(o->backend, "cpu"));
+    int auto_cpu = o && o->struct_size == sizeof *o && o->version == TPD_ENGINE_OPTS_VERSION &&
+                   (!o->activations || !strcmp(o->activations, "auto")) && (!o->backend || !strcmp(o->backend, "cpu"));
     tpd_dtype mine = TPD_F32;
     if (auto_cpu) {
       tpd_error_state saved;
       tpd_error_save(&saved);
-      if (tpd_backend_auto_activations("cpu", &mine) != TPD_OK) mine = TPD_F32; /* create reports the environment */
+      if (tpd_backend_auto_activations("cpu", &mine) != TPD_OK) auto_cpu = 0;
       tpd_error_restore(&saved);
     }
-    const int32_t vote = auto_cpu ? mine == TPD_BF16 : -1; /* 1 bf16, 0 f32, -1 neither */
-    int32_t *votes = calloc((size_t)comm->size, sizeof vote);
-    if (!votes) return TPD_FAIL(TPD_ERR_OOM, "out of memory");
+    /* 1 bf16, 0 f32, -1 neither; up to 64 ranks on the stack */
+    const int32_t vote = auto_cpu ? mine == TPD_BF16 : -1;
+    int32_t votes_fixed[64], *votes = comm->size <= 64 ? votes_fixed : calloc((size_t)comm->size, sizeof vote);
+    if (!votes) return TPD_FAIL(TPD_ERR_OOM, "out of memory for %d ranks' votes", comm->size);
     const tpd_status g = comm->ops->host_allgather(comm, &vote, votes, sizeof vote);
-    int first_f32 = -1, first_bf16 = -1;
     for (int r = 0; g == TPD_OK && r < comm->size; r++) {
       if (votes[r] == 0 && first_f32 < 0) first_f32 = r;
       if (votes[r] == 1 && first_bf16 < 0) first_bf16 = r;
     }
-    free(votes);
+    if (votes != votes_fixed) free(votes);
     TPD_TRY(g);
     if (auto_cpu) act = first_f32 < 0 ? "bf16" : "f32";
-    if (first_f32 >= 0 && first_bf16 >= 0 && comm->rank == 0)
-      TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
-               "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
   }
   tpd_status s = create(o, act, comm, out);
   if (comm->size == 1) {
@@ -429,6 +429,13 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     all[r].msg[sizeof all[r].msg - 1] = 0;
     g = (tpd_status)all[r].status;
     if (r != comm->rank) TPD_FAIL(g, "rank %d could not create its engine: %s", r, all[r].msg);
+  }
+  if (g == TPD_OK && comm->rank == 0 && first_f32 >= 0 && first_bf16 >= 0) {
+    tpd_engine_info info; /* nothing differs for f32 and f16 weights: their matmuls read f32 either way */
+    tpd_engine_get_info(*out, &info);
+    if (info.weight_dtype == TPD_BF16)
+      TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
+               "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
   }
   for (int r = 1; g == TPD_OK && comm->rank == 0 && r < comm->size; r++) {
     all[r].kernels[sizeof all[r].kernels - 1] = 0;

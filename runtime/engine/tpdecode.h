@@ -81,8 +81,9 @@ typedef struct {
                             * auto bf16; f32 reproduces the f32 reference (docs/cuda.md, "Numerics
                             * policy").  cpu: activations stay f32, bf16 rounds bf16 weights' matmul
                             * inputs (needs AVX512-BF16); auto: TPD_CPU_BF16_DOT, else bf16 where the
-                            * CPU's vdpbf16ps runs at >= 1.4x its FMA rate (measured), else f32
-                            * (docs/architecture.md, "CPU kernels").  An unknown value is an error */
+                            * CPU's vdpbf16ps runs at >= 1.4x its FMA rate (measured), else f32; at
+                            * TP > 1 bf16 only where every rank's auto is (docs/architecture.md, "CPU
+                            * kernels").  An unknown value is an error */
   int mode;               /* tpd_engine_mode; the same on every rank */
   const char *kv_cache;   /* KV cache dtype (NULL: env TPD_KV_CACHE, else auto); "auto": bf16 when the
                            * model's projection weights are bf16 on the cpu backend, else f32 (cuda: its
@@ -147,10 +148,11 @@ typedef struct {
   double act_bytes;          /* step buffers: activations, logits, step metadata (backend memory) */
   double workspace_bytes;    /* the backend's kernel workspaces */
   double host_bytes;         /* host step buffers, sampler scratch, KV bookkeeping */
-  /* the dtype bf16 weights' matmuls read activations in: act_dtype, except
-   * on the CPU, whose activations stay f32 and whose bf16 path (the opts'
-   * activations "bf16", or auto on a CPU whose vdpbf16ps outruns its FMA)
-   * rounds each matmul's input to bf16 */
+  /* the dtype this engine's matmuls read activations in: act_dtype, except
+   * on the CPU with bf16 weights, whose bf16 path (the opts' activations
+   * "bf16", or auto on a CPU whose vdpbf16ps outruns its FMA) rounds each
+   * matmul's input to bf16 while the activations stay f32 (reported for the
+   * q/k/v projection's dtype, weight_dtype) */
   tpd_dtype matmul_act_dtype;
 } tpd_engine_info;
 

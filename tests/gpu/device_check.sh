@@ -390,7 +390,10 @@ fi
 # The test programs check both activation modes (bf16, f32) themselves;
 # tpdecode takes --activations where the build has it (the logits stage).
 MODES="bf16"
-if echo "$ACT_MODES" | grep -qw f32 && have tpdecode && "$BIN/tpdecode" --help 2>&1 | grep -q -- '--activations'; then
+# whether tpdecode takes --activations at all (the CPU reference asks for f32 with it, whatever the modes)
+CPU_ACT_F32=0
+have tpdecode && "$BIN/tpdecode" --help 2>&1 | grep -q -- '--activations' && CPU_ACT_F32=1
+if echo "$ACT_MODES" | grep -qw f32 && [ "$CPU_ACT_F32" = 1 ]; then
   MODES="bf16 f32"
 fi
 if want tests; then
@@ -489,7 +492,7 @@ if want logits && have tpdecode && have tpdecode-synth; then
       echo "== $name: tpdecode --backend cpu on the same $(echo "$seq" | tr ',' '\n' | wc -l) ids" >> "$OUT/logits.log"
       # the f32 reference: f32 KV and, where tpdecode takes --activations, f32 matmul inputs (the cpu
       # rounds them to bf16 by default on a CPU whose vdpbf16ps outruns its FMA)
-      cpu_act=(); [ "$CLI_ACT" = 1 ] && cpu_act=(--activations f32)
+      cpu_act=(); [ "$CPU_ACT_F32" = 1 ] && cpu_act=(--activations f32)
       bounded 60 "$BIN/tpdecode" -m "$md" --prompt-ids "$seq" -n 1 --backend cpu --kv-cache f32 ${cpu_act[@]+"${cpu_act[@]}"} \
         --logits-out "$c.bin" >> "$OUT/logits.log" 2>&1 || lg_ok=0
       # pairs: OUT REF TOL LABEL

@@ -456,6 +456,15 @@ if [ -n "$MPI" ] && [ $has_bf16 = 1 ]; then
     && ! grep -q "runs kernels" "$T/err" && ok "ranks whose default activations differ: all f32, one warning" \
     || { bad "ranks whose default activations differ:"; cat "$T/act.txt" "$T/err"; }
 fi
+# TPD_CPU_BF16_DOT=1 where one rank's level has no bf16 dot products (capped at avx2 there): refused at
+# TP 2 as at TP 1, every rank stopping, with that rank's reason
+if [ -n "$MPI" ]; then
+  "$MPI" -np 1 "$B/tpdecode" "${ARGS[@]}" : -np 1 -x TPD_CPU_ISA=avx2 -x TPD_CPU_BF16_DOT=1 "$B/tpdecode" \
+    "${ARGS[@]}" > "$T/act.txt" 2> "$T/err"
+  [ $? -ne 0 ] && [ ! -s "$T/act.txt" ] && grep -q "TPD_CPU_BF16_DOT=1: bf16 dot products need AVX512-BF16" "$T/err" \
+    && grep -Eq "level (avx2|scalar)" "$T/err" && ok "TPD_CPU_BF16_DOT=1 at avx2 on rank 1 of 2: refused" \
+    || { bad "TPD_CPU_BF16_DOT=1 at avx2 on rank 1 of 2:"; cat "$T/act.txt" "$T/err"; }
+fi
 # ranks at different instruction-set levels (TPD_CPU_ISA=avx2 on rank 1): the run completes and rank 0
 # names both kernels in a warning
 if [ -n "$MPI" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null && [ -z "${TPD_CPU_ISA:-}" ]; then

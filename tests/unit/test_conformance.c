@@ -7,6 +7,7 @@
  * bounds of its roundings (below), teacher-forced along the pack's ids. */
 #include <cjson/cJSON.h>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "launch/generate.h"
 #include "runtime/base/fileio.h"
@@ -120,7 +121,9 @@ int main(int argc, char **argv) {
     printf("bf16 activations (activations 'bf16') not checked: rank %d's CPU has no AVX512-BF16\n", first_without);
   /* What the default (activations auto: TPD_CPU_BF16_DOT, else the rate probe) gives: the engine
    * agrees bf16 matmul inputs where every rank's own choice is bf16, else f32 on every rank */
-  const int auto_mine = tpd_isa_active() >= TPD_ISA_AVX512BF16 && tpd_cpu_bf16_dot();
+  tpd_dtype auto_dt = TPD_F32;
+  CHECK_OK(tpd_backend_auto_activations("cpu", &auto_dt));
+  const int auto_mine = auto_dt == TPD_BF16;
   int first_f32 = -1;
   CHECK_OK(tpd_comm_agree(comm, auto_mine, &first_f32));
   const int auto_bf16 = first_f32 < 0;
@@ -159,6 +162,10 @@ int main(int argc, char **argv) {
           tpd_dtype_name(info.kv_dtype));
     CHECK(info.matmul_act_dtype == (act_bf16 ? TPD_BF16 : TPD_F32), "%s activations %s: matmul inputs %s", model,
           o.activations ? o.activations : "auto", tpd_dtype_name(info.matmul_act_dtype));
+    /* the kernels named: a bf16 path only where it runs (f32 weights report the f32 kernels) */
+    const int bf16_named = strstr(info.kernels, "-dot") || strstr(info.kernels, "amx-bf16");
+    CHECK(bf16_named == act_bf16, "%s activations %s: kernels %s", model, o.activations ? o.activations : "auto",
+          info.kernels);
     const int32_t *pp[1] = {prompt};
     tpd_gen_request q = {.n_seqs = 1, .prompts = pp, .prompt_lens = &np, .n_new = n, .logits_steps = steps};
     tpd_gen_result r;
@@ -188,6 +195,15 @@ int main(int argc, char **argv) {
       if (sim) ref_set_act_bf16(sim, act_bf16), ref_set_kv_bf16(sim, bf16_kv);
       if (sim && raw && nb == sizeof(float) * (size_t)steps * V)
         forced_run(e, sim, prompt, np, oj, steps, V, (const float *)raw, eta_max, &fr);
+      forced_result kv_only = {0, 0, 0, 0, -1, 0}; /* .sim -1: not run */
+      if (sim && act_bf16 && bf16_kv && raw && nb == sizeof(float) * (size_t)steps * V) {
+        /* that the matmuls' rounding ran, with the KV cache's as well: the logits are further from the
+         * simulation of the KV rounding alone than that simulation's own tolerance */
+        ref_set_act_bf16(sim, 0);
+        forced_run(e, sim, prompt, np, oj, steps, V, (const float *)raw, eta_max, &kv_only);
+        CHECK(kv_only.sim > KV_SIM_TOL, "%s prompt of %d, %s: logits within %.3g of the bf16-KV-only simulation "
+              "(the bf16 matmul path did not run?)", model, np, what, kv_only.sim);
+      }
       ref_free(sim);
       const double sim_tol = act_bf16 ? ACT_SIM_TOL : KV_SIM_TOL;
       CHECK(tu_within(fr.sim, sim_tol), "%s prompt of %d, %s: logits differ from the float64 reference with the same "
@@ -203,9 +219,10 @@ int main(int argc, char **argv) {
       if (comm->rank == 0 && act_bf16)
         printf("%-18s TP=%d prompt of %2d, %s KV, matmuls %s (bf16 activations; teacher-forced, %d steps): normwise "
                "%.2e (bound %.2e), elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs "
-               "float64 with bf16 matmul inputs%s %.2e (vs pack %.2e); free-running %d of %d ids as the pack\n",
+               "float64 with bf16 matmul inputs%s %.2e (vs pack %.2e%s%.2e); free-running %d of %d ids as the pack\n",
                model, comm->size, np, bf16_kv ? "BF16" : "F32", what, steps, fr.rho, rho_max, fr.eta, eta_max,
-               fr.ids_equal, fr.ids_checked, bf16_kv ? " and K/V" : "", fr.sim, fr.dev, same, n);
+               fr.ids_equal, fr.ids_checked, bf16_kv ? " and K/V" : "", fr.sim, fr.dev,
+               kv_only.sim >= 0 ? ", vs K/V rounded alone " : "", kv_only.sim >= 0 ? kv_only.sim : 0.0, same, n);
       else if (comm->rank == 0)
         printf("%-18s TP=%d prompt of %2d, BF16 KV (teacher-forced, %d steps): normwise %.2e (bound %.2e), "
                "elementwise %.2e (bound %.2e), %d of %d ids above the margin bound equal; vs float64 with bf16 K/V "
