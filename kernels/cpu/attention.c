@@ -247,7 +247,7 @@ tpd_status tpd_cpu_att_blocks_env(int *on) {
 
 static int g_att_blocks = -1;
 
-/* read once, as tpd_cpu_bf16_dot (kernels/cpu/matmul.c) */
+/* read once, as tpd_cpu_prefetch (kernels/cpu/matmul.c) */
 int tpd_cpu_att_blocks(void) {
   if (g_att_blocks < 0) {
     tpd_error_state saved;

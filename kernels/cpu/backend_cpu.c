@@ -167,7 +167,7 @@ static const char *kernels_name(tpd_isa isa, int bf16_dot) {
 /* Whether bf16 weights' matmuls round their input to bf16
  * (tpd_backend_opts.activations): asked ("bf16", refused where the level
  * has no bf16 dot products; "f32"), or auto: TPD_CPU_BF16_DOT (1 refused
- * likewise), else the rate probe (tpd_cpu_bf16_dot).  *measured: the probe
+ * likewise), else the rate probe (tpd_cpu_bf16_dot_speedup).  *measured: the probe
  * chose. */
 static tpd_status choose_bf16_dot(const char *a, int env_dot, tpd_isa level, tpd_isa best, int *on, int *measured) {
   const char *why = level < best ? "capped by TPD_CPU_ISA" : "this CPU's best";

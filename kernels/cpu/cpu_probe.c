@@ -1,7 +1,7 @@
 /* Arithmetic-rate probes: one thread's loop of independent accumulator
  * chains of one instruction kind.  The CPU backend times two of them once
- * per process to choose its bf16-activation default (tpd_cpu_bf16_dot,
- * kernels/cpu/matmul.c); tpdecode-bench runs one on every thread for the
+ * per process to choose its bf16-activation default (choose_bf16_dot,
+ * kernels/cpu/backend_cpu.c); tpdecode-bench runs one on every thread for the
  * compute term of its floor (launch/bench/bench_probe.c). */
 #include <pthread.h>
 #include <stdint.h>
