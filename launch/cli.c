@@ -78,6 +78,13 @@ tpd_status tpd_cli_int_opt(const char *opt, const char *v, long lo, long hi, lon
   return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected an integer in [%ld, %ld]", opt, v, lo, hi);
 }
 
+tpd_status tpd_cli_dtype_opt(const char *opt, const char *v, const char **out) {
+  if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
+    return TPD_FAIL(TPD_ERR_ARG, "%s '%s': expected auto, f32 or bf16", opt, v);
+  *out = v;
+  return TPD_OK;
+}
+
 long tpd_cli_cpu_share(const tpd_comm *comm) {
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
   const long ranks = comm && comm->local_size > 0 ? comm->local_size : 1;

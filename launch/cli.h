@@ -17,6 +17,9 @@ int tpd_cli_ids(const char *s, int32_t **out, const char **err);
 /* As tpd_cli_int, for the value v of option opt: on failure records
  * "OPT 'V': expected an integer in [LO, HI]" (">= LO" when hi is LONG_MAX). */
 tpd_status tpd_cli_int_opt(const char *opt, const char *v, long lo, long hi, long *out);
+/* The value v of a dtype option (--kv-cache, --activations): auto, f32 or
+ * bf16 into *out; else records "OPT 'V': expected auto, f32 or bf16". */
+tpd_status tpd_cli_dtype_opt(const char *opt, const char *v, const char **out);
 
 /* A rank's share of its node's CPUs: sysconf online CPUs / ranks on the node
  * (at least 1).  The default CPU thread count and the cap on --threads. */

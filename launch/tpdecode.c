@@ -179,11 +179,8 @@ static tpd_status parse(int argc, char **argv, opts *o) {
   if (!o->n_prompts) return TPD_FAIL(TPD_ERR_ARG, "no prompt: pass --prompt TEXT or --prompt-ids 1,2,3");
   if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
     return TPD_FAIL(TPD_ERR_ARG, "--backend '%s': expected cpu or cuda", o->backend);
-  if (o->activations && strcmp(o->activations, "auto") && strcmp(o->activations, "f32") &&
-      strcmp(o->activations, "bf16"))
-    return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", o->activations);
-  if (o->kv_cache && strcmp(o->kv_cache, "auto") && strcmp(o->kv_cache, "f32") && strcmp(o->kv_cache, "bf16"))
-    return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", o->kv_cache);
+  if (o->activations) TPD_TRY(tpd_cli_dtype_opt("--activations", o->activations, &o->activations));
+  if (o->kv_cache) TPD_TRY(tpd_cli_dtype_opt("--kv-cache", o->kv_cache, &o->kv_cache));
   return TPD_OK;
 }
 

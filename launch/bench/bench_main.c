@@ -208,16 +208,10 @@ static tpd_status parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "--tok-mb")) field = &o->tok_mb, hi = 4096, tok_set = 1;
     else if (!strcmp(a, "--tok-repeat")) field = &o->tok_repeat, hi = 1000, tok_set = 1;
     else if (!strcmp(a, "--out-dir")) o->out_dir = v;
-    else if (!strcmp(a, "--kv-cache")) { /* tpd_engine_opts.kv_cache of every engine this process makes */
-      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
-        return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
-      o->kv_cache = v;
-    }
-    else if (!strcmp(a, "--activations")) { /* tpd_engine_opts.activations of every engine */
-      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
-        return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", v);
-      o->activations = v;
-    }
+    else if (!strcmp(a, "--kv-cache")) /* tpd_engine_opts.kv_cache of every engine this process makes */
+      TPD_TRY(tpd_cli_dtype_opt(a, v, &o->kv_cache));
+    else if (!strcmp(a, "--activations")) /* tpd_engine_opts.activations of every engine */
+      TPD_TRY(tpd_cli_dtype_opt(a, v, &o->activations));
     else if (!strcmp(a, "--hw")) o->hw = v;
     else if (!strcmp(a, "--backend")) {
       snprintf(backend_buf, sizeof backend_buf, "%s", v);

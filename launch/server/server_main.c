@@ -118,13 +118,9 @@ static tpd_status parse(int argc, char **argv, srv_state *s, int *help, int *ver
       TPD_TRY(tpd_cli_int_opt(a, v, 1, 4096, &x));
       s->threads = (int)x;
     } else if (!strcmp(a, "--kv-cache")) {
-      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
-        return TPD_FAIL(TPD_ERR_ARG, "--kv-cache '%s': expected auto, f32 or bf16", v);
-      s->kv_cache = v;
+      TPD_TRY(tpd_cli_dtype_opt(a, v, &s->kv_cache));
     } else if (!strcmp(a, "--activations")) {
-      if (strcmp(v, "auto") && strcmp(v, "f32") && strcmp(v, "bf16"))
-        return TPD_FAIL(TPD_ERR_ARG, "--activations '%s': expected auto, f32 or bf16", v);
-      s->activations = v;
+      TPD_TRY(tpd_cli_dtype_opt(a, v, &s->activations));
     } else if (!strcmp(a, "--backlog")) {
       TPD_TRY(tpd_cli_int_opt(a, v, 64, 65535, &x));
       s->backlog = (int)x;

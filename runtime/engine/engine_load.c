@@ -417,9 +417,9 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     char msg[TPD_POISON_MSG];
     char kernels[32]; /* what this rank's backend runs: ranks may choose differently (CPU levels, rate probes) */
   } mine = {(int32_t)s, {0}, {0}}, *all = calloc((size_t)comm->size, sizeof mine);
+  tpd_engine_info info;
   if (s != TPD_OK) snprintf(mine.msg, sizeof mine.msg, "%s", tpd_last_error());
   else {
-    tpd_engine_info info;
     tpd_engine_get_info(*out, &info);
     snprintf(mine.kernels, sizeof mine.kernels, "%s", info.kernels);
   }
@@ -430,13 +430,10 @@ tpd_status tpd_engine_create(const tpd_engine_opts *o, tpd_comm *comm, tpd_engin
     g = (tpd_status)all[r].status;
     if (r != comm->rank) TPD_FAIL(g, "rank %d could not create its engine: %s", r, all[r].msg);
   }
-  if (g == TPD_OK && comm->rank == 0 && first_f32 >= 0 && first_bf16 >= 0) {
-    tpd_engine_info info; /* nothing differs for f32 and f16 weights: their matmuls read f32 either way */
-    tpd_engine_get_info(*out, &info);
-    if (info.weight_dtype == TPD_BF16)
-      TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
-               "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
-  }
+  /* (nothing differs for f32 and f16 weights: their matmuls read f32 either way) */
+  if (g == TPD_OK && comm->rank == 0 && first_f32 >= 0 && first_bf16 >= 0 && info.weight_dtype == TPD_BF16)
+    TPD_WARN("activations auto: rank %d chose bf16 matmul inputs and rank %d f32; every rank takes f32 "
+             "(--activations or TPD_CPU_BF16_DOT sets one choice for all)", first_bf16, first_f32);
   for (int r = 1; g == TPD_OK && comm->rank == 0 && r < comm->size; r++) {
     all[r].kernels[sizeof all[r].kernels - 1] = 0;
     if (!strcmp(all[r].kernels, all[0].kernels)) continue;
